@@ -1,0 +1,7 @@
+//! The `lwa-broker` CLI end to end, as a user runs it, against a fake Amazon over HTTP.
+
+mod support;
+
+mod accounts;
+mod login;
+mod readme;
