@@ -250,7 +250,7 @@ fn parse_parameters(params: &Value) -> Vec<(String, Location)> {
 pub fn segments(path: &str) -> Vec<String> {
     path.split('/')
         .filter(|s| !s.is_empty())
-        .map(|s| percent_decode(s))
+        .map(percent_decode)
         .collect()
 }
 
