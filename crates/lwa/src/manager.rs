@@ -270,8 +270,7 @@ struct Inner {
 /// let refresh_token = fake
 ///     .control()
 ///     .self_authorize(defaults::SP_API_CLIENT_ID, defaults::SELLER_NA)
-///     .await
-///     .unwrap();
+///     .await;
 /// let app = AppCredentials::new(defaults::SP_API_CLIENT_ID, defaults::SP_API_CLIENT_SECRET);
 /// let manager = TokenManager::builder(TokenManagerConfig::new(Api::SpApi, Region::Na, app))
 ///     .client(LwaClient::new(Endpoints::rebased(&fake.base_url())))
