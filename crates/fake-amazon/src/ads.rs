@@ -72,7 +72,10 @@ pub async fn handle(ctx: Ctx) -> Response {
         );
     };
     let token = ctx.header_nonempty("authorization").and_then(|v| {
-        (v.len() > 7 && v[..7].eq_ignore_ascii_case("bearer ")).then(|| v[7..].trim().to_owned())
+        v.get(..7)
+            .is_some_and(|p| p.eq_ignore_ascii_case("bearer "))
+            .then(|| v.get(7..).unwrap_or("").trim().to_owned())
+            .filter(|t| !t.is_empty())
     });
     let record = token
         .as_deref()

@@ -5,6 +5,9 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use crate::model::ClockState;
 
+/// The largest offset, either way: about 3000 years.
+pub const MAX_OFFSET_MS: i64 = 100_000_000_000_000;
+
 /// System time plus an adjustable offset. Everything time-based in the fake reads this.
 #[derive(Debug, Default)]
 pub struct FakeClock {
@@ -21,15 +24,20 @@ impl FakeClock {
         system.saturating_add(self.offset_ms.load(Ordering::Relaxed))
     }
 
-    /// Moves the clock by `seconds` (may be fractional; negative moves it back).
+    /// Moves the clock by `seconds` (may be fractional; negative moves it back). The offset is
+    /// kept within ±[`MAX_OFFSET_MS`] so that time arithmetic never overflows.
     pub fn advance(&self, seconds: f64) {
         let ms = (seconds * 1000.0).round();
         let ms = if ms.is_finite() {
-            ms.clamp(i64::MIN as f64 / 4.0, i64::MAX as f64 / 4.0) as i64
+            ms.clamp(-(MAX_OFFSET_MS as f64), MAX_OFFSET_MS as f64) as i64
         } else {
             0
         };
-        self.offset_ms.fetch_add(ms, Ordering::Relaxed);
+        let _ = self
+            .offset_ms
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |old| {
+                Some(old.saturating_add(ms).clamp(-MAX_OFFSET_MS, MAX_OFFSET_MS))
+            });
     }
 
     /// Now and the offset.

@@ -151,6 +151,11 @@ fn route(shared: &Arc<Shared>, method: &Method, segs: &[&str], query: &str, byte
                     return Err(Failure::bad("shares must be between 0 and 1"));
                 }
             }
+            if let Some(status) = spec.script.as_ref().and_then(|s| s.status)
+                && !(200..=599).contains(&status)
+            {
+                return Err(Failure::bad("script.status must be between 200 and 599"));
+            }
             let id = shared.inner.lock().add_fault(spec);
             Ok(json!({ "id": id }))
         }
@@ -500,7 +505,13 @@ fn secret_expiry(shared: &Shared, bytes: &Bytes, now: i64) -> Outcome {
     }
     let notice: Notice = body(bytes)?;
     let mut inner = shared.inner.lock();
-    let expiry = now + notice.expires_in_seconds.unwrap_or(90 * 86_400).max(0) * 1000;
+    let expiry = now.saturating_add(
+        notice
+            .expires_in_seconds
+            .unwrap_or(90 * 86_400)
+            .clamp(0, i64::MAX / 4_000)
+            * 1000,
+    );
     let extras = inner.settings.quirks.notification_envelope_extras;
     let app = inner
         .apps

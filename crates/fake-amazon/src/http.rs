@@ -110,7 +110,16 @@ pub fn html(status: StatusCode, page: String) -> Response {
 pub fn redirect(location: &str) -> Response {
     let mut resp = Response::new(Body::empty());
     *resp.status_mut() = StatusCode::FOUND;
-    set_header(&mut resp, LOCATION.as_str(), location);
+    // A registered redirect URI may hold characters a header cannot: percent-encode them.
+    let mut safe = String::with_capacity(location.len());
+    for b in location.bytes() {
+        if b.is_ascii_graphic() {
+            safe.push(char::from(b));
+        } else {
+            safe.push_str(&format!("%{b:02X}"));
+        }
+    }
+    set_header(&mut resp, LOCATION.as_str(), &safe);
     set_header(&mut resp, "cache-control", "no-store");
     resp
 }

@@ -234,9 +234,9 @@ fn parse(ctx: &Ctx) -> Result<Params, LwaError> {
         }
     }
     let basic = match ctx.header("authorization") {
-        Some(value) if value.len() > 6 && value[..6].eq_ignore_ascii_case("basic ") => {
+        Some(value) if value.get(..6).is_some_and(|p| p.eq_ignore_ascii_case("basic ")) => {
             let decoded = STANDARD
-                .decode(value[6..].trim())
+                .decode(value.get(6..).unwrap_or("").trim())
                 .ok()
                 .and_then(|b| String::from_utf8(b).ok())
                 .ok_or_else(LwaError::invalid_client)?;

@@ -23,6 +23,27 @@ use crate::{ads, consent, control, ids, lwa, sp_api};
 
 /// Request bodies larger than this are refused with 413.
 pub const MAX_BODY: usize = 1024 * 1024;
+/// An oversized body is read and discarded up to this size before the 413, so that the client
+/// sees the answer instead of a reset connection.
+const DRAIN_LIMIT: usize = 16 * 1024 * 1024;
+
+/// Reads a body of at most [`MAX_BODY`] bytes; `None` when it is larger (or broken).
+async fn read_body(body: Body) -> Option<axum::body::Bytes> {
+    use futures::StreamExt as _;
+    let mut stream = body.into_data_stream();
+    let mut buf = Vec::new();
+    let mut total = 0usize;
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.ok()?;
+        total = total.saturating_add(chunk.len());
+        if total <= MAX_BODY {
+            buf.extend_from_slice(&chunk);
+        } else if total > DRAIN_LIMIT {
+            return None;
+        }
+    }
+    (total <= MAX_BODY).then(|| buf.into())
+}
 
 /// Accepts connections until the task is aborted; aborting it drops every open connection.
 pub async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
@@ -75,7 +96,7 @@ pub async fn handle(shared: Arc<Shared>, req: Request<Body>) -> Response {
     let query = parts.uri.query().unwrap_or("").to_owned();
 
     if full_path == "/__fake" || full_path.starts_with("/__fake/") {
-        let Ok(bytes) = axum::body::to_bytes(body, MAX_BODY).await else {
+        let Some(bytes) = read_body(body).await else {
             return response(
                 StatusCode::PAYLOAD_TOO_LARGE,
                 "application/json",
@@ -97,9 +118,9 @@ pub async fn handle(shared: Arc<Shared>, req: Request<Body>) -> Response {
     };
     let request_id = ids::uuid();
     let kill = parts.extensions.get::<ConnKill>().cloned();
-    let body = match axum::body::to_bytes(body, MAX_BODY).await {
-        Ok(b) => b,
-        Err(_) => {
+    let body = match read_body(body).await {
+        Some(b) => b,
+        None => {
             let mut resp = response(
                 StatusCode::PAYLOAD_TOO_LARGE,
                 "application/json",

@@ -1,0 +1,11 @@
+//! The fake Amazon's behaviour, over HTTP, against a `FakeAmazon::start()`ed server.
+
+mod ads;
+mod binary;
+mod consent;
+mod control;
+mod faults;
+mod lwa;
+mod sandbox;
+mod sp_api;
+mod support;
