@@ -52,12 +52,9 @@ async fn refresh_returns_the_same_refresh_token_by_default() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn rotate_quirk_issues_new_refresh_token_and_old_stays_valid() {
-    let t = spawn_with(FakeConfig {
-        quirks: Quirks {
-            rotate_refresh_tokens: true,
-            ..Quirks::default()
-        },
-        ..FakeConfig::default()
+    let t = spawn_with_quirks(Quirks {
+        rotate_refresh_tokens: true,
+        ..Quirks::default()
     })
     .await;
     let (_, refresh) = t.seller_tokens(Region::Na).await;
@@ -305,12 +302,9 @@ async fn client_credentials_rules() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn scope_in_client_credentials_response_is_a_quirk() {
-    let t = spawn_with(FakeConfig {
-        quirks: Quirks {
-            client_credentials_scope_in_response: true,
-            ..Quirks::default()
-        },
-        ..FakeConfig::default()
+    let t = spawn_with_quirks(Quirks {
+        client_credentials_scope_in_response: true,
+        ..Quirks::default()
     })
     .await;
     let [id, secret] = sp_creds();
@@ -373,7 +367,6 @@ async fn codes_are_single_use_expire_and_belong_to_their_client() {
 #[tokio::test(flavor = "multi_thread")]
 async fn codes_are_bound_to_the_redirect_uri() {
     let t = spawn().await;
-    let [id, secret] = sp_creds();
     let issue = |redirect: Option<&str>| {
         let redirect = redirect.map(str::to_owned);
         let control = t.control.clone();
@@ -391,68 +384,19 @@ async fn codes_are_bound_to_the_redirect_uri() {
 
     // Consent named a redirect: the token request must name the same.
     let code = issue(Some(other)).await;
-    let (status, body) = t
-        .token(
-            NA_LWA,
-            &[("grant_type", "authorization_code"), ("code", &code), id, secret],
-        )
-        .await;
+    let (status, body) = t.exchange_sp_with_redirect(&code, None).await;
     assert_lwa_error(status, &body, 400, "invalid_grant");
-    let (status, _) = t
-        .token(
-            NA_LWA,
-            &[
-                ("grant_type", "authorization_code"),
-                ("code", &code),
-                ("redirect_uri", REDIRECT),
-                id,
-                secret,
-            ],
-        )
-        .await;
+    let (status, _) = t.exchange_sp_with_redirect(&code, Some(REDIRECT)).await;
     assert_eq!(status, 400);
-    let (status, body) = t
-        .token(
-            NA_LWA,
-            &[
-                ("grant_type", "authorization_code"),
-                ("code", &code),
-                ("redirect_uri", other),
-                id,
-                secret,
-            ],
-        )
-        .await;
+    let (status, body) = t.exchange_sp_with_redirect(&code, Some(other)).await;
     assert_eq!(status, 200, "{body}");
 
     // Consent without redirect: delivered to the first registered one, which the token request
     // may name, but no other.
     let code = issue(None).await;
-    let (status, _) = t
-        .token(
-            NA_LWA,
-            &[
-                ("grant_type", "authorization_code"),
-                ("code", &code),
-                ("redirect_uri", other),
-                id,
-                secret,
-            ],
-        )
-        .await;
+    let (status, _) = t.exchange_sp_with_redirect(&code, Some(other)).await;
     assert_eq!(status, 400);
-    let (status, _) = t
-        .token(
-            NA_LWA,
-            &[
-                ("grant_type", "authorization_code"),
-                ("code", &code),
-                ("redirect_uri", REDIRECT),
-                id,
-                secret,
-            ],
-        )
-        .await;
+    let (status, _) = t.exchange_sp_with_redirect(&code, Some(REDIRECT)).await;
     assert_eq!(status, 200);
 }
 

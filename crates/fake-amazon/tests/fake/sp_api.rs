@@ -1,6 +1,6 @@
 //! SP-API: auth, errors, rate limits, Sellers, Tokens (RDT), Orders, Notifications, rotation.
 
-use fake_amazon::{AppKind, AppSpec, FakeConfig, Quirks, Region, RevokeSpec, SellerSpec, defaults};
+use fake_amazon::{AppKind, AppSpec, Quirks, Region, RevokeSpec, SellerSpec, defaults};
 use serde_json::{Value, json};
 
 use crate::support::*;
@@ -372,12 +372,9 @@ async fn rdt_request_validation() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn rdt_payload_wrapper_quirk() {
-    let t = spawn_with(FakeConfig {
-        quirks: Quirks {
-            rdt_payload_wrapper: true,
-            ..Quirks::default()
-        },
-        ..FakeConfig::default()
+    let t = spawn_with_quirks(Quirks {
+        rdt_payload_wrapper: true,
+        ..Quirks::default()
     })
     .await;
     let (access, _) = t.seller_tokens(Region::Na).await;

@@ -1,7 +1,9 @@
 //! A running fake plus an HTTP client that does not follow redirects, with one helper per
 //! thing tests do often.
 
-use fake_amazon::{AccountType, AuthorizeSpec, FakeAmazon, FakeConfig, FakeControl, Region, defaults};
+use fake_amazon::{
+    AccountType, AuthorizeSpec, FakeAmazon, FakeConfig, FakeControl, Quirks, Region, defaults,
+};
 use reqwest::{Client, Response, StatusCode, redirect};
 use serde_json::Value;
 
@@ -21,6 +23,15 @@ pub struct TestFake {
 
 pub async fn spawn() -> TestFake {
     spawn_with(FakeConfig::default()).await
+}
+
+/// A fake with the default configuration but for `quirks`.
+pub async fn spawn_with_quirks(quirks: Quirks) -> TestFake {
+    spawn_with(FakeConfig {
+        quirks,
+        ..FakeConfig::default()
+    })
+    .await
 }
 
 pub async fn spawn_with(config: FakeConfig) -> TestFake {
@@ -96,12 +107,23 @@ impl TestFake {
 
     /// Exchanges a code of the default SP-API app at api.amazon.com.
     pub async fn exchange_sp(&self, code: &str) -> (StatusCode, Value) {
+        self.exchange_sp_with_redirect(code, None).await
+    }
+
+    /// Exchanges a code of the default SP-API app at api.amazon.com, naming `redirect_uri`
+    /// when given.
+    pub async fn exchange_sp_with_redirect(
+        &self,
+        code: &str,
+        redirect_uri: Option<&str>,
+    ) -> (StatusCode, Value) {
         let [id, secret] = sp_creds();
-        self.token(
-            NA_LWA,
-            &[("grant_type", "authorization_code"), ("code", code), id, secret],
-        )
-        .await
+        let mut form = vec![("grant_type", "authorization_code"), ("code", code)];
+        if let Some(redirect_uri) = redirect_uri {
+            form.push(("redirect_uri", redirect_uri));
+        }
+        form.extend([id, secret]);
+        self.token(NA_LWA, &form).await
     }
 
     /// Access and refresh tokens of the default seller of `region`.

@@ -122,12 +122,7 @@ pub fn status(context: &Context, args: StatusArgs) -> Result<(), Failure> {
         None => context.store.accounts()?,
     };
     let now = context.clock.now_ms();
-    let buffer = context
-        .sources
-        .get(None, "LWA_BROKER_REFRESH_BUFFER_SECONDS")
-        .and_then(|s| s.parse().ok())
-        .map(std::time::Duration::from_secs)
-        .unwrap_or(lwa::DEFAULT_REFRESH_BUFFER);
+    let buffer = context.refresh_buffer()?;
     let mut rows = Vec::new();
     for name in names {
         let tokens = context.store.load(&name)?.unwrap_or_default();

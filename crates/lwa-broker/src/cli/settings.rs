@@ -230,17 +230,22 @@ impl Context {
         Ok(credentials)
     }
 
+    /// Refresh once the access token has less than this left.
+    pub fn refresh_buffer(&self) -> Result<Duration, Failure> {
+        match self.sources.get(None, "LWA_BROKER_REFRESH_BUFFER_SECONDS") {
+            None => Ok(lwa::DEFAULT_REFRESH_BUFFER),
+            Some(seconds) => seconds.parse().map(Duration::from_secs).map_err(|_| {
+                Failure::config("LWA_BROKER_REFRESH_BUFFER_SECONDS must be a whole number of seconds")
+            }),
+        }
+    }
+
     /// The manager for the selected account.
     pub fn manager(&self) -> Result<TokenManager, Failure> {
         let mut config = TokenManagerConfig::new(self.api()?, self.region()?, self.credentials()?);
         config.account = self.account.clone();
         config.sandbox = self.sources.flag_bool(false, "LWA_BROKER_SP_API_SANDBOX");
-        if let Some(seconds) = self.sources.get(None, "LWA_BROKER_REFRESH_BUFFER_SECONDS") {
-            let seconds: u64 = seconds.parse().map_err(|_| {
-                Failure::config("LWA_BROKER_REFRESH_BUFFER_SECONDS must be a whole number of seconds")
-            })?;
-            config.refresh_buffer = Duration::from_secs(seconds);
-        }
+        config.refresh_buffer = self.refresh_buffer()?;
         let client = LwaClient::new(self.endpoints.clone());
         TokenManager::builder(config)
             .client(client)
