@@ -1,5 +1,6 @@
 //! A scripted person at a consent page: loads it, fills the form, clicks Approve or Deny, and
-//! reports where Amazon redirected. Tests use it where a real user would use a browser.
+//! reports where Amazon redirected; or follows one redirect step ([`follow`]). Tests use it
+//! where a real user would use a browser.
 
 use std::collections::HashMap;
 
@@ -90,6 +91,30 @@ pub async fn consent(consent_url: &str, choice: Choice) -> Result<String, Browse
             response.status()
         ))
     })
+}
+
+/// GETs `url` without following redirects and returns the `Location` it redirected to: e.g.
+/// the `amazon_callback_uri` the app sent the browser to in the Appstore-initiated workflow,
+/// which redirects to the app's redirect URI with the code. Any other answer is an error that
+/// carries the status and the page.
+pub async fn follow(url: &str) -> Result<String, BrowserError> {
+    let http = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .map_err(|e| BrowserError(e.to_string()))?;
+    let response = http
+        .get(url)
+        .send()
+        .await
+        .map_err(|e| BrowserError(format!("loading {url}: {e}")))?;
+    if let Some(location) = location(&response) {
+        return Ok(location);
+    }
+    let status = response.status();
+    let page = response.text().await.unwrap_or_default();
+    Err(BrowserError(format!(
+        "{url} answered {status} without a redirect: {page}"
+    )))
 }
 
 /// The query parameters of a URL.

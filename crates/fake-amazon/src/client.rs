@@ -7,8 +7,8 @@ use serde_json::{Value, json};
 
 use crate::config::Quirks;
 use crate::model::{
-    Advertiser, AdvertiserSpec, App, AppSpec, AuthorizationRecord, AuthorizeSpec, ClockState, Counters,
-    Fault, FaultSpec, RecordedRequest, RevokeSpec, Seller, SellerSpec, TokenInfo,
+    Advertiser, AdvertiserSpec, App, AppSpec, AppstoreSpec, AuthorizationRecord, AuthorizeSpec, ClockState,
+    Counters, Fault, FaultSpec, RecordedRequest, RevokeSpec, Seller, SellerSpec, TokenInfo,
 };
 
 /// A control API call that failed.
@@ -191,6 +191,17 @@ impl FakeControl {
             .typed(Method::POST, "authorize", Some(Self::to_json(&spec)))
             .await;
         v["code"].as_str().unwrap_or_default().to_owned()
+    }
+
+    /// Plays the seller clicking Authorize in the Appstore (or re-authorizing): returns the app's
+    /// Login URI with `amazon_callback_uri`, `amazon_state`, `selling_partner_id` and, for a
+    /// draft app, `version=beta`. The app then sends the browser to
+    /// `{amazon_callback_uri}?redirect_uri=…&amazon_state=…&state=…`.
+    pub async fn appstore_authorize(&self, spec: AppstoreSpec) -> String {
+        let v: Value = self
+            .typed(Method::POST, "appstore-authorize", Some(Self::to_json(&spec)))
+            .await;
+        v["url"].as_str().unwrap_or_default().to_owned()
     }
 
     /// Every code issued (consent pages and control API), oldest first.

@@ -10,7 +10,7 @@ use crate::faults::{self, FaultQuery, Injected};
 use crate::hosts::HostKind;
 use crate::http::{Ctx, FaultMarker, append_query, first, form_pairs, html, redirect};
 use crate::model::{AccountType, AppKind, FaultTarget, Principal, Region};
-use crate::state::Challenge;
+use crate::state::{AMAZON_STATE_TTL_MS, AppRecord, Challenge, Inner};
 
 /// Ads scopes the consent page accepts (AMAZON.md §2.1).
 pub const ADS_SCOPES: &[&str] = &[
@@ -58,6 +58,15 @@ pub async fn handle(ctx: Ctx) -> Response {
             ..
         } if is_form && ctx.path == "/apps/authorize/consent" => {
             sp_api(&ctx, region, account_type, marketplace)
+        }
+        HostKind::Central {
+            region,
+            account_type,
+            marketplace,
+            ..
+        } if ctx.method == Method::GET && confirm_application_id(&ctx.path).is_some() => {
+            let application_id = confirm_application_id(&ctx.path).unwrap_or_default();
+            confirm(&ctx, &application_id, region, account_type, marketplace)
         }
         HostKind::AdsConsent(_) if is_form && ctx.path == "/ap/oa" => ads(&ctx),
         _ => error_page(
@@ -126,6 +135,123 @@ fn consent_page(
     )
 }
 
+/// The `application_id` of `/apps/authorize/confirm/{application_id}` (percent-decoded).
+fn confirm_application_id(path: &str) -> Option<String> {
+    path.strip_prefix("/apps/authorize/confirm/")
+        .filter(|id| !id.is_empty() && !id.contains('/'))
+        .map(crate::sandbox::percent_decode)
+}
+
+/// Checks an SP-API authorization request as Seller/Vendor Central does: the app exists, a draft
+/// app comes with `version=beta` (MD1000), the redirect URI is registered (MD5101). Answers the
+/// app and the redirect URI (the app's first one when none is given), or the error page.
+fn sp_app_and_redirect(
+    ctx: &Ctx,
+    application_id: &str,
+    given_redirect: Option<&str>,
+    version: Option<&str>,
+) -> Result<(AppRecord, String), Box<Response>> {
+    let app = ctx
+        .shared
+        .inner
+        .lock()
+        .app_by_application_id(application_id)
+        .filter(|a| a.kind == AppKind::SpApi)
+        .cloned();
+    let Some(app) = app else {
+        return Err(Box::new(error_page(
+            StatusCode::BAD_REQUEST,
+            "We're sorry!",
+            &format!(
+                "The application you are trying to authorize could not be found (application_id={application_id})."
+            ),
+        )));
+    };
+    if app.draft && version != Some("beta") {
+        return Err(Box::new(error_page(
+            StatusCode::BAD_REQUEST,
+            "We're sorry!",
+            "An error occurred when we tried to authorize the application. Error code: MD1000. \
+             The application is in Draft state: add version=beta to the authorization URI.",
+        )));
+    }
+    let redirect_uri = match given_redirect {
+        Some(r) if !app.redirect_uris.iter().any(|u| u == r) => {
+            return Err(Box::new(error_page(
+                StatusCode::BAD_REQUEST,
+                "We're sorry!",
+                &format!(
+                    "An error occurred when we tried to authorize the application. Error code: MD5101. \
+                     The redirect_uri {r} is not one of the application's OAuth Redirect URIs."
+                ),
+            )));
+        }
+        Some(r) => r.to_owned(),
+        None => match app.redirect_uris.first() {
+            Some(r) => r.clone(),
+            None => {
+                return Err(Box::new(error_page(
+                    StatusCode::BAD_REQUEST,
+                    "We're sorry!",
+                    "An error occurred when we tried to authorize the application. Error code: MD5101. \
+                     The application has no OAuth Redirect URI.",
+                )));
+            }
+        },
+    };
+    Ok((app, redirect_uri))
+}
+
+/// What a Seller/Vendor Central approval issues a code for.
+struct SpApproval<'a> {
+    client_id: &'a str,
+    region: Region,
+    account_type: AccountType,
+    /// The host's marketplace, when it serves only one.
+    marketplace: Option<&'static str>,
+    redirect_uri: &'a str,
+    redirect_given: bool,
+    state: Option<&'a str>,
+}
+
+impl SpApproval<'_> {
+    /// Registers the partner when new, issues the code (single use, 5 minutes, bound to the
+    /// client, the redirect URI, the host's region and account type) and redirects to the app.
+    fn approve(&self, ctx: &Ctx, inner: &mut Inner, selling_partner_id: &str, now: i64) -> Response {
+        if let Err(message) = inner.seller_or_register(selling_partner_id, self.region, self.account_type) {
+            return error_page(StatusCode::BAD_REQUEST, "We're sorry!", &message);
+        }
+        let fe_per_marketplace = inner.settings.quirks.fe_authorization_per_marketplace;
+        let marketplace_ids = match (fe_per_marketplace, self.region, self.marketplace) {
+            (true, Region::Fe, Some(m)) => Some(vec![m.to_owned()]),
+            _ => None,
+        };
+        let principal = Principal::Seller {
+            selling_partner_id: selling_partner_id.to_owned(),
+            region: self.region,
+            account_type: self.account_type,
+            marketplace_ids,
+        };
+        let code = inner.issue_code(
+            self.client_id,
+            principal,
+            self.redirect_uri,
+            self.redirect_given,
+            None,
+            &ctx.host,
+            None,
+            now,
+        );
+        let mut query: Vec<(&str, &str)> = Vec::new();
+        if let Some(s) = self.state {
+            query.push(("state", s));
+        }
+        query.push(("selling_partner_id", selling_partner_id));
+        query.push(("spapi_oauth_code", &code));
+        redirect(&append_query(self.redirect_uri, &query))
+    }
+}
+
 fn sp_api(
     ctx: &Ctx,
     region: Region,
@@ -137,93 +263,25 @@ fn sp_api(
     let state = first(&params, "state");
     let given_redirect = first(&params, "redirect_uri").filter(|r| !r.is_empty());
     let version = first(&params, "version");
-    let (auto_approve, fe_per_marketplace, app) = {
-        let inner = ctx.shared.inner.lock();
-        (
-            inner.settings.auto_approve,
-            inner.settings.quirks.fe_authorization_per_marketplace,
-            inner
-                .app_by_application_id(application_id)
-                .filter(|a| a.kind == AppKind::SpApi)
-                .cloned(),
-        )
-    };
-    let Some(app) = app else {
-        return error_page(
-            StatusCode::BAD_REQUEST,
-            "We're sorry!",
-            &format!(
-                "The application you are trying to authorize could not be found (application_id={application_id})."
-            ),
-        );
-    };
-    if app.draft && version != Some("beta") {
-        return error_page(
-            StatusCode::BAD_REQUEST,
-            "We're sorry!",
-            "An error occurred when we tried to authorize the application. Error code: MD1000. \
-             The application is in Draft state: add version=beta to the authorization URI.",
-        );
-    }
-    let redirect_uri = match given_redirect {
-        Some(r) if !app.redirect_uris.iter().any(|u| u == r) => {
-            return error_page(
-                StatusCode::BAD_REQUEST,
-                "We're sorry!",
-                &format!(
-                    "An error occurred when we tried to authorize the application. Error code: MD5101. \
-                     The redirect_uri {r} is not one of the application's OAuth Redirect URIs."
-                ),
-            );
-        }
-        Some(r) => r.to_owned(),
-        None => match app.redirect_uris.first() {
-            Some(r) => r.clone(),
-            None => {
-                return error_page(
-                    StatusCode::BAD_REQUEST,
-                    "We're sorry!",
-                    "An error occurred when we tried to authorize the application. Error code: MD5101. \
-                     The application has no OAuth Redirect URI.",
-                );
-            }
-        },
+    let auto_approve = ctx.shared.inner.lock().settings.auto_approve;
+    let (app, redirect_uri) = match sp_app_and_redirect(ctx, application_id, given_redirect, version) {
+        Ok(found) => found,
+        Err(page) => return *page,
     };
     let default_partner = defaults::default_selling_partner(region, account_type);
 
+    let approval = SpApproval {
+        client_id: &app.client_id,
+        region,
+        account_type,
+        marketplace,
+        redirect_uri: &redirect_uri,
+        redirect_given: given_redirect.is_some(),
+        state,
+    };
     let approve = |selling_partner_id: &str| -> Response {
         let now = ctx.now();
-        let mut inner = ctx.shared.inner.lock();
-        if let Err(message) = inner.seller_or_register(selling_partner_id, region, account_type) {
-            return error_page(StatusCode::BAD_REQUEST, "We're sorry!", &message);
-        }
-        let marketplace_ids = match (fe_per_marketplace, region, marketplace) {
-            (true, Region::Fe, Some(m)) => Some(vec![m.to_owned()]),
-            _ => None,
-        };
-        let principal = Principal::Seller {
-            selling_partner_id: selling_partner_id.to_owned(),
-            region,
-            account_type,
-            marketplace_ids,
-        };
-        let code = inner.issue_code(
-            &app.client_id,
-            principal,
-            &redirect_uri,
-            given_redirect.is_some(),
-            None,
-            &ctx.host,
-            None,
-            now,
-        );
-        let mut query: Vec<(&str, &str)> = Vec::new();
-        if let Some(s) = state {
-            query.push(("state", s));
-        }
-        query.push(("selling_partner_id", selling_partner_id));
-        query.push(("spapi_oauth_code", &code));
-        redirect(&append_query(&redirect_uri, &query))
+        approval.approve(ctx, &mut ctx.shared.inner.lock(), selling_partner_id, now)
     };
 
     if ctx.method == Method::GET {
@@ -279,6 +337,63 @@ fn sp_api(
         }
         _ => error_page(StatusCode::BAD_REQUEST, "We're sorry!", "Choose Approve or Deny."),
     }
+}
+
+/// `GET /{Central host}/apps/authorize/confirm/{application_id}`: the app sends the seller back
+/// here from its Login URI (Appstore-initiated workflow). Checked like the consent page, then the
+/// `amazon_state` must be one the fake issued for this application on a host of this region and
+/// account type, unused and younger than 10 minutes; it is consumed and the code issued as the
+/// consent page's Approve issues it.
+fn confirm(
+    ctx: &Ctx,
+    application_id: &str,
+    region: Region,
+    account_type: AccountType,
+    marketplace: Option<&'static str>,
+) -> Response {
+    let params = ctx.query_pairs();
+    let state = first(&params, "state");
+    let given_redirect = first(&params, "redirect_uri").filter(|r| !r.is_empty());
+    let version = first(&params, "version");
+    let (app, redirect_uri) = match sp_app_and_redirect(ctx, application_id, given_redirect, version) {
+        Ok(found) => found,
+        Err(page) => return *page,
+    };
+    let refuse = |message: &str| error_page(StatusCode::BAD_REQUEST, "We're sorry!", message);
+    let Some(amazon_state) = first(&params, "amazon_state").filter(|s| !s.is_empty()) else {
+        return refuse("The request is missing the amazon_state parameter.");
+    };
+    let now = ctx.now();
+    let mut inner = ctx.shared.inner.lock();
+    let Some(record) = inner.amazon_states.get_mut(amazon_state) else {
+        return refuse(&format!("The amazon_state {amazon_state} is not valid."));
+    };
+    let problem = if record.used {
+        Some("has already been used")
+    } else if now - record.issued_ms >= AMAZON_STATE_TTL_MS {
+        Some("has expired")
+    } else if record.application_id != application_id {
+        Some("was issued for another application")
+    } else if record.region != region || record.account_type != account_type {
+        Some("was issued for another region or account type")
+    } else {
+        None
+    };
+    if let Some(problem) = problem {
+        return refuse(&format!("The amazon_state {amazon_state} {problem}."));
+    }
+    record.used = true;
+    let selling_partner_id = record.selling_partner_id.clone();
+    SpApproval {
+        client_id: &app.client_id,
+        region,
+        account_type,
+        marketplace,
+        redirect_uri: &redirect_uri,
+        redirect_given: given_redirect.is_some(),
+        state,
+    }
+    .approve(ctx, &mut inner, &selling_partner_id, now)
 }
 
 fn ads(ctx: &Ctx) -> Response {

@@ -9,15 +9,14 @@ use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 
-use crate::defaults;
-use crate::http::{first, form_pairs, json as json_response};
-use crate::ids;
+use crate::http::{append_query, first, form_pairs, json as json_response};
 use crate::model::{
-    AccountType, AdvertiserSpec, ApiCount, AppKind, AppSpec, AuthorizeSpec, Counters, FaultSpec, LwaCount,
-    Principal, RateSpec, Region, RevokeSpec, SellerSpec,
+    AccountType, AdvertiserSpec, ApiCount, AppKind, AppSpec, AppstoreSpec, AuthorizeSpec, Counters,
+    FaultSpec, LwaCount, Principal, RateSpec, Region, RevokeSpec, SellerSpec,
 };
 use crate::sp_api::notification;
-use crate::state::{AUTHORIZATION_LIFETIME_MS, Challenge, RefreshRecord, Shared};
+use crate::state::{AUTHORIZATION_LIFETIME_MS, AmazonStateRecord, Challenge, RefreshRecord, Shared};
+use crate::{defaults, hosts, ids};
 
 /// A control API failure: status and message.
 struct Failure(StatusCode, String);
@@ -47,18 +46,33 @@ fn to_value<T: serde::Serialize>(value: T) -> Value {
     serde_json::to_value(value).unwrap_or(Value::Null)
 }
 
+/// One control request.
+pub struct Request<'a> {
+    /// HTTP method.
+    pub method: &'a Method,
+    /// Full path (`/__fake/…`).
+    pub path: &'a str,
+    /// Raw query string.
+    pub query: &'a str,
+    /// The `Host` header: the address the caller reached the fake at.
+    pub host: Option<&'a str>,
+    /// The body.
+    pub body: &'a Bytes,
+}
+
 /// Handles `/__fake/…`.
-pub fn handle(shared: &Arc<Shared>, method: &Method, path: &str, query: &str, bytes: &Bytes) -> Response {
-    let rest = path.trim_start_matches("/__fake").trim_end_matches('/');
+pub fn handle(shared: &Arc<Shared>, request: &Request<'_>) -> Response {
+    let rest = request.path.trim_start_matches("/__fake").trim_end_matches('/');
     let segs: Vec<&str> = rest.split('/').filter(|s| !s.is_empty()).collect();
-    let outcome = route(shared, method, &segs, query, bytes);
+    let outcome = route(shared, request, &segs);
     match outcome {
         Ok(value) => json_response(StatusCode::OK, &value),
         Err(Failure(status, message)) => json_response(status, &json!({ "error": message })),
     }
 }
 
-fn route(shared: &Arc<Shared>, method: &Method, segs: &[&str], query: &str, bytes: &Bytes) -> Outcome {
+fn route(shared: &Arc<Shared>, request: &Request<'_>, segs: &[&str]) -> Outcome {
+    let (method, query, bytes) = (request.method, request.query, request.body);
     let now = shared.now();
     match (method.as_str(), segs) {
         ("GET", []) => Ok(index(shared)),
@@ -140,6 +154,7 @@ fn route(shared: &Arc<Shared>, method: &Method, segs: &[&str], query: &str, byte
             Ok(to_value(advertiser))
         }
         ("POST", ["authorize"]) => authorize(shared, body(bytes)?, now),
+        ("POST", ["appstore-authorize"]) => appstore_authorize(shared, body(bytes)?, request.host, now),
         ("GET", ["authorizations"]) => Ok(to_value(shared.inner.lock().authorizations())),
         ("POST", ["self-authorize"]) => self_authorize(shared, body(bytes)?, now),
         ("POST", ["revoke"]) => revoke(shared, body(bytes)?),
@@ -364,6 +379,99 @@ fn authorize(shared: &Shared, spec: AuthorizeSpec, now: i64) -> Outcome {
         now,
     );
     Ok(json!({ "code": code }))
+}
+
+/// The seller clicks Authorize in the Appstore: Amazon sends them to the app's Login URI with
+/// an `amazon_callback_uri` on the region's Central host and a fresh `amazon_state`.
+fn appstore_authorize(shared: &Shared, spec: AppstoreSpec, host: Option<&str>, now: i64) -> Outcome {
+    if spec.application_id.is_empty() {
+        return Err(Failure::bad("application_id is required"));
+    }
+    match url::Url::parse(&spec.login_uri) {
+        Ok(u) if matches!(u.scheme(), "http" | "https") && u.has_host() => {}
+        _ => {
+            return Err(Failure::bad(format!(
+                "login_uri {:?} is not an absolute http(s) URL",
+                spec.login_uri
+            )));
+        }
+    }
+    let region = spec
+        .region
+        .as_deref()
+        .map(|r| Region::parse(r).ok_or_else(|| Failure::bad(format!("unknown region {r:?}"))))
+        .transpose()?;
+    let account_type = spec
+        .account_type
+        .as_deref()
+        .map(|t| match t.to_ascii_lowercase().as_str() {
+            "seller" => Ok(AccountType::Seller),
+            "vendor" => Ok(AccountType::Vendor),
+            _ => Err(Failure::bad(format!(
+                "unknown account_type {t:?} (seller or vendor)"
+            ))),
+        })
+        .transpose()?;
+    let base_url = host
+        .filter(|h| !h.is_empty())
+        .map(|h| format!("http://{h}"))
+        .ok_or_else(|| Failure::bad("the request has no Host header to address amazon_callback_uri"))?;
+    let mut inner = shared.inner.lock();
+    let app = inner
+        .app_by_application_id(&spec.application_id)
+        .filter(|a| a.kind == AppKind::SpApi)
+        .cloned()
+        .ok_or_else(|| Failure::not_found(format!("unknown application_id {}", spec.application_id)))?;
+    let known = spec
+        .selling_partner_id
+        .as_deref()
+        .and_then(|id| inner.sellers.get(id).cloned());
+    let region = region.or(known.as_ref().map(|s| s.region)).unwrap_or(Region::Na);
+    let account_type = account_type
+        .or(known.as_ref().map(|s| s.account_type))
+        .unwrap_or(AccountType::Seller);
+    let selling_partner_id = spec
+        .selling_partner_id
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| defaults::default_selling_partner(region, account_type).to_owned());
+    inner
+        .seller_or_register(&selling_partner_id, region, account_type)
+        .map_err(Failure::bad)?;
+    let central = hosts::default_central_host(region, account_type);
+    let callback = format!(
+        "{base_url}/{central}/apps/authorize/confirm/{}",
+        path_segment(&spec.application_id)
+    );
+    let amazon_state = inner.issue_amazon_state(AmazonStateRecord {
+        application_id: spec.application_id,
+        selling_partner_id: selling_partner_id.clone(),
+        region,
+        account_type,
+        issued_ms: now,
+        used: false,
+    });
+    let mut query = vec![
+        ("amazon_callback_uri", callback.as_str()),
+        ("amazon_state", amazon_state.as_str()),
+        ("selling_partner_id", selling_partner_id.as_str()),
+    ];
+    if app.draft {
+        query.push(("version", "beta"));
+    }
+    Ok(json!({ "url": append_query(&spec.login_uri, &query) }))
+}
+
+/// Percent-encodes everything but RFC 3986 unreserved characters.
+fn path_segment(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for b in text.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
 }
 
 fn self_authorize(shared: &Shared, spec: SelfAuthorize, now: i64) -> Outcome {

@@ -131,6 +131,19 @@ pub fn lookup(host: &str, newer_seller_central: bool) -> Option<HostKind> {
     }
 }
 
+/// The default Seller Central (or Vendor Central) host of a region: where the fake's Appstore
+/// sends `amazon_callback_uri`. AMAZON.md names no default; these are the region's main store.
+pub fn default_central_host(region: Region, account_type: AccountType) -> &'static str {
+    match (account_type, region) {
+        (AccountType::Seller, Na) => "sellercentral.amazon.com",
+        (AccountType::Seller, Eu) => "sellercentral-europe.amazon.com",
+        (AccountType::Seller, Fe) => "sellercentral.amazon.co.jp",
+        (AccountType::Vendor, Na) => "vendorcentral.amazon.com",
+        (AccountType::Vendor, Eu) => "vendorcentral.amazon.co.uk",
+        (AccountType::Vendor, Fe) => "vendorcentral.amazon.co.jp",
+    }
+}
+
 /// The canonical LWA token host of a region.
 pub fn lwa_host(region: Region) -> &'static str {
     match region {

@@ -81,6 +81,11 @@ pub fn error_index() -> String {
     URL_SAFE_NO_PAD.encode(bytes)
 }
 
+/// An Appstore `amazon_state`: 40 random letters and digits (opaque, like Amazon's).
+pub fn amazon_state() -> String {
+    Alphanumeric.sample_string(&mut rand::rng(), 40)
+}
+
 /// `n` random upper-case letters and digits.
 pub fn upper_alnum(n: usize) -> String {
     Alphanumeric

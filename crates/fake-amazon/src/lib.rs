@@ -55,9 +55,9 @@ pub use client::{ControlError, FakeControl};
 pub use config::{FakeConfig, Quirks};
 pub use model::{
     AccountInfo, AccountType, Advertiser, AdvertiserSpec, AmcInstance, AmcInstanceSpec, ApiCount, App,
-    AppKind, AppSpec, AuthorizationRecord, AuthorizeSpec, ClockState, Counters, Fault, FaultScript,
-    FaultSpec, FaultTarget, LwaCount, Principal, Profile, ProfileSpec, RateSpec, RecordedRequest, Region,
-    RevokeSpec, Seller, SellerSpec, TokenInfo,
+    AppKind, AppSpec, AppstoreSpec, AuthorizationRecord, AuthorizeSpec, ClockState, Counters, Fault,
+    FaultScript, FaultSpec, FaultTarget, LwaCount, Principal, Profile, ProfileSpec, RateSpec,
+    RecordedRequest, Region, RevokeSpec, Seller, SellerSpec, TokenInfo,
 };
 
 /// A running fake Amazon. Dropping it stops the server and closes its connections.

@@ -310,6 +310,23 @@ pub struct AuthorizeSpec {
     pub scope: Option<String>,
 }
 
+/// What `POST /__fake/appstore-authorize` takes: the seller clicking Authorize in the Appstore
+/// (or the yearly re-authorization), which sends them to the app's Login URI.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct AppstoreSpec {
+    /// The SP-API application id.
+    pub application_id: String,
+    /// The seller; the region's default seller/vendor (as on the consent page) when absent.
+    pub selling_partner_id: Option<String>,
+    /// The app's OAuth Login URI (absolute `http`/`https`; may carry a query).
+    pub login_uri: String,
+    /// `na`, `eu` or `fe`: the seller's registered region when absent, else `na`.
+    pub region: Option<String>,
+    /// `seller` or `vendor`: the seller's registered type when absent, else `seller`.
+    pub account_type: Option<String>,
+}
+
 /// What `POST /__fake/revoke` takes: one of the three forms.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(default)]

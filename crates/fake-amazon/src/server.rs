@@ -103,7 +103,20 @@ pub async fn handle(shared: Arc<Shared>, req: Request<Body>) -> Response {
                 r#"{"error":"body too large"}"#,
             );
         };
-        return control::handle(&shared, &parts.method, &full_path, &query, &bytes);
+        let host = parts
+            .headers
+            .get(axum::http::header::HOST)
+            .and_then(|v| v.to_str().ok());
+        return control::handle(
+            &shared,
+            &control::Request {
+                method: &parts.method,
+                path: &full_path,
+                query: &query,
+                host,
+                body: &bytes,
+            },
+        );
     }
 
     let trimmed = full_path.trim_start_matches('/');

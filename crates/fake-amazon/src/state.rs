@@ -29,6 +29,8 @@ pub const RETIRED_SECRET_GRACE_MS: i64 = 7 * 86_400_000;
 pub const SECRET_LIFETIME_MS: i64 = 180 * 86_400_000;
 /// Published SP-API apps must be re-authorized every 365 days (SPAPI-RENEW).
 pub const AUTHORIZATION_LIFETIME_MS: i64 = 365 * 86_400_000;
+/// Appstore `amazon_state` values live ten minutes (the fake's choice; AMAZON.md is silent).
+pub const AMAZON_STATE_TTL_MS: i64 = 10 * 60 * 1000;
 /// How many requests `GET /__fake/requests` keeps.
 pub const MAX_RECORDED: usize = 1000;
 
@@ -162,6 +164,23 @@ pub struct CodeRecord {
     pub scope: Option<String>,
 }
 
+/// An `amazon_state` of the Appstore-initiated workflow, as stored.
+#[derive(Debug, Clone)]
+pub struct AmazonStateRecord {
+    /// The application the seller authorized in the Appstore.
+    pub application_id: String,
+    /// The seller who clicked Authorize.
+    pub selling_partner_id: String,
+    /// Region of the `amazon_callback_uri` host.
+    pub region: Region,
+    /// Seller or Vendor Central, by the `amazon_callback_uri` host.
+    pub account_type: AccountType,
+    /// Issue time.
+    pub issued_ms: i64,
+    /// Consumed by a confirmation.
+    pub used: bool,
+}
+
 /// A refresh token as stored.
 #[derive(Debug, Clone)]
 pub struct RefreshRecord {
@@ -263,6 +282,8 @@ pub struct Inner {
     pub advertisers: BTreeMap<String, Advertiser>,
     /// Codes.
     pub codes: HashMap<String, CodeRecord>,
+    /// Appstore `amazon_state` values.
+    pub amazon_states: HashMap<String, AmazonStateRecord>,
     /// Refresh tokens.
     pub refresh_tokens: HashMap<String, RefreshRecord>,
     /// Access tokens and RDTs.
@@ -330,6 +351,7 @@ impl Inner {
             sellers: BTreeMap::new(),
             advertisers: BTreeMap::new(),
             codes: HashMap::new(),
+            amazon_states: HashMap::new(),
             refresh_tokens: HashMap::new(),
             access_tokens: HashMap::new(),
             prune_access_at: 10_000,
@@ -675,6 +697,17 @@ impl Inner {
             },
         );
         code
+    }
+
+    /// Issues an Appstore `amazon_state`.
+    pub fn issue_amazon_state(&mut self, record: AmazonStateRecord) -> String {
+        let value = ids::amazon_state();
+        if self.amazon_states.len() > 10_000 {
+            let now = record.issued_ms;
+            self.amazon_states.retain(|_, s| now - s.issued_ms < 86_400_000);
+        }
+        self.amazon_states.insert(value.clone(), record);
+        value
     }
 
     /// Issues a refresh token.

@@ -1,6 +1,7 @@
 //! The fake Amazon's behaviour, over HTTP, against a `FakeAmazon::start()`ed server.
 
 mod ads;
+mod appstore;
 mod binary;
 mod consent;
 mod control;

@@ -3,6 +3,7 @@
 mod commands;
 mod dotenv;
 mod login;
+mod server;
 mod settings;
 
 use clap::{Parser, Subcommand};
@@ -28,6 +29,8 @@ Settings come from flags, then the environment, then .env in the working directo
 struct Cli {
     #[command(flatten)]
     common: CommonArgs,
+    #[command(flatten)]
+    server: server::ServerArgs,
     #[command(subcommand)]
     command: Command,
 }
@@ -51,6 +54,17 @@ enum Command {
     Env(commands::EnvArgs),
     /// Make an authenticated SP-API, Ads or AMC request and print the response.
     Call(commands::CallArgs),
+    /// Run the multi-tenant server (onboarding, connections).
+    Serve(server::ServeArgs),
+    /// Manage the server's tenants.
+    #[command(subcommand)]
+    Tenants(server::TenantsCommand),
+    /// Manage tenants' API keys.
+    #[command(subcommand)]
+    Keys(server::KeysCommand),
+    /// Manage the server's connections.
+    #[command(subcommand)]
+    Connections(server::ConnectionsCommand),
 }
 
 /// A failed command: what to print and which exit code to use.
@@ -129,6 +143,13 @@ pub fn main() -> i32 {
 }
 
 async fn run(cli: Cli) -> Result<(), Failure> {
+    match cli.command {
+        Command::Serve(args) => return server::serve(&cli.common, &cli.server, args).await,
+        Command::Tenants(c) => return server::tenants(&cli.common, &cli.server, c).await,
+        Command::Keys(c) => return server::keys(&cli.common, &cli.server, c).await,
+        Command::Connections(c) => return server::connections(&cli.common, &cli.server, c).await,
+        _ => {}
+    }
     let context = settings::Context::new(cli.common).await?;
     match cli.command {
         Command::Login(args) => login::run(&context, args).await,
@@ -139,6 +160,9 @@ async fn run(cli: Cli) -> Result<(), Failure> {
         Command::Logout => commands::logout(&context).await,
         Command::Env(args) => commands::env(&context, args).await,
         Command::Call(args) => commands::call(&context, args).await,
+        Command::Serve(_) | Command::Tenants(_) | Command::Keys(_) | Command::Connections(_) => {
+            unreachable!("handled above")
+        }
     }
 }
 

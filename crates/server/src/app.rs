@@ -1,0 +1,278 @@
+//! The router and `Application`: bind first (port 0 in tests), then serve.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
+use axum::http::StatusCode;
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use fake_amazon::{FakeAmazon, FakeConfig};
+use lwa::{Clock, Endpoints, FakeAmazonClock, SystemClock};
+use tokio::net::TcpListener;
+use url::Url;
+
+use crate::config::{AppConfig, Settings};
+use crate::error::ApiError;
+use crate::onboarding::{callback, claims, initialize, links, login_uri};
+use crate::sealing::Sealer;
+use crate::state::{AppState, StartError, check_master_key, load_keyring, open_store};
+use crate::{connections, sandbox};
+
+/// Who may call a route.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    /// Anyone (browsers, Amazon).
+    Public,
+    /// A tenant's API key as `Authorization: Bearer`.
+    TenantKey,
+    /// A tenant's API key as Bearer or `x-adb-access-token`.
+    CompatKey,
+}
+
+/// Every route the router serves (besides the Amazon callback paths from the config), so
+/// tests can walk all of them. Keep in step with [`router`].
+pub const ROUTES: &[(&str, &str, Access)] = &[
+    ("GET", "/healthz", Access::Public),
+    ("GET", "/auth/initialize", Access::Public),
+    ("GET", "/auth/redirect", Access::Public),
+    ("GET", "/auth/login", Access::Public),
+    ("GET", "/auth/connect/{token}", Access::Public),
+    ("POST", "/api/claim-code", Access::CompatKey),
+    ("POST", "/v1/claims", Access::TenantKey),
+    ("POST", "/v1/connect-links", Access::TenantKey),
+    ("GET", "/v1/connections", Access::TenantKey),
+    ("POST", "/v1/connections/import", Access::TenantKey),
+    ("GET", "/v1/connections/{id}", Access::TenantKey),
+    ("PATCH", "/v1/connections/{id}", Access::TenantKey),
+    ("DELETE", "/v1/connections/{id}", Access::TenantKey),
+    ("POST", "/v1/connections/{id}/reauthorize-link", Access::TenantKey),
+];
+
+/// The whole HTTP surface.
+pub fn router(state: AppState) -> Router {
+    let mut router = Router::new()
+        .route("/healthz", get(healthz))
+        .route("/auth/initialize", get(initialize::initialize))
+        .route("/auth/login", get(login_uri::login_uri))
+        .route("/auth/connect/{token}", get(links::follow_link))
+        .route("/api/claim-code", post(claims::claim_compat))
+        .route("/v1/claims", post(claims::claim_v1))
+        .route("/v1/connect-links", post(links::create_connect_link))
+        .route("/v1/connections", get(connections::list))
+        .route("/v1/connections/import", post(connections::import))
+        .route(
+            "/v1/connections/{id}",
+            get(connections::get)
+                .patch(connections::patch)
+                .delete(connections::delete),
+        )
+        .route(
+            "/v1/connections/{id}/reauthorize-link",
+            post(links::create_reauthorize_link),
+        );
+    let reserved: Vec<&str> = ROUTES.iter().map(|r| r.1).collect();
+    for path in state.callback_paths() {
+        if path == "/auth/redirect" || !reserved.contains(&path.as_str()) {
+            router = router.route(&path, get(callback::callback));
+        }
+    }
+    if state.sandbox {
+        router = router.route("/sandbox/done", get(sandbox::landing));
+    }
+    router
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(DefaultBodyLimit::max(state.body_limit))
+        .layer(middleware::from_fn_with_state(state.clone(), log_request))
+        .with_state(state)
+}
+
+async fn healthz() -> &'static str {
+    "ok"
+}
+
+async fn not_found() -> ApiError {
+    ApiError::not_found("no such route")
+}
+
+async fn method_not_allowed() -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        "this route does not take that method",
+    )
+}
+
+/// One line per request: method, matched route (never the raw URI, whose query may hold a
+/// secret), status, milliseconds.
+async fn log_request(State(_state): State<AppState>, request: Request, next: Next) -> Response {
+    let method = request.method().clone();
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|p| p.as_str().to_owned())
+        .unwrap_or_else(|| "unmatched".into());
+    let started = Instant::now();
+    let response = next.run(request).await;
+    let status = response.status().as_u16();
+    let ms = started.elapsed().as_secs_f64() * 1000.0;
+    if status >= 500 {
+        tracing::warn!(%method, %route, status, ms, "request");
+    } else {
+        tracing::debug!(%method, %route, status, ms, "request");
+    }
+    response
+}
+
+/// A bound, ready-to-serve broker.
+#[derive(Debug)]
+pub struct Application {
+    listener: TcpListener,
+    state: AppState,
+    fake: Option<FakeAmazon>,
+}
+
+impl Application {
+    /// Binds the listener, opens (and migrates) the database, checks the master key, and — in
+    /// sandbox mode — starts the fake Amazon in-process and wires every Amazon URL to it.
+    pub async fn build(mut settings: Settings) -> Result<Application, StartError> {
+        let listener = TcpListener::bind(settings.listen)
+            .await
+            .map_err(|e| StartError::Other(format!("cannot listen on {}: {e}", settings.listen)))?;
+        let local = listener
+            .local_addr()
+            .map_err(|e| StartError::Other(e.to_string()))?;
+        let public_url = match &settings.public_url {
+            Some(url) => url.clone(),
+            None => Url::parse(&format!("http://{local}")).map_err(|e| StartError::Other(e.to_string()))?,
+        };
+        let mut fake = None;
+        if settings.sandbox {
+            let redirect = format!("{}/auth/redirect", public_url.as_str().trim_end_matches('/'));
+            let started = FakeAmazon::start(FakeConfig {
+                extra_redirect_uris: vec![redirect],
+                ..FakeConfig::default()
+            })
+            .await
+            .map_err(|e| StartError::Other(format!("cannot start the sandbox's fake Amazon: {e}")))?;
+            settings.amazon_base_url = Some(started.base_url().to_owned());
+            settings.fake_clock = true;
+            if settings.apps.is_empty() {
+                settings.apps = sandbox::apps();
+            }
+            fake = Some(started);
+        }
+        let state = open_state(&settings, public_url).await?;
+        Ok(Application {
+            listener,
+            state,
+            fake,
+        })
+    }
+
+    /// The bound address.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.listener
+            .local_addr()
+            .expect("a bound listener has an address")
+    }
+
+    /// The bound port.
+    pub fn port(&self) -> u16 {
+        self.local_addr().port()
+    }
+
+    /// The shared state (tests and the sandbox use it to create tenants).
+    pub fn state(&self) -> &AppState {
+        &self.state
+    }
+
+    /// The in-process fake Amazon of `--sandbox`.
+    pub fn fake(&self) -> Option<&FakeAmazon> {
+        self.fake.as_ref()
+    }
+
+    /// Serves until `shutdown` completes, then finishes the requests in flight.
+    pub async fn run_until(
+        self,
+        shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    ) -> std::io::Result<()> {
+        let app = router(self.state.clone());
+        let _fake = self.fake;
+        axum::serve(
+            self.listener,
+            app.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(shutdown)
+        .await
+    }
+
+    /// Serves until Ctrl-C or SIGTERM.
+    pub async fn run_until_stopped(self) -> std::io::Result<()> {
+        self.run_until(shutdown_signal()).await
+    }
+}
+
+/// The state without a listener (the CLI's `tenants`, `keys` and `connections import` use it):
+/// opens and migrates the database, loads and checks the master key.
+pub async fn open_state(settings: &Settings, public_url: Url) -> Result<AppState, StartError> {
+    let endpoints = match &settings.amazon_base_url {
+        Some(base) => Endpoints::rebased(base),
+        None => Endpoints::amazon(),
+    };
+    let clock: Arc<dyn Clock> = match (&settings.amazon_base_url, settings.fake_clock) {
+        (Some(base), true) => Arc::new(
+            FakeAmazonClock::follow(base)
+                .await
+                .map_err(|e| StartError::Other(e.to_string()))?,
+        ),
+        _ => Arc::new(SystemClock),
+    };
+    check_apps(&settings.apps)?;
+    let store = open_store(&settings.database_url).await?;
+    let sealer = Sealer::new(load_keyring(settings)?);
+    check_master_key(store.as_ref(), &sealer).await?;
+    Ok(AppState::new(
+        store, sealer, settings, endpoints, clock, public_url,
+    ))
+}
+
+fn check_apps(apps: &[AppConfig]) -> Result<(), StartError> {
+    let mut names = std::collections::HashSet::new();
+    for app in apps {
+        if !names.insert(&app.name) {
+            return Err(StartError::Other(format!("two apps are named {:?}", app.name)));
+        }
+    }
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+}
+
+/// A response for handlers that must never fail loudly.
+pub fn ok_json(value: serde_json::Value) -> Response {
+    axum::Json(value).into_response()
+}

@@ -1,0 +1,449 @@
+//! Server settings: a TOML file, the environment (and `.env`, read by the caller), and flags.
+//! Precedence: flag > environment > file > default. Every variable is listed in
+//! `.env.template`.
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+
+use lwa::{Api, AppCredentials};
+use serde::Deserialize;
+use url::Url;
+
+/// The seeds' single-app variables and ours. Looked up through the caller's function, so the
+/// CLI can add its `.env` and tests can pass a map.
+pub type Lookup<'a> = &'a dyn Fn(&str) -> Option<String>;
+
+/// A setting was wrong; the message names the setting.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct ConfigError(pub String);
+
+fn bad(message: impl Into<String>) -> ConfigError {
+    ConfigError(message.into())
+}
+
+/// The TOML file (`--config`, `LWA_BROKER_CONFIG`). Unknown keys are refused.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConfigFile {
+    pub listen: Option<String>,
+    pub public_url: Option<String>,
+    pub database_url: Option<String>,
+    pub trusted_proxies: Option<Vec<String>>,
+    pub key_file: Option<PathBuf>,
+    pub amazon_base_url: Option<String>,
+    pub body_limit_bytes: Option<usize>,
+    #[serde(default)]
+    pub apps: Vec<AppFile>,
+}
+
+/// One `[[apps]]` entry.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AppFile {
+    pub name: String,
+    /// `sp-api` or `ads`.
+    pub kind: String,
+    pub client_id: String,
+    /// The secret itself, or leave it out and name a variable in `client_secret_env`.
+    pub client_secret: Option<String>,
+    pub client_secret_env: Option<String>,
+    pub previous_client_secret: Option<String>,
+    pub previous_client_secret_env: Option<String>,
+    /// SP-API application id (`amzn1.sp.solution.…`), needed for the consent URL.
+    pub application_id: Option<String>,
+    #[serde(default)]
+    pub draft: bool,
+    /// The redirect URI registered at Amazon; default `{public_url}/auth/redirect`.
+    pub redirect_uri: Option<String>,
+    /// Ads consent scopes, space-separated; default `advertising::campaign_management`.
+    pub scope: Option<String>,
+    /// SP-API calls go to the sandbox hosts.
+    #[serde(default)]
+    pub sandbox: bool,
+}
+
+impl ConfigFile {
+    /// Reads and parses a TOML file.
+    pub fn load(path: &std::path::Path) -> Result<ConfigFile, ConfigError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| bad(format!("cannot read config file {}: {e}", path.display())))?;
+        toml::from_str(&text).map_err(|e| bad(format!("config file {}: {e}", path.display())))
+    }
+}
+
+/// An Amazon application the broker uses.
+#[derive(Debug, Clone)]
+pub struct AppConfig {
+    pub name: String,
+    pub kind: Api,
+    pub credentials: AppCredentials,
+    pub application_id: Option<String>,
+    pub draft: bool,
+    /// `None`: `{public_url}/auth/redirect`.
+    pub redirect_uri: Option<String>,
+    pub scopes: Vec<String>,
+    pub sandbox: bool,
+}
+
+/// A trusted proxy: an address or a CIDR block.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TrustedProxy {
+    network: IpAddr,
+    prefix: u8,
+}
+
+impl TrustedProxy {
+    /// `10.0.0.1`, `10.0.0.0/8`, `::1`, `fd00::/8`.
+    pub fn parse(text: &str) -> Result<TrustedProxy, ConfigError> {
+        let text = text.trim();
+        let (addr, prefix) = match text.split_once('/') {
+            Some((a, p)) => (a, Some(p)),
+            None => (text, None),
+        };
+        let network: IpAddr = addr.parse().map_err(|_| {
+            bad(format!(
+                "trusted proxy {text:?} is not an IP address or CIDR block"
+            ))
+        })?;
+        let max = if network.is_ipv4() { 32 } else { 128 };
+        let prefix = match prefix {
+            None => max,
+            Some(p) => p
+                .parse::<u8>()
+                .ok()
+                .filter(|p| *p <= max)
+                .ok_or_else(|| bad(format!("trusted proxy {text:?} has a bad prefix length")))?,
+        };
+        Ok(TrustedProxy { network, prefix })
+    }
+
+    /// Whether `ip` lies in this block.
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        let ip = match ip {
+            IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(ip),
+            v4 => v4,
+        };
+        match (self.network, ip) {
+            (IpAddr::V4(n), IpAddr::V4(a)) => {
+                let mask = u32::MAX.checked_shl(32 - u32::from(self.prefix)).unwrap_or(0);
+                u32::from(n) & mask == u32::from(a) & mask
+            }
+            (IpAddr::V6(n), IpAddr::V6(a)) => {
+                let mask = u128::MAX.checked_shl(128 - u32::from(self.prefix)).unwrap_or(0);
+                u128::from(n) & mask == u128::from(a) & mask
+            }
+            _ => false,
+        }
+    }
+}
+
+/// Flags from the command line (each overrides its variable).
+#[derive(Debug, Clone, Default)]
+pub struct Overrides {
+    pub listen: Option<String>,
+    pub config: Option<PathBuf>,
+    pub database_url: Option<String>,
+    pub public_url: Option<String>,
+    pub trusted_proxies: Option<String>,
+    pub sandbox: bool,
+}
+
+/// Everything the server needs, resolved.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub listen: SocketAddr,
+    /// The base Amazon redirects back to; `None`: `http://{bound address}`.
+    pub public_url: Option<Url>,
+    pub database_url: String,
+    pub trusted_proxies: Vec<TrustedProxy>,
+    pub apps: Vec<AppConfig>,
+    /// Send every Amazon call to this base (`{base}/{host}{path}`): the fake Amazon.
+    pub amazon_base_url: Option<String>,
+    /// Take time from the fake Amazon's clock at `amazon_base_url`.
+    pub fake_clock: bool,
+    pub body_limit: usize,
+    pub key_file: PathBuf,
+    /// `LWA_BROKER_MASTER_KEY`, if set.
+    pub master_key: Option<String>,
+    pub sandbox: bool,
+}
+
+/// Default database: `lwa-broker.db` in the working directory.
+pub const DEFAULT_DATABASE_URL: &str = "sqlite:lwa-broker.db";
+/// Default listen address.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
+/// Default request body limit (1 MiB).
+pub const DEFAULT_BODY_LIMIT: usize = 1024 * 1024;
+
+fn truthy(value: Option<String>) -> bool {
+    value.is_some_and(|v| {
+        matches!(
+            v.trim().to_ascii_lowercase().as_str(),
+            "1" | "true" | "yes" | "on"
+        )
+    })
+}
+
+impl Settings {
+    /// Resolves flags, the environment (through `env`) and the config file.
+    pub fn resolve(flags: &Overrides, env: Lookup<'_>) -> Result<Settings, ConfigError> {
+        let config_path = flags
+            .config
+            .clone()
+            .or_else(|| env("LWA_BROKER_CONFIG").map(PathBuf::from));
+        let file = match &config_path {
+            Some(path) => ConfigFile::load(path)?,
+            None => ConfigFile::default(),
+        };
+        let listen_text = flags
+            .listen
+            .clone()
+            .or_else(|| env("LWA_BROKER_LISTEN"))
+            .or(file.listen.clone())
+            .unwrap_or_else(|| DEFAULT_LISTEN.to_owned());
+        let listen: SocketAddr = listen_text.parse().map_err(|_| {
+            bad(format!(
+                "listen address {listen_text:?} is not HOST:PORT (e.g. 127.0.0.1:8080)"
+            ))
+        })?;
+        let public_url = match flags
+            .public_url
+            .clone()
+            .or_else(|| env("LWA_BROKER_PUBLIC_URL"))
+            .or(file.public_url.clone())
+        {
+            None => None,
+            Some(text) => Some(parse_public_url(&text)?),
+        };
+        let database_url = flags
+            .database_url
+            .clone()
+            .or_else(|| env("LWA_BROKER_DATABASE_URL"))
+            .or(file.database_url.clone())
+            .unwrap_or_else(|| DEFAULT_DATABASE_URL.to_owned());
+        let trusted_proxies = match flags
+            .trusted_proxies
+            .clone()
+            .or_else(|| env("LWA_BROKER_TRUSTED_PROXIES"))
+        {
+            Some(list) => list
+                .split(',')
+                .filter(|s| !s.trim().is_empty())
+                .map(TrustedProxy::parse)
+                .collect::<Result<Vec<_>, _>>(),
+            None => file
+                .trusted_proxies
+                .iter()
+                .flatten()
+                .map(|s| TrustedProxy::parse(s))
+                .collect(),
+        }?;
+        let amazon_base_url = env("LWA_BROKER_AMAZON_BASE_URL").or(file.amazon_base_url.clone());
+        let body_limit = match env("LWA_BROKER_BODY_LIMIT_BYTES") {
+            Some(v) => v
+                .trim()
+                .parse()
+                .map_err(|_| bad("LWA_BROKER_BODY_LIMIT_BYTES must be a number of bytes"))?,
+            None => file.body_limit_bytes.unwrap_or(DEFAULT_BODY_LIMIT),
+        };
+        let key_file = env("LWA_BROKER_KEY_FILE")
+            .map(PathBuf::from)
+            .or(file.key_file.clone())
+            .unwrap_or_else(|| PathBuf::from("lwa-broker.key"));
+        let mut apps = Vec::new();
+        for app in &file.apps {
+            apps.push(app_from_file(app, env)?);
+        }
+        if let Some(app) = app_from_env(env)? {
+            if apps.iter().any(|a| a.name == app.name) {
+                return Err(bad(
+                    "the config file already has an app named \"default\"; the AMAZON_CLIENT_ID app cannot be added",
+                ));
+            }
+            apps.push(app);
+        }
+        Ok(Settings {
+            listen,
+            public_url,
+            database_url,
+            trusted_proxies,
+            apps,
+            amazon_base_url,
+            fake_clock: truthy(env("LWA_BROKER_FAKE_CLOCK")),
+            body_limit,
+            key_file,
+            master_key: env("LWA_BROKER_MASTER_KEY"),
+            sandbox: flags.sandbox || truthy(env("LWA_BROKER_SANDBOX")),
+        })
+    }
+}
+
+fn parse_public_url(text: &str) -> Result<Url, ConfigError> {
+    let url = Url::parse(text.trim_end_matches('/'))
+        .map_err(|e| bad(format!("public URL {text:?} is not a URL: {e}")))?;
+    if !matches!(url.scheme(), "http" | "https") || url.host().is_none() || url.query().is_some() {
+        return Err(bad(format!(
+            "public URL {text:?} must be http(s)://host[:port][/path]"
+        )));
+    }
+    Ok(url)
+}
+
+fn parse_kind(kind: &str, app: &str) -> Result<Api, ConfigError> {
+    match kind.trim().to_ascii_lowercase().as_str() {
+        "sp-api" | "spapi" | "sp_api" => Ok(Api::SpApi),
+        "ads" | "amc" => Ok(Api::Ads),
+        other => Err(bad(format!("app {app:?}: kind {other:?} must be sp-api or ads"))),
+    }
+}
+
+fn scopes(scope: Option<&str>) -> Vec<String> {
+    scope
+        .map(|s| s.split_whitespace().map(str::to_owned).collect::<Vec<_>>())
+        .filter(|v| !v.is_empty())
+        .unwrap_or_else(|| vec![lwa::ADS_SCOPE_CAMPAIGN_MANAGEMENT.to_owned()])
+}
+
+fn app_from_file(app: &AppFile, env: Lookup<'_>) -> Result<AppConfig, ConfigError> {
+    let kind = parse_kind(&app.kind, &app.name)?;
+    let secret = match (&app.client_secret, &app.client_secret_env) {
+        (Some(s), _) => s.clone(),
+        (None, Some(var)) => {
+            env(var).ok_or_else(|| bad(format!("app {:?}: variable {var} is not set", app.name)))?
+        }
+        (None, None) => {
+            return Err(bad(format!(
+                "app {:?}: set client_secret or client_secret_env",
+                app.name
+            )));
+        }
+    };
+    let previous = match (&app.previous_client_secret, &app.previous_client_secret_env) {
+        (Some(s), _) => Some(s.clone()),
+        (None, Some(var)) => env(var),
+        (None, None) => None,
+    };
+    let mut credentials = AppCredentials::new(app.client_id.clone(), secret);
+    if let Some(previous) = previous {
+        credentials = credentials.with_previous_secret(previous);
+    }
+    if kind == Api::SpApi && app.application_id.is_none() {
+        return Err(bad(format!(
+            "app {:?}: an sp-api app needs application_id",
+            app.name
+        )));
+    }
+    Ok(AppConfig {
+        name: app.name.clone(),
+        kind,
+        credentials,
+        application_id: app.application_id.clone(),
+        draft: app.draft,
+        redirect_uri: app.redirect_uri.clone(),
+        scopes: scopes(app.scope.as_deref()),
+        sandbox: app.sandbox,
+    })
+}
+
+/// The seeds' single app: `AMAZON_CLIENT_ID`, `AMAZON_CLIENT_SECRET`, `AMAZON_OAUTH_REDIRECT_URI`,
+/// `AMAZON_SCOPE` (an `advertising::` scope makes it an Ads app), plus `LWA_BROKER_API`,
+/// `LWA_BROKER_APPLICATION_ID`, `LWA_BROKER_DRAFT_APP`, `LWA_BROKER_PREVIOUS_CLIENT_SECRET`.
+fn app_from_env(env: Lookup<'_>) -> Result<Option<AppConfig>, ConfigError> {
+    let Some(client_id) = env("AMAZON_CLIENT_ID") else {
+        return Ok(None);
+    };
+    let secret = env("AMAZON_CLIENT_SECRET")
+        .ok_or_else(|| bad("AMAZON_CLIENT_ID is set but AMAZON_CLIENT_SECRET is not"))?;
+    let scope = env("AMAZON_SCOPE");
+    let kind = match env("LWA_BROKER_API") {
+        Some(kind) => parse_kind(&kind, "default")?,
+        None if scope.as_deref().is_some_and(|s| s.contains("advertising")) => Api::Ads,
+        None => Api::SpApi,
+    };
+    let mut credentials = AppCredentials::new(client_id, secret);
+    if let Some(previous) = env("LWA_BROKER_PREVIOUS_CLIENT_SECRET") {
+        credentials = credentials.with_previous_secret(previous);
+    }
+    let application_id = env("LWA_BROKER_APPLICATION_ID");
+    if kind == Api::SpApi && application_id.is_none() {
+        return Err(bad(
+            "an SP-API app from AMAZON_CLIENT_ID needs LWA_BROKER_APPLICATION_ID (its amzn1.sp.solution… id)",
+        ));
+    }
+    Ok(Some(AppConfig {
+        name: "default".into(),
+        kind,
+        credentials,
+        application_id,
+        draft: truthy(env("LWA_BROKER_DRAFT_APP")),
+        redirect_uri: env("AMAZON_OAUTH_REDIRECT_URI"),
+        scopes: scopes(scope.as_deref()),
+        sandbox: truthy(env("LWA_BROKER_SP_API_SANDBOX")),
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn resolve(vars: &[(&str, &str)]) -> Result<Settings, ConfigError> {
+        let map: HashMap<String, String> = vars.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        Settings::resolve(&Overrides::default(), &|k| map.get(k).cloned())
+    }
+
+    #[test]
+    fn defaults_and_seed_variables() {
+        let s = resolve(&[
+            ("AMAZON_CLIENT_ID", "amzn1.application-oa2-client.x"),
+            ("AMAZON_CLIENT_SECRET", "s"),
+            ("LWA_BROKER_APPLICATION_ID", "amzn1.sp.solution.y"),
+            ("AMAZON_OAUTH_REDIRECT_URI", "https://b.example.com/amazon/cb"),
+        ])
+        .unwrap();
+        assert_eq!(s.listen.to_string(), DEFAULT_LISTEN);
+        assert_eq!(s.database_url, DEFAULT_DATABASE_URL);
+        assert_eq!(s.apps.len(), 1);
+        assert_eq!(s.apps[0].kind, Api::SpApi);
+        assert_eq!(
+            s.apps[0].redirect_uri.as_deref(),
+            Some("https://b.example.com/amazon/cb")
+        );
+        let ads = resolve(&[
+            ("AMAZON_CLIENT_ID", "c"),
+            ("AMAZON_CLIENT_SECRET", "s"),
+            ("AMAZON_SCOPE", "advertising::campaign_management"),
+        ])
+        .unwrap();
+        assert_eq!(ads.apps[0].kind, Api::Ads);
+    }
+
+    #[test]
+    fn precise_errors() {
+        let e = resolve(&[("LWA_BROKER_LISTEN", "nope")]).unwrap_err();
+        assert!(e.0.contains("listen address"), "{e}");
+        let e = resolve(&[("AMAZON_CLIENT_ID", "c")]).unwrap_err();
+        assert!(e.0.contains("AMAZON_CLIENT_SECRET"), "{e}");
+        let e = resolve(&[("LWA_BROKER_TRUSTED_PROXIES", "10.0.0.0/40")]).unwrap_err();
+        assert!(e.0.contains("prefix"), "{e}");
+    }
+
+    #[test]
+    fn trusted_proxy_blocks() {
+        let p = TrustedProxy::parse("10.1.0.0/16").unwrap();
+        assert!(p.contains("10.1.2.3".parse().unwrap()));
+        assert!(!p.contains("10.2.0.1".parse().unwrap()));
+        assert!(p.contains("::ffff:10.1.0.9".parse().unwrap()));
+        assert!(
+            TrustedProxy::parse("::1")
+                .unwrap()
+                .contains("::1".parse().unwrap())
+        );
+        assert!(
+            TrustedProxy::parse("0.0.0.0/0")
+                .unwrap()
+                .contains("8.8.8.8".parse().unwrap())
+        );
+    }
+}

@@ -1,0 +1,227 @@
+//! `AppState`: everything a handler needs, built once and passed to the router (no globals).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use lwa::{Api, Clock, Endpoints, LwaClient, Region};
+use lwa_seal::{AeadIdentity, Keyring, MasterKey};
+use lwa_store::{SqliteStore, Store, Tenant};
+use parking_lot::Mutex;
+use url::Url;
+
+use crate::config::{AppConfig, ConfigError, Settings, TrustedProxy};
+use crate::onboarding::ratelimit::SlidingWindow;
+use crate::sealing::Sealer;
+
+/// Shared state; cheap to clone.
+#[derive(Clone, Debug)]
+pub struct AppState(Arc<Inner>);
+
+impl std::ops::Deref for AppState {
+    type Target = Inner;
+    fn deref(&self) -> &Inner {
+        &self.0
+    }
+}
+
+/// The parts of [`AppState`].
+#[derive(Debug)]
+pub struct Inner {
+    pub store: Arc<dyn Store>,
+    pub sealer: Sealer,
+    pub apps: Vec<AppConfig>,
+    pub endpoints: Endpoints,
+    pub lwa: LwaClient,
+    pub clock: Arc<dyn Clock>,
+    /// The base Amazon redirects back to, without a trailing slash.
+    pub public_url: Url,
+    pub trusted_proxies: Vec<TrustedProxy>,
+    /// `/auth/initialize`: 5 requests in 10 s per client address.
+    pub initialize_limiter: SlidingWindow,
+    pub body_limit: usize,
+    /// Coalesces API-key "last used" writes to one a minute per key.
+    key_touches: Mutex<HashMap<String, i64>>,
+    pub sandbox: bool,
+}
+
+/// Why the state could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error("{0}")]
+    Store(#[from] lwa_store::StoreError),
+    #[error("master key: {0}")]
+    Key(#[from] lwa_seal::KeyError),
+    #[error(
+        "the master key (fingerprint {found}) does not open this database; it was sealed with the key \
+         of fingerprint {expected}. Set LWA_BROKER_MASTER_KEY or LWA_BROKER_KEY_FILE to that key."
+    )]
+    WrongMasterKey { found: String, expected: String },
+    #[error("{0}")]
+    Other(String),
+}
+
+const KEY_CHECK: &str = "key_check";
+const KEY_CHECK_TEXT: &str = "lwa-broker master key check";
+
+/// Opens the store named by the URL and runs its migrations.
+pub async fn open_store(database_url: &str) -> Result<Arc<dyn Store>, StartError> {
+    if database_url.starts_with("sqlite:") {
+        Ok(Arc::new(SqliteStore::connect_and_migrate(database_url).await?))
+    } else if database_url.starts_with("postgres:") || database_url.starts_with("postgresql:") {
+        Err(StartError::Other(format!(
+            "database URL {database_url:?}: PostgreSQL is not available in this build yet; use sqlite:PATH"
+        )))
+    } else {
+        Err(StartError::Other(format!(
+            "database URL {database_url:?} is not supported: expected sqlite:PATH (e.g. sqlite:lwa-broker.db)"
+        )))
+    }
+}
+
+/// Loads the master key (environment value, else key file created 0600).
+pub fn load_keyring(settings: &Settings) -> Result<Keyring, StartError> {
+    let key = MasterKey::load(settings.master_key.as_deref(), &settings.key_file)?;
+    Ok(Keyring::new(key))
+}
+
+/// Refuses to start with a master key that does not open the database; records the check
+/// value on a new database.
+pub async fn check_master_key(store: &dyn Store, sealer: &Sealer) -> Result<(), StartError> {
+    let identity = AeadIdentity::new("meta", KEY_CHECK);
+    match store.meta(KEY_CHECK).await? {
+        None => {
+            let sealed = sealer
+                .keyring()
+                .seal(KEY_CHECK_TEXT.as_bytes(), &identity)
+                .to_string();
+            store.set_meta(KEY_CHECK, &sealed).await?;
+            Ok(())
+        }
+        Some(sealed) => match sealer.keyring().open_str(&sealed, &identity) {
+            Ok(_) => {
+                if sealer.keyring().needs_reseal(
+                    &lwa_seal::SealedValue::parse(&sealed).map_err(|e| StartError::Other(e.to_string()))?,
+                ) {
+                    let resealed = sealer
+                        .keyring()
+                        .seal(KEY_CHECK_TEXT.as_bytes(), &identity)
+                        .to_string();
+                    store.set_meta(KEY_CHECK, &resealed).await?;
+                }
+                Ok(())
+            }
+            Err(_) => Err(StartError::WrongMasterKey {
+                found: sealer.keyring().newest_fingerprint().to_string(),
+                expected: Sealer::fingerprint_of(&sealed).unwrap_or_else(|| "unknown".into()),
+            }),
+        },
+    }
+}
+
+impl AppState {
+    /// Builds the state from its parts.
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        store: Arc<dyn Store>,
+        sealer: Sealer,
+        settings: &Settings,
+        endpoints: Endpoints,
+        clock: Arc<dyn Clock>,
+        public_url: Url,
+    ) -> AppState {
+        let lwa = LwaClient::new(endpoints.clone());
+        AppState(Arc::new(Inner {
+            store,
+            sealer,
+            apps: settings.apps.clone(),
+            endpoints,
+            lwa,
+            clock,
+            public_url,
+            trusted_proxies: settings.trusted_proxies.clone(),
+            initialize_limiter: SlidingWindow::new(5, 10_000),
+            body_limit: settings.body_limit,
+            key_touches: Mutex::new(HashMap::new()),
+            sandbox: settings.sandbox,
+        }))
+    }
+
+    /// Now, from the injected clock.
+    pub fn now_ms(&self) -> i64 {
+        self.clock.now_ms()
+    }
+
+    /// A public URL under the broker's base.
+    pub fn public(&self, path: &str) -> String {
+        format!("{}{}", self.public_url.as_str().trim_end_matches('/'), path)
+    }
+
+    /// The app of this name.
+    pub fn app(&self, name: &str) -> Option<&AppConfig> {
+        self.apps.iter().find(|a| a.name == name)
+    }
+
+    /// The tenant's app of this kind: the one it names, else the only one of that kind.
+    pub fn app_for(&self, tenant: &Tenant, kind: Api) -> Option<&AppConfig> {
+        let named = match kind {
+            Api::SpApi => tenant.sp_app.as_deref(),
+            Api::Ads => tenant.ads_app.as_deref(),
+        };
+        match named {
+            Some(name) => self.app(name).filter(|a| a.kind == kind),
+            None => {
+                let mut of_kind = self.apps.iter().filter(|a| a.kind == kind);
+                let first = of_kind.next();
+                if of_kind.next().is_some() { None } else { first }
+            }
+        }
+    }
+
+    /// The redirect URI registered at Amazon for this app.
+    pub fn redirect_uri(&self, app: &AppConfig) -> String {
+        app.redirect_uri
+            .clone()
+            .unwrap_or_else(|| self.public("/auth/redirect"))
+    }
+
+    /// Every path Amazon may call back on: `/auth/redirect` and each app's own path.
+    pub fn callback_paths(&self) -> Vec<String> {
+        let mut paths = vec!["/auth/redirect".to_owned()];
+        for app in &self.apps {
+            if let Some(path) = app
+                .redirect_uri
+                .as_deref()
+                .and_then(|u| Url::parse(u).ok())
+                .map(|u| u.path().to_owned())
+                && !paths.contains(&path)
+                && path.starts_with('/')
+                && path.len() > 1
+            {
+                paths.push(path);
+            }
+        }
+        paths
+    }
+
+    /// The LWA host for an app's token calls in a region (SP-API: always `api.amazon.com`).
+    pub fn token_host(&self, app: &AppConfig, region: Region) -> &'static str {
+        region.token_host(app.kind)
+    }
+
+    /// Records an API key's use, at most once a minute per key.
+    pub async fn touch_key(&self, key_id: &str) {
+        let now = self.now_ms();
+        {
+            let mut touches = self.key_touches.lock();
+            if touches.get(key_id).is_some_and(|last| now - last < 60_000) {
+                return;
+            }
+            touches.insert(key_id.to_owned(), now);
+        }
+        if let Err(e) = self.store.touch_api_key(key_id, now).await {
+            tracing::warn!(error = %e, "could not record an API key's last use");
+        }
+    }
+}

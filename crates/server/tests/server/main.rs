@@ -1,0 +1,9 @@
+//! The server over HTTP against the fake Amazon: one test binary, a module per capability.
+
+mod support;
+
+mod bad_input;
+mod connections;
+mod isolation;
+mod leaks;
+mod onboarding;

@@ -1,0 +1,125 @@
+//! lwa-broker's storage: the [`Store`] interface the server is written against, and its SQLite
+//! backend ([`SqliteStore`]). A PostgreSQL backend implements the same trait.
+//!
+//! **Invariant:** this crate stores only what it is given: sealed values and hashes. It has no
+//! key and cannot open a token.
+//!
+//! **Invariant:** every "take" (`take_oauth_state`, `take_connect_link`, `take_claim_code`) is
+//! atomic: of two concurrent takers at most one gets the record.
+
+pub mod model;
+pub mod sqlite;
+
+pub use model::*;
+pub use sqlite::SqliteStore;
+
+use async_trait::async_trait;
+
+/// What can go wrong in a store call.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// A unique key already exists (an id collision, a second tenant with the same id, …).
+    #[error("already exists: {0}")]
+    Conflict(String),
+    /// The database URL is not one this backend understands.
+    #[error("{0}")]
+    BadUrl(String),
+    /// The database answered with an error or could not be reached.
+    #[error("database error: {0}")]
+    Database(#[from] sqlx::Error),
+    /// Migrations failed.
+    #[error("migration failed: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    /// A file outside the database could not be used (creating the database file, a backup
+    /// target that already exists, …).
+    #[error("I/O error: {0}")]
+    Io(String),
+}
+
+/// The storage interface. All methods are safe to call concurrently.
+#[async_trait]
+pub trait Store: Send + Sync + std::fmt::Debug + 'static {
+    /// `sqlite` or `postgres`.
+    fn backend(&self) -> &'static str;
+
+    /// Cheap reachability check for `/readyz`.
+    async fn ping(&self) -> Result<(), StoreError>;
+
+    // --- meta (key check value, schema facts) ---
+    async fn meta(&self, name: &str) -> Result<Option<String>, StoreError>;
+    async fn set_meta(&self, name: &str, value: &str) -> Result<(), StoreError>;
+
+    // --- tenants ---
+    /// Fails with `Conflict` when the id exists.
+    async fn insert_tenant(&self, tenant: &Tenant) -> Result<(), StoreError>;
+    async fn tenant(&self, id: &str) -> Result<Option<Tenant>, StoreError>;
+    /// All tenants, oldest first.
+    async fn tenants(&self) -> Result<Vec<Tenant>, StoreError>;
+    /// Replaces every field but `id` and `created_at_ms`; false when unknown.
+    async fn update_tenant(&self, tenant: &Tenant) -> Result<bool, StoreError>;
+
+    // --- API keys ---
+    async fn insert_api_key(&self, key: &ApiKey) -> Result<(), StoreError>;
+    async fn api_key(&self, id: &str) -> Result<Option<ApiKey>, StoreError>;
+    /// A tenant's keys, oldest first, revoked ones included.
+    async fn api_keys(&self, tenant_id: &str) -> Result<Vec<ApiKey>, StoreError>;
+    /// Sets `revoked_at_ms` if not yet revoked; false when unknown or already revoked.
+    async fn revoke_api_key(&self, id: &str, at_ms: i64) -> Result<bool, StoreError>;
+    /// Records a use (may be coalesced by the caller).
+    async fn touch_api_key(&self, id: &str, at_ms: i64) -> Result<(), StoreError>;
+
+    // --- authorizations in flight ---
+    async fn insert_oauth_state(&self, state: &OAuthState) -> Result<(), StoreError>;
+    /// Atomically marks the state used (`used_at_ms = now_ms`) and returns it as it was before
+    /// (so the caller sees `used_at_ms: None`); `None` if unknown or already used. Expiry is
+    /// the caller's check. Also erases its sealed `token_secret` and `code_verifier` columns in
+    /// the database (the returned record still carries them).
+    async fn take_oauth_state(&self, state_hash: &str, now_ms: i64)
+    -> Result<Option<OAuthState>, StoreError>;
+    /// The state without taking it (for error pages: whose tenant, where to send errors).
+    async fn oauth_state(&self, state_hash: &str) -> Result<Option<OAuthState>, StoreError>;
+
+    async fn insert_connect_link(&self, link: &ConnectLink) -> Result<(), StoreError>;
+    /// Same contract as `take_oauth_state`; erases `token_secret` in the database.
+    async fn take_connect_link(
+        &self,
+        token_hash: &str,
+        now_ms: i64,
+    ) -> Result<Option<ConnectLink>, StoreError>;
+
+    // --- connections ---
+    /// Fails with `Conflict` when the id exists.
+    async fn insert_connection(&self, connection: &Connection) -> Result<(), StoreError>;
+    async fn connection(&self, id: &str) -> Result<Option<Connection>, StoreError>;
+    /// The connection of this selling partner for this tenant, app and region, if any
+    /// (the newest when several match).
+    async fn connection_by_partner(
+        &self,
+        tenant_id: &str,
+        app: &str,
+        region: &str,
+        selling_partner_id: &str,
+    ) -> Result<Option<Connection>, StoreError>;
+    /// A page of connections, ordered by id.
+    async fn list_connections(&self, filter: &ConnectionFilter) -> Result<Vec<Connection>, StoreError>;
+    /// Counts by status for one tenant (or all when `None`): `(status, count)`.
+    async fn count_connections(&self, tenant_id: Option<&str>) -> Result<Vec<(String, i64)>, StoreError>;
+    /// Replaces every field but `id`, `tenant_id` and `created_at_ms`; false when unknown.
+    async fn update_connection(&self, connection: &Connection) -> Result<bool, StoreError>;
+
+    /// One transaction: inserts (`is_new`) or updates the connection, and inserts the claim
+    /// code. Either both are stored or neither.
+    async fn save_authorization(
+        &self,
+        connection: &Connection,
+        is_new: bool,
+        claim: &ClaimCode,
+    ) -> Result<(), StoreError>;
+
+    // --- claim codes ---
+    /// Same contract as `take_oauth_state`; erases `token_secret` in the database.
+    async fn take_claim_code(&self, code_hash: &str, now_ms: i64) -> Result<Option<ClaimCode>, StoreError>;
+
+    /// Deletes states, links and claim codes that expired before `before_ms`; returns how many.
+    async fn purge_expired(&self, before_ms: i64) -> Result<u64, StoreError>;
+}

@@ -1,0 +1,159 @@
+//! The records the broker keeps. Every secret field holds a *sealed* value (`lwa1.<fp>.<b64>`,
+//! see `lwa-seal`) or a SHA-256 hash in lowercase hex, never plaintext. Times are Unix
+//! milliseconds from the broker's clock.
+
+use serde::{Deserialize, Serialize};
+
+/// A system that uses the broker (a WMS, an agency tool).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Tenant {
+    /// `ten_…`, stable.
+    pub id: String,
+    pub name: String,
+    /// One or more redirect origins (e.g. `https://wms.example.com/oauth`), as given.
+    pub redirect_origins: Vec<String>,
+    /// Name of the SP-API app from the config this tenant uses (`None`: the only one).
+    pub sp_app: Option<String>,
+    /// Name of the Ads app from the config this tenant uses (`None`: the only one).
+    pub ads_app: Option<String>,
+    pub webhook_url: Option<String>,
+    /// Sealed webhook signing secret.
+    pub signing_secret: Option<String>,
+    pub created_at_ms: i64,
+}
+
+/// An API key's stored half: the secret only as SHA-256 (hex).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ApiKey {
+    /// The key id (the middle part of `<prefix>_<key id>_<secret>`), unique.
+    pub id: String,
+    pub tenant_id: String,
+    pub name: Option<String>,
+    /// SHA-256 of the secret part, lowercase hex.
+    pub secret_hash: String,
+    /// `full` or `proxy-only`.
+    pub scope: String,
+    pub created_at_ms: i64,
+    pub last_used_at_ms: Option<i64>,
+    pub revoked_at_ms: Option<i64>,
+}
+
+/// What an authorization in flight remembers between the broker's redirect to Amazon and
+/// Amazon's callback. Keyed by the SHA-256 of the broker-made `state`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OAuthState {
+    /// SHA-256 (hex) of the state sent to Amazon.
+    pub state_hash: String,
+    pub tenant_id: String,
+    /// App name from the config.
+    pub app: String,
+    /// `sp-api` or `ads`.
+    pub api: String,
+    /// `na`, `eu` or `fe`.
+    pub region: String,
+    /// `seller` or `vendor` (SP-API).
+    pub account_type: Option<String>,
+    pub marketplace_id: Option<String>,
+    /// The tenant's own state, returned unchanged.
+    pub client_state: String,
+    /// Where the seller goes afterwards (already validated against the tenant's origins).
+    pub redirect_url: String,
+    /// Sealed tenant-held secret (`amazonTokenSecret`), erased when the flow completes.
+    pub token_secret: Option<String>,
+    /// Sealed PKCE verifier (Ads).
+    pub code_verifier: Option<String>,
+    /// Set when re-authorizing one existing connection.
+    pub connection_id: Option<String>,
+    /// `initialize`, `connect_link`, `login_uri`, `reauthorize`.
+    pub origin: String,
+    pub created_at_ms: i64,
+    pub expires_at_ms: i64,
+    pub used_at_ms: Option<i64>,
+}
+
+/// A one-time server-made link that starts an authorization (`POST /v1/connect-links` and
+/// reauthorize links). Keyed by the SHA-256 of its token.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConnectLink {
+    pub token_hash: String,
+    pub tenant_id: String,
+    pub app: String,
+    pub api: String,
+    pub region: String,
+    pub account_type: Option<String>,
+    pub marketplace_id: Option<String>,
+    pub client_state: String,
+    pub redirect_url: String,
+    /// Sealed tenant-held secret.
+    pub token_secret: Option<String>,
+    /// Set for a re-authorization link.
+    pub connection_id: Option<String>,
+    pub created_at_ms: i64,
+    pub expires_at_ms: i64,
+    pub used_at_ms: Option<i64>,
+}
+
+/// A single-use claim code (stored hashed) handed to the tenant's redirect URL.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClaimCode {
+    pub code_hash: String,
+    pub tenant_id: String,
+    pub connection_id: String,
+    /// Sealed tenant-held secret of this authorization, if any (so the claim can return a
+    /// handle that carries it); erased on claim.
+    pub token_secret: Option<String>,
+    pub created_at_ms: i64,
+    pub expires_at_ms: i64,
+    pub used_at_ms: Option<i64>,
+}
+
+/// One authorized Amazon account.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Connection {
+    /// `conn_…`, stable; also the AEAD owner of its sealed fields.
+    pub id: String,
+    pub tenant_id: String,
+    /// App name from the config.
+    pub app: String,
+    /// `sp-api` or `ads`.
+    pub api: String,
+    /// `na`, `eu`, `fe`.
+    pub region: String,
+    /// `seller` or `vendor` (SP-API only).
+    pub account_type: Option<String>,
+    pub marketplace_id: Option<String>,
+    /// SP-API selling partner id (Ads returns none).
+    pub selling_partner_id: Option<String>,
+    pub name: Option<String>,
+    /// `active`, `needs_reauth`, `disconnected`.
+    pub status: String,
+    /// Sealed refresh token (`None` once disconnected).
+    pub refresh_token: Option<String>,
+    /// Sealed current access token.
+    pub access_token: Option<String>,
+    pub access_expires_at_ms: Option<i64>,
+    /// True when the tokens are also sealed under a tenant-held secret.
+    pub tenant_secret: bool,
+    /// Ads profiles as JSON (array), `[]` for SP-API.
+    pub profiles: String,
+    pub authorized_at_ms: i64,
+    pub last_refresh_at_ms: Option<i64>,
+    pub last_error: Option<String>,
+    pub callback_url: Option<String>,
+    pub claimed_at_ms: Option<i64>,
+    pub created_at_ms: i64,
+    pub updated_at_ms: i64,
+}
+
+/// Filters and paging for [`crate::Store::list_connections`]. Ordered by `id` ascending;
+/// `after` is the last id of the previous page.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ConnectionFilter {
+    pub tenant_id: Option<String>,
+    pub status: Option<String>,
+    pub api: Option<String>,
+    pub region: Option<String>,
+    pub after: Option<String>,
+    /// At most this many (the backend caps it at 1000).
+    pub limit: u32,
+}

@@ -1,0 +1,1005 @@
+//! The SQLite backend of [`Store`].
+//!
+//! One database file (or one in-memory database for tests), opened in WAL mode with a 5 s busy
+//! timeout, `synchronous = NORMAL` and foreign keys on. The schema lives in
+//! `migrations/sqlite/` and is embedded in the binary; [`SqliteStore::migrate`] applies it.
+//!
+//! Every "take" runs in a `BEGIN IMMEDIATE` transaction whose first statement is the
+//! `UPDATE … WHERE used_at_ms IS NULL` that marks the record used, so of two concurrent takers
+//! exactly one sees the row change and the other sees nothing.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use sqlx::migrate::Migrator;
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow, SqliteSynchronous,
+};
+use sqlx::{QueryBuilder, Row, Sqlite};
+
+use crate::{
+    ApiKey, ClaimCode, ConnectLink, Connection, ConnectionFilter, OAuthState, Store, StoreError, Tenant,
+};
+
+/// The schema, embedded at build time from `migrations/sqlite/`.
+static MIGRATOR: Migrator = sqlx::migrate!("./migrations/sqlite");
+
+/// Page size of [`Store::list_connections`] when the filter asks for 0.
+const DEFAULT_PAGE: u32 = 100;
+/// Largest page [`Store::list_connections`] returns.
+const MAX_PAGE: u32 = 1000;
+/// How long a statement waits for another connection's write lock.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
+// Column lists, as macros so that `concat!` can build `&'static str` statements from them.
+macro_rules! tenant_cols {
+    () => {
+        "id, name, redirect_origins, sp_app, ads_app, webhook_url, signing_secret, created_at_ms"
+    };
+}
+macro_rules! api_key_cols {
+    () => {
+        "id, tenant_id, name, secret_hash, scope, created_at_ms, last_used_at_ms, revoked_at_ms"
+    };
+}
+macro_rules! oauth_state_cols {
+    () => {
+        "state_hash, tenant_id, app, api, region, account_type, marketplace_id, client_state, \
+         redirect_url, token_secret, code_verifier, connection_id, origin, created_at_ms, \
+         expires_at_ms, used_at_ms"
+    };
+}
+macro_rules! connect_link_cols {
+    () => {
+        "token_hash, tenant_id, app, api, region, account_type, marketplace_id, client_state, \
+         redirect_url, token_secret, connection_id, created_at_ms, expires_at_ms, used_at_ms"
+    };
+}
+macro_rules! claim_code_cols {
+    () => {
+        "code_hash, tenant_id, connection_id, token_secret, created_at_ms, expires_at_ms, used_at_ms"
+    };
+}
+macro_rules! connection_cols {
+    () => {
+        "id, tenant_id, app, api, region, account_type, marketplace_id, selling_partner_id, name, \
+         status, refresh_token, access_token, access_expires_at_ms, tenant_secret, profiles, \
+         authorized_at_ms, last_refresh_at_ms, last_error, callback_url, claimed_at_ms, \
+         created_at_ms, updated_at_ms"
+    };
+}
+
+/// A [`Store`] on one SQLite database.
+///
+/// Cheap to clone (the pool is shared). Open it with [`SqliteStore::connect`] (a URL) or
+/// [`SqliteStore::open_path`] (a file), then call [`SqliteStore::migrate`] once;
+/// [`SqliteStore::connect_and_migrate`] does both.
+///
+/// ```
+/// use lwa_store::{SqliteStore, Store, Tenant};
+///
+/// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+/// let store = SqliteStore::connect("sqlite::memory:").await?;
+/// assert!(!store.migrations_current().await?);
+/// store.migrate().await?;
+/// assert!(store.migrations_current().await?);
+///
+/// let tenant = Tenant {
+///     id: "ten_1".into(),
+///     name: "Example WMS".into(),
+///     redirect_origins: vec!["https://wms.example.com/oauth".into()],
+///     sp_app: None,
+///     ads_app: None,
+///     webhook_url: None,
+///     signing_secret: None,
+///     created_at_ms: 1_700_000_000_000,
+/// };
+/// store.insert_tenant(&tenant).await?;
+/// assert_eq!(store.tenant("ten_1").await?, Some(tenant));
+/// assert_eq!(store.tenant("ten_2").await?, None);
+/// # Ok::<(), lwa_store::StoreError>(())
+/// # }).unwrap();
+/// ```
+#[derive(Debug, Clone)]
+pub struct SqliteStore {
+    pool: SqlitePool,
+    /// The database file; `None` for an in-memory database.
+    path: Option<PathBuf>,
+}
+
+/// Where a `sqlite:` URL points.
+#[derive(Debug, PartialEq, Eq)]
+enum Target {
+    Memory,
+    File(PathBuf),
+}
+
+impl SqliteStore {
+    /// Opens (creating if missing) the database a URL names. Does not migrate.
+    ///
+    /// Accepted: `sqlite:PATH`, `sqlite://PATH` (both relative to the working directory unless
+    /// PATH starts with `/`), `sqlite:///abs/path`, and `sqlite::memory:` (a private in-memory
+    /// database on one connection, gone when the last clone of the store is dropped). Query
+    /// parameters (`?mode=…`) are not accepted. Anything else is [`StoreError::BadUrl`].
+    ///
+    /// A database file this call creates gets mode 0600 on unix.
+    pub async fn connect(url: &str) -> Result<SqliteStore, StoreError> {
+        match parse_url(url)? {
+            Target::Memory => SqliteStore::open_memory().await,
+            Target::File(path) => SqliteStore::open_path(&path).await,
+        }
+    }
+
+    /// [`SqliteStore::connect`], then [`SqliteStore::migrate`].
+    pub async fn connect_and_migrate(url: &str) -> Result<SqliteStore, StoreError> {
+        let store = SqliteStore::connect(url).await?;
+        store.migrate().await?;
+        Ok(store)
+    }
+
+    /// Opens (creating if missing, with mode 0600 on unix) the database file at `path`. Does not
+    /// migrate. The parent directory must exist.
+    pub async fn open_path(path: &Path) -> Result<SqliteStore, StoreError> {
+        if path.as_os_str().is_empty() {
+            return Err(StoreError::BadUrl("empty SQLite database path".into()));
+        }
+        create_private_file(path)?;
+        let options = SqliteConnectOptions::new()
+            .filename(path)
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .busy_timeout(BUSY_TIMEOUT)
+            .synchronous(SqliteSynchronous::Normal)
+            .foreign_keys(true);
+        let pool = SqlitePoolOptions::new().connect_with(options).await?;
+        tracing::debug!(path = %path.display(), "opened SQLite database");
+        Ok(SqliteStore {
+            pool,
+            path: Some(path.to_path_buf()),
+        })
+    }
+
+    /// A fresh in-memory database on a single connection that is never recycled (recycling it
+    /// would lose the data).
+    ///
+    /// Opened by the plain filename `:memory:`, not with `SQLITE_OPEN_MEMORY` (what sqlx's
+    /// `sqlite::memory:` does): with that flag, `VACUUM INTO` would write its copy to memory too.
+    async fn open_memory() -> Result<SqliteStore, StoreError> {
+        let options = SqliteConnectOptions::new()
+            .filename(":memory:")
+            .busy_timeout(BUSY_TIMEOUT)
+            .foreign_keys(true);
+        let pool = SqlitePoolOptions::new()
+            .max_connections(1)
+            .min_connections(1)
+            .idle_timeout(None)
+            .max_lifetime(None)
+            .connect_with(options)
+            .await?;
+        Ok(SqliteStore { pool, path: None })
+    }
+
+    /// Applies every embedded migration not yet applied. Safe to call on every start.
+    pub async fn migrate(&self) -> Result<(), StoreError> {
+        MIGRATOR.run(&self.pool).await?;
+        tracing::debug!("SQLite schema is current");
+        Ok(())
+    }
+
+    /// True when every embedded migration has been applied successfully (with the same
+    /// checksum): the schema is the one this build expects. For `/readyz`.
+    pub async fn migrations_current(&self) -> Result<bool, StoreError> {
+        let table: Option<String> = sqlx::query_scalar(
+            "SELECT name FROM sqlite_master WHERE type = 'table' AND name = '_sqlx_migrations'",
+        )
+        .fetch_optional(&self.pool)
+        .await?;
+        if table.is_none() {
+            return Ok(false);
+        }
+        let applied: Vec<(i64, Vec<u8>)> =
+            sqlx::query_as("SELECT version, checksum FROM _sqlx_migrations WHERE success = 1")
+                .fetch_all(&self.pool)
+                .await?;
+        Ok(MIGRATOR
+            .iter()
+            .filter(|m| !m.migration_type.is_down_migration())
+            .all(|m| {
+                applied
+                    .iter()
+                    .any(|(v, sum)| *v == m.version && sum.as_slice() == m.checksum.as_ref())
+            }))
+    }
+
+    /// Writes a consistent copy of the database to `path` (`VACUUM INTO`), with mode 0600 on
+    /// unix. Refuses with [`StoreError::Io`] when `path` already exists. Safe while the store
+    /// is in use.
+    pub async fn backup_to(&self, path: &Path) -> Result<(), StoreError> {
+        let Some(target) = path.to_str() else {
+            return Err(StoreError::Io(format!(
+                "backup path {} is not valid UTF-8",
+                path.display()
+            )));
+        };
+        // Creating the (empty) file first refuses an existing one without a race and gives it
+        // private permissions from the start; VACUUM INTO accepts an empty target file.
+        open_new_private(path).map_err(|e| {
+            if e.kind() == std::io::ErrorKind::AlreadyExists {
+                StoreError::Io(format!("backup target {} already exists", path.display()))
+            } else {
+                StoreError::Io(format!("cannot create backup file {}: {e}", path.display()))
+            }
+        })?;
+        let result = sqlx::query("VACUUM INTO ?")
+            .bind(target)
+            .execute(&self.pool)
+            .await;
+        if let Err(e) = result {
+            let _ = std::fs::remove_file(path);
+            return Err(e.into());
+        }
+        // A database always has at least one page; an empty file means the copy went elsewhere.
+        let written = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
+        if written == 0 {
+            let _ = std::fs::remove_file(path);
+            return Err(StoreError::Io(format!(
+                "backup to {} wrote nothing",
+                path.display()
+            )));
+        }
+        tracing::info!(path = %path.display(), "wrote SQLite backup");
+        Ok(())
+    }
+
+    /// The connection pool (for callers that need a raw query, e.g. diagnostics).
+    pub fn pool(&self) -> &SqlitePool {
+        &self.pool
+    }
+
+    /// The database file, or `None` for an in-memory database.
+    pub fn path(&self) -> Option<&Path> {
+        self.path.as_deref()
+    }
+}
+
+/// Parses a `sqlite:` URL. See [`SqliteStore::connect`].
+fn parse_url(url: &str) -> Result<Target, StoreError> {
+    let lower = url.to_ascii_lowercase();
+    if lower.starts_with("postgres:") || lower.starts_with("postgresql:") {
+        return Err(StoreError::BadUrl(format!(
+            "unsupported database URL \"{}\": PostgreSQL is not enabled in this build; expected sqlite:PATH",
+            redact(url)
+        )));
+    }
+    let Some(rest) = lower.starts_with("sqlite:").then(|| &url["sqlite:".len()..]) else {
+        return Err(StoreError::BadUrl(format!(
+            "unsupported database URL \"{}\": expected sqlite:PATH (or postgres://… once PostgreSQL is enabled)",
+            redact(url)
+        )));
+    };
+    let rest = rest.strip_prefix("//").unwrap_or(rest);
+    if rest == ":memory:" {
+        return Ok(Target::Memory);
+    }
+    if rest.contains('?') {
+        return Err(StoreError::BadUrl(format!(
+            "database URL \"{url}\" has query parameters, which are not supported: expected sqlite:PATH \
+             or sqlite::memory:"
+        )));
+    }
+    if rest.is_empty() {
+        return Err(StoreError::BadUrl(format!(
+            "database URL \"{url}\" names no file: expected sqlite:PATH or sqlite::memory:"
+        )));
+    }
+    Ok(Target::File(PathBuf::from(rest)))
+}
+
+/// `scheme://user:pass@host/…` → `scheme://***@host/…`, so an error never shows a password.
+fn redact(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_string();
+    };
+    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    match rest[..authority_end].rfind('@') {
+        Some(at) => format!("{scheme}://***{}", &rest[at..]),
+        None => url.to_string(),
+    }
+}
+
+/// Creates `path` with mode 0600 when it does not exist yet; leaves an existing file alone.
+fn create_private_file(path: &Path) -> Result<(), StoreError> {
+    match open_new_private(path) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(e) => Err(StoreError::Io(format!(
+            "cannot create database file {}: {e}",
+            path.display()
+        ))),
+    }
+}
+
+/// Creates a new empty file (failing if it exists) readable and writable by its owner only.
+fn open_new_private(path: &Path) -> std::io::Result<()> {
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+        options.mode(0o600);
+        let file = options.open(path)?;
+        // The umask cannot add bits, but set the mode explicitly all the same.
+        file.set_permissions(std::fs::Permissions::from_mode(0o600))?;
+    }
+    #[cfg(not(unix))]
+    options.open(path)?;
+    Ok(())
+}
+
+/// `Conflict(what)` for a unique-key violation, `Database` for anything else.
+fn conflict_or(err: sqlx::Error, what: impl FnOnce() -> String) -> StoreError {
+    if err.as_database_error().is_some_and(|e| e.is_unique_violation()) {
+        StoreError::Conflict(what())
+    } else {
+        StoreError::Database(err)
+    }
+}
+
+fn tenant_from_row(row: &SqliteRow) -> Result<Tenant, sqlx::Error> {
+    let origins: String = row.try_get("redirect_origins")?;
+    let redirect_origins = serde_json::from_str(&origins).map_err(|e| sqlx::Error::ColumnDecode {
+        index: "redirect_origins".into(),
+        source: Box::new(e),
+    })?;
+    Ok(Tenant {
+        id: row.try_get("id")?,
+        name: row.try_get("name")?,
+        redirect_origins,
+        sp_app: row.try_get("sp_app")?,
+        ads_app: row.try_get("ads_app")?,
+        webhook_url: row.try_get("webhook_url")?,
+        signing_secret: row.try_get("signing_secret")?,
+        created_at_ms: row.try_get("created_at_ms")?,
+    })
+}
+
+fn api_key_from_row(row: &SqliteRow) -> Result<ApiKey, sqlx::Error> {
+    Ok(ApiKey {
+        id: row.try_get("id")?,
+        tenant_id: row.try_get("tenant_id")?,
+        name: row.try_get("name")?,
+        secret_hash: row.try_get("secret_hash")?,
+        scope: row.try_get("scope")?,
+        created_at_ms: row.try_get("created_at_ms")?,
+        last_used_at_ms: row.try_get("last_used_at_ms")?,
+        revoked_at_ms: row.try_get("revoked_at_ms")?,
+    })
+}
+
+fn oauth_state_from_row(row: &SqliteRow) -> Result<OAuthState, sqlx::Error> {
+    Ok(OAuthState {
+        state_hash: row.try_get("state_hash")?,
+        tenant_id: row.try_get("tenant_id")?,
+        app: row.try_get("app")?,
+        api: row.try_get("api")?,
+        region: row.try_get("region")?,
+        account_type: row.try_get("account_type")?,
+        marketplace_id: row.try_get("marketplace_id")?,
+        client_state: row.try_get("client_state")?,
+        redirect_url: row.try_get("redirect_url")?,
+        token_secret: row.try_get("token_secret")?,
+        code_verifier: row.try_get("code_verifier")?,
+        connection_id: row.try_get("connection_id")?,
+        origin: row.try_get("origin")?,
+        created_at_ms: row.try_get("created_at_ms")?,
+        expires_at_ms: row.try_get("expires_at_ms")?,
+        used_at_ms: row.try_get("used_at_ms")?,
+    })
+}
+
+fn connect_link_from_row(row: &SqliteRow) -> Result<ConnectLink, sqlx::Error> {
+    Ok(ConnectLink {
+        token_hash: row.try_get("token_hash")?,
+        tenant_id: row.try_get("tenant_id")?,
+        app: row.try_get("app")?,
+        api: row.try_get("api")?,
+        region: row.try_get("region")?,
+        account_type: row.try_get("account_type")?,
+        marketplace_id: row.try_get("marketplace_id")?,
+        client_state: row.try_get("client_state")?,
+        redirect_url: row.try_get("redirect_url")?,
+        token_secret: row.try_get("token_secret")?,
+        connection_id: row.try_get("connection_id")?,
+        created_at_ms: row.try_get("created_at_ms")?,
+        expires_at_ms: row.try_get("expires_at_ms")?,
+        used_at_ms: row.try_get("used_at_ms")?,
+    })
+}
+
+fn claim_code_from_row(row: &SqliteRow) -> Result<ClaimCode, sqlx::Error> {
+    Ok(ClaimCode {
+        code_hash: row.try_get("code_hash")?,
+        tenant_id: row.try_get("tenant_id")?,
+        connection_id: row.try_get("connection_id")?,
+        token_secret: row.try_get("token_secret")?,
+        created_at_ms: row.try_get("created_at_ms")?,
+        expires_at_ms: row.try_get("expires_at_ms")?,
+        used_at_ms: row.try_get("used_at_ms")?,
+    })
+}
+
+fn connection_from_row(row: &SqliteRow) -> Result<Connection, sqlx::Error> {
+    Ok(Connection {
+        id: row.try_get("id")?,
+        tenant_id: row.try_get("tenant_id")?,
+        app: row.try_get("app")?,
+        api: row.try_get("api")?,
+        region: row.try_get("region")?,
+        account_type: row.try_get("account_type")?,
+        marketplace_id: row.try_get("marketplace_id")?,
+        selling_partner_id: row.try_get("selling_partner_id")?,
+        name: row.try_get("name")?,
+        status: row.try_get("status")?,
+        refresh_token: row.try_get("refresh_token")?,
+        access_token: row.try_get("access_token")?,
+        access_expires_at_ms: row.try_get("access_expires_at_ms")?,
+        tenant_secret: row.try_get("tenant_secret")?,
+        profiles: row.try_get("profiles")?,
+        authorized_at_ms: row.try_get("authorized_at_ms")?,
+        last_refresh_at_ms: row.try_get("last_refresh_at_ms")?,
+        last_error: row.try_get("last_error")?,
+        callback_url: row.try_get("callback_url")?,
+        claimed_at_ms: row.try_get("claimed_at_ms")?,
+        created_at_ms: row.try_get("created_at_ms")?,
+        updated_at_ms: row.try_get("updated_at_ms")?,
+    })
+}
+
+/// Inserts a connection on any executor (the pool or a transaction).
+async fn insert_connection_on(conn: &mut sqlx::SqliteConnection, c: &Connection) -> Result<(), StoreError> {
+    sqlx::query(concat!(
+        "INSERT INTO connections (",
+        connection_cols!(),
+        ") VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    ))
+    .bind(&c.id)
+    .bind(&c.tenant_id)
+    .bind(&c.app)
+    .bind(&c.api)
+    .bind(&c.region)
+    .bind(&c.account_type)
+    .bind(&c.marketplace_id)
+    .bind(&c.selling_partner_id)
+    .bind(&c.name)
+    .bind(&c.status)
+    .bind(&c.refresh_token)
+    .bind(&c.access_token)
+    .bind(c.access_expires_at_ms)
+    .bind(c.tenant_secret)
+    .bind(&c.profiles)
+    .bind(c.authorized_at_ms)
+    .bind(c.last_refresh_at_ms)
+    .bind(&c.last_error)
+    .bind(&c.callback_url)
+    .bind(c.claimed_at_ms)
+    .bind(c.created_at_ms)
+    .bind(c.updated_at_ms)
+    .execute(conn)
+    .await
+    .map_err(|e| conflict_or(e, || format!("connection {}", c.id)))?;
+    Ok(())
+}
+
+/// Updates a connection on any executor; false when no row has its id.
+async fn update_connection_on(conn: &mut sqlx::SqliteConnection, c: &Connection) -> Result<bool, StoreError> {
+    let done = sqlx::query(
+        "UPDATE connections SET app = ?, api = ?, region = ?, account_type = ?, marketplace_id = ?, \
+         selling_partner_id = ?, name = ?, status = ?, refresh_token = ?, access_token = ?, \
+         access_expires_at_ms = ?, tenant_secret = ?, profiles = ?, authorized_at_ms = ?, \
+         last_refresh_at_ms = ?, last_error = ?, callback_url = ?, claimed_at_ms = ?, updated_at_ms = ? \
+         WHERE id = ?",
+    )
+    .bind(&c.app)
+    .bind(&c.api)
+    .bind(&c.region)
+    .bind(&c.account_type)
+    .bind(&c.marketplace_id)
+    .bind(&c.selling_partner_id)
+    .bind(&c.name)
+    .bind(&c.status)
+    .bind(&c.refresh_token)
+    .bind(&c.access_token)
+    .bind(c.access_expires_at_ms)
+    .bind(c.tenant_secret)
+    .bind(&c.profiles)
+    .bind(c.authorized_at_ms)
+    .bind(c.last_refresh_at_ms)
+    .bind(&c.last_error)
+    .bind(&c.callback_url)
+    .bind(c.claimed_at_ms)
+    .bind(c.updated_at_ms)
+    .bind(&c.id)
+    .execute(conn)
+    .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    fn backend(&self) -> &'static str {
+        "sqlite"
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+
+    async fn meta(&self, name: &str) -> Result<Option<String>, StoreError> {
+        Ok(sqlx::query_scalar("SELECT value FROM meta WHERE name = ?")
+            .bind(name)
+            .fetch_optional(&self.pool)
+            .await?)
+    }
+
+    async fn set_meta(&self, name: &str, value: &str) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO meta (name, value) VALUES (?, ?) ON CONFLICT (name) DO UPDATE SET value = excluded.value",
+        )
+        .bind(name)
+        .bind(value)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn insert_tenant(&self, t: &Tenant) -> Result<(), StoreError> {
+        let origins = serde_json::to_string(&t.redirect_origins)
+            .map_err(|e| StoreError::Database(sqlx::Error::Encode(Box::new(e))))?;
+        sqlx::query(concat!(
+            "INSERT INTO tenants (",
+            tenant_cols!(),
+            ") VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+        ))
+        .bind(&t.id)
+        .bind(&t.name)
+        .bind(origins)
+        .bind(&t.sp_app)
+        .bind(&t.ads_app)
+        .bind(&t.webhook_url)
+        .bind(&t.signing_secret)
+        .bind(t.created_at_ms)
+        .execute(&self.pool)
+        .await
+        .map_err(|e| conflict_or(e, || format!("tenant {}", t.id)))?;
+        Ok(())
+    }
+
+    async fn tenant(&self, id: &str) -> Result<Option<Tenant>, StoreError> {
+        let row = sqlx::query(concat!("SELECT ", tenant_cols!(), " FROM tenants WHERE id = ?"))
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.as_ref().map(tenant_from_row).transpose()?)
+    }
+
+    async fn tenants(&self) -> Result<Vec<Tenant>, StoreError> {
+        let rows = sqlx::query(concat!(
+            "SELECT ",
+            tenant_cols!(),
+            " FROM tenants ORDER BY created_at_ms, rowid"
+        ))
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows.iter().map(tenant_from_row).collect::<Result<_, _>>()?)
+    }
+
+    async fn update_tenant(&self, t: &Tenant) -> Result<bool, StoreError> {
+        let origins = serde_json::to_string(&t.redirect_origins)
+            .map_err(|e| StoreError::Database(sqlx::Error::Encode(Box::new(e))))?;
+        let done = sqlx::query(
+            "UPDATE tenants SET name = ?, redirect_origins = ?, sp_app = ?, ads_app = ?, webhook_url = ?, \
+             signing_secret = ? WHERE id = ?",
+        )
+        .bind(&t.name)
+        .bind(origins)
+        .bind(&t.sp_app)
+        .bind(&t.ads_app)
+        .bind(&t.webhook_url)
+        .bind(&t.signing_secret)
+        .bind(&t.id)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn insert_api_key(&self, k: &ApiKey) -> Result<(), StoreError> {
+        sqlx::query(concat!(
+            "INSERT INTO api_keys (",
+            api_key_cols!(),
+            ") VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+        ))
+        .bind(&k.id)
+        .bind(&k.tenant_id)
+        .bind(&k.name)
+        .bind(&k.secret_hash)
+        .bind(&k.scope)
+        .bind(k.created_at_ms)
+        .bind(k.last_used_at_ms)
+        .bind(k.revoked_at_ms)
+        .execute(&self.pool)
+        .await
+        .map_err(|e| conflict_or(e, || format!("api key {}", k.id)))?;
+        Ok(())
+    }
+
+    async fn api_key(&self, id: &str) -> Result<Option<ApiKey>, StoreError> {
+        let row = sqlx::query(concat!("SELECT ", api_key_cols!(), " FROM api_keys WHERE id = ?"))
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.as_ref().map(api_key_from_row).transpose()?)
+    }
+
+    async fn api_keys(&self, tenant_id: &str) -> Result<Vec<ApiKey>, StoreError> {
+        let rows = sqlx::query(concat!(
+            "SELECT ",
+            api_key_cols!(),
+            " FROM api_keys WHERE tenant_id = ? ORDER BY created_at_ms, rowid"
+        ))
+        .bind(tenant_id)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows.iter().map(api_key_from_row).collect::<Result<_, _>>()?)
+    }
+
+    async fn revoke_api_key(&self, id: &str, at_ms: i64) -> Result<bool, StoreError> {
+        let done =
+            sqlx::query("UPDATE api_keys SET revoked_at_ms = ? WHERE id = ? AND revoked_at_ms IS NULL")
+                .bind(at_ms)
+                .bind(id)
+                .execute(&self.pool)
+                .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    /// Never moves `last_used_at_ms` backwards; an unknown id is not an error.
+    async fn touch_api_key(&self, id: &str, at_ms: i64) -> Result<(), StoreError> {
+        sqlx::query(
+            "UPDATE api_keys SET last_used_at_ms = MAX(COALESCE(last_used_at_ms, ?1), ?1) WHERE id = ?2",
+        )
+        .bind(at_ms)
+        .bind(id)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn insert_oauth_state(&self, s: &OAuthState) -> Result<(), StoreError> {
+        sqlx::query(concat!(
+            "INSERT INTO oauth_states (",
+            oauth_state_cols!(),
+            ") VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+        ))
+        .bind(&s.state_hash)
+        .bind(&s.tenant_id)
+        .bind(&s.app)
+        .bind(&s.api)
+        .bind(&s.region)
+        .bind(&s.account_type)
+        .bind(&s.marketplace_id)
+        .bind(&s.client_state)
+        .bind(&s.redirect_url)
+        .bind(&s.token_secret)
+        .bind(&s.code_verifier)
+        .bind(&s.connection_id)
+        .bind(&s.origin)
+        .bind(s.created_at_ms)
+        .bind(s.expires_at_ms)
+        .bind(s.used_at_ms)
+        .execute(&self.pool)
+        .await
+        .map_err(|e| conflict_or(e, || "oauth state with this hash".to_string()))?;
+        Ok(())
+    }
+
+    async fn take_oauth_state(
+        &self,
+        state_hash: &str,
+        now_ms: i64,
+    ) -> Result<Option<OAuthState>, StoreError> {
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let rows = sqlx::query(concat!(
+            "UPDATE oauth_states SET used_at_ms = ? WHERE state_hash = ? AND used_at_ms IS NULL RETURNING ",
+            oauth_state_cols!()
+        ))
+        .bind(now_ms)
+        .bind(state_hash)
+        .fetch_all(&mut *tx)
+        .await?;
+        let Some(row) = rows.first() else {
+            return Ok(None);
+        };
+        let mut state = oauth_state_from_row(row)?;
+        state.used_at_ms = None;
+        sqlx::query("UPDATE oauth_states SET token_secret = NULL, code_verifier = NULL WHERE state_hash = ?")
+            .bind(state_hash)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(Some(state))
+    }
+
+    async fn oauth_state(&self, state_hash: &str) -> Result<Option<OAuthState>, StoreError> {
+        let row = sqlx::query(concat!(
+            "SELECT ",
+            oauth_state_cols!(),
+            " FROM oauth_states WHERE state_hash = ?"
+        ))
+        .bind(state_hash)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.as_ref().map(oauth_state_from_row).transpose()?)
+    }
+
+    async fn insert_connect_link(&self, l: &ConnectLink) -> Result<(), StoreError> {
+        sqlx::query(concat!(
+            "INSERT INTO connect_links (",
+            connect_link_cols!(),
+            ") VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+        ))
+        .bind(&l.token_hash)
+        .bind(&l.tenant_id)
+        .bind(&l.app)
+        .bind(&l.api)
+        .bind(&l.region)
+        .bind(&l.account_type)
+        .bind(&l.marketplace_id)
+        .bind(&l.client_state)
+        .bind(&l.redirect_url)
+        .bind(&l.token_secret)
+        .bind(&l.connection_id)
+        .bind(l.created_at_ms)
+        .bind(l.expires_at_ms)
+        .bind(l.used_at_ms)
+        .execute(&self.pool)
+        .await
+        .map_err(|e| conflict_or(e, || "connect link with this hash".to_string()))?;
+        Ok(())
+    }
+
+    async fn take_connect_link(
+        &self,
+        token_hash: &str,
+        now_ms: i64,
+    ) -> Result<Option<ConnectLink>, StoreError> {
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let rows = sqlx::query(concat!(
+            "UPDATE connect_links SET used_at_ms = ? WHERE token_hash = ? AND used_at_ms IS NULL RETURNING ",
+            connect_link_cols!()
+        ))
+        .bind(now_ms)
+        .bind(token_hash)
+        .fetch_all(&mut *tx)
+        .await?;
+        let Some(row) = rows.first() else {
+            return Ok(None);
+        };
+        let mut link = connect_link_from_row(row)?;
+        link.used_at_ms = None;
+        sqlx::query("UPDATE connect_links SET token_secret = NULL WHERE token_hash = ?")
+            .bind(token_hash)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(Some(link))
+    }
+
+    async fn insert_connection(&self, connection: &Connection) -> Result<(), StoreError> {
+        let mut conn = self.pool.acquire().await?;
+        insert_connection_on(&mut conn, connection).await
+    }
+
+    async fn connection(&self, id: &str) -> Result<Option<Connection>, StoreError> {
+        let row = sqlx::query(concat!(
+            "SELECT ",
+            connection_cols!(),
+            " FROM connections WHERE id = ?"
+        ))
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.as_ref().map(connection_from_row).transpose()?)
+    }
+
+    async fn connection_by_partner(
+        &self,
+        tenant_id: &str,
+        app: &str,
+        region: &str,
+        selling_partner_id: &str,
+    ) -> Result<Option<Connection>, StoreError> {
+        let row = sqlx::query(concat!(
+            "SELECT ",
+            connection_cols!(),
+            " FROM connections WHERE tenant_id = ? AND app = ? AND region = ? AND selling_partner_id = ? \
+             ORDER BY created_at_ms DESC, rowid DESC LIMIT 1"
+        ))
+        .bind(tenant_id)
+        .bind(app)
+        .bind(region)
+        .bind(selling_partner_id)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.as_ref().map(connection_from_row).transpose()?)
+    }
+
+    /// A `limit` of 0 means 100; more than 1000 means 1000.
+    async fn list_connections(&self, filter: &ConnectionFilter) -> Result<Vec<Connection>, StoreError> {
+        let limit = match filter.limit {
+            0 => DEFAULT_PAGE,
+            n => n.min(MAX_PAGE),
+        };
+        let mut query = QueryBuilder::<Sqlite>::new(concat!(
+            "SELECT ",
+            connection_cols!(),
+            " FROM connections WHERE 1 = 1"
+        ));
+        if let Some(tenant_id) = &filter.tenant_id {
+            query.push(" AND tenant_id = ").push_bind(tenant_id.clone());
+        }
+        if let Some(status) = &filter.status {
+            query.push(" AND status = ").push_bind(status.clone());
+        }
+        if let Some(api) = &filter.api {
+            query.push(" AND api = ").push_bind(api.clone());
+        }
+        if let Some(region) = &filter.region {
+            query.push(" AND region = ").push_bind(region.clone());
+        }
+        if let Some(after) = &filter.after {
+            query.push(" AND id > ").push_bind(after.clone());
+        }
+        query.push(" ORDER BY id LIMIT ").push_bind(i64::from(limit));
+        let rows = query.build().fetch_all(&self.pool).await?;
+        Ok(rows.iter().map(connection_from_row).collect::<Result<_, _>>()?)
+    }
+
+    /// Ordered by status.
+    async fn count_connections(&self, tenant_id: Option<&str>) -> Result<Vec<(String, i64)>, StoreError> {
+        let counts = match tenant_id {
+            Some(tenant_id) => {
+                sqlx::query_as(
+                    "SELECT status, COUNT(*) FROM connections WHERE tenant_id = ? GROUP BY status ORDER BY status",
+                )
+                .bind(tenant_id)
+                .fetch_all(&self.pool)
+                .await?
+            }
+            None => {
+                sqlx::query_as("SELECT status, COUNT(*) FROM connections GROUP BY status ORDER BY status")
+                    .fetch_all(&self.pool)
+                    .await?
+            }
+        };
+        Ok(counts)
+    }
+
+    async fn update_connection(&self, connection: &Connection) -> Result<bool, StoreError> {
+        let mut conn = self.pool.acquire().await?;
+        update_connection_on(&mut conn, connection).await
+    }
+
+    /// When `is_new` is false and no connection has the id, nothing is stored and the error is
+    /// `Database(RowNotFound)`.
+    async fn save_authorization(
+        &self,
+        connection: &Connection,
+        is_new: bool,
+        claim: &ClaimCode,
+    ) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        if is_new {
+            insert_connection_on(&mut tx, connection).await?;
+        } else if !update_connection_on(&mut tx, connection).await? {
+            return Err(StoreError::Database(sqlx::Error::RowNotFound));
+        }
+        sqlx::query(concat!(
+            "INSERT INTO claim_codes (",
+            claim_code_cols!(),
+            ") VALUES (?, ?, ?, ?, ?, ?, ?)"
+        ))
+        .bind(&claim.code_hash)
+        .bind(&claim.tenant_id)
+        .bind(&claim.connection_id)
+        .bind(&claim.token_secret)
+        .bind(claim.created_at_ms)
+        .bind(claim.expires_at_ms)
+        .bind(claim.used_at_ms)
+        .execute(&mut *tx)
+        .await
+        .map_err(|e| conflict_or(e, || "claim code with this hash".to_string()))?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn take_claim_code(&self, code_hash: &str, now_ms: i64) -> Result<Option<ClaimCode>, StoreError> {
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let rows = sqlx::query(concat!(
+            "UPDATE claim_codes SET used_at_ms = ? WHERE code_hash = ? AND used_at_ms IS NULL RETURNING ",
+            claim_code_cols!()
+        ))
+        .bind(now_ms)
+        .bind(code_hash)
+        .fetch_all(&mut *tx)
+        .await?;
+        let Some(row) = rows.first() else {
+            return Ok(None);
+        };
+        let mut claim = claim_code_from_row(row)?;
+        claim.used_at_ms = None;
+        sqlx::query("UPDATE claim_codes SET token_secret = NULL WHERE code_hash = ?")
+            .bind(code_hash)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(Some(claim))
+    }
+
+    async fn purge_expired(&self, before_ms: i64) -> Result<u64, StoreError> {
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let mut purged = 0;
+        for sql in [
+            "DELETE FROM oauth_states WHERE expires_at_ms < ?",
+            "DELETE FROM connect_links WHERE expires_at_ms < ?",
+            "DELETE FROM claim_codes WHERE expires_at_ms < ?",
+        ] {
+            purged += sqlx::query(sql)
+                .bind(before_ms)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+        }
+        tx.commit().await?;
+        Ok(purged)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls() {
+        assert_eq!(parse_url("sqlite::memory:").unwrap(), Target::Memory);
+        assert_eq!(parse_url("sqlite://:memory:").unwrap(), Target::Memory);
+        assert_eq!(
+            parse_url("sqlite:data/b.db").unwrap(),
+            Target::File("data/b.db".into())
+        );
+        assert_eq!(
+            parse_url("sqlite://data/b.db").unwrap(),
+            Target::File("data/b.db".into())
+        );
+        assert_eq!(
+            parse_url("sqlite:///var/lib/b.db").unwrap(),
+            Target::File("/var/lib/b.db".into())
+        );
+        assert_eq!(
+            parse_url("sqlite:/var/lib/b.db").unwrap(),
+            Target::File("/var/lib/b.db".into())
+        );
+        assert_eq!(parse_url("SQLITE:b.db").unwrap(), Target::File("b.db".into()));
+    }
+
+    #[test]
+    fn redaction() {
+        assert_eq!(
+            redact("postgres://u:pw@db:5432/x?a=b@c"),
+            "postgres://***@db:5432/x?a=b@c"
+        );
+        assert_eq!(redact("mysql://x"), "mysql://x");
+        assert_eq!(redact("nonsense"), "nonsense");
+    }
+}

@@ -1,0 +1,1214 @@
+//! `SqliteStore` against real database files in a temporary directory.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use lwa_store::{
+    ApiKey, ClaimCode, ConnectLink, Connection, ConnectionFilter, OAuthState, SqliteStore, Store, StoreError,
+    Tenant,
+};
+
+/// A directory under the system temp dir, removed on drop.
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new(name: &str) -> TempDir {
+        static NEXT: AtomicU32 = AtomicU32::new(0);
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos();
+        let dir = std::env::temp_dir().join(format!(
+            "lwa-store-test-{name}-{}-{}-{nanos}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        TempDir(dir)
+    }
+
+    fn file(&self, name: &str) -> PathBuf {
+        self.0.join(name)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A migrated store on a fresh file.
+async fn fresh(name: &str) -> (TempDir, SqliteStore) {
+    let dir = TempDir::new(name);
+    let store = SqliteStore::open_path(&dir.file("broker.db")).await.unwrap();
+    store.migrate().await.unwrap();
+    (dir, store)
+}
+
+fn tenant(id: &str, created_at_ms: i64) -> Tenant {
+    Tenant {
+        id: id.into(),
+        name: format!("Tenant {id}"),
+        redirect_origins: vec![
+            "https://wms.example.com/oauth".into(),
+            "https://b.example.com".into(),
+        ],
+        sp_app: Some("main".into()),
+        ads_app: None,
+        webhook_url: Some("https://wms.example.com/hook".into()),
+        signing_secret: Some("lwa1.fp.c2lnbmluZw".into()),
+        created_at_ms,
+    }
+}
+
+fn api_key(id: &str, tenant_id: &str, created_at_ms: i64) -> ApiKey {
+    ApiKey {
+        id: id.into(),
+        tenant_id: tenant_id.into(),
+        name: Some(format!("key {id}")),
+        secret_hash: format!("{:0>64}", id.len()),
+        scope: "full".into(),
+        created_at_ms,
+        last_used_at_ms: None,
+        revoked_at_ms: None,
+    }
+}
+
+fn oauth_state(hash: &str, tenant_id: &str, expires_at_ms: i64) -> OAuthState {
+    OAuthState {
+        state_hash: hash.into(),
+        tenant_id: tenant_id.into(),
+        app: "main".into(),
+        api: "ads".into(),
+        region: "eu".into(),
+        account_type: None,
+        marketplace_id: Some("A1PA6795UKMFR9".into()),
+        client_state: "client-state-1".into(),
+        redirect_url: "https://wms.example.com/oauth/done".into(),
+        token_secret: Some("lwa1.fp.c2VjcmV0".into()),
+        code_verifier: Some("lwa1.fp.dmVyaWZpZXI".into()),
+        connection_id: Some("conn_7".into()),
+        origin: "initialize".into(),
+        created_at_ms: 1_000,
+        expires_at_ms,
+        used_at_ms: None,
+    }
+}
+
+fn connect_link(hash: &str, tenant_id: &str, expires_at_ms: i64) -> ConnectLink {
+    ConnectLink {
+        token_hash: hash.into(),
+        tenant_id: tenant_id.into(),
+        app: "main".into(),
+        api: "sp-api".into(),
+        region: "na".into(),
+        account_type: Some("seller".into()),
+        marketplace_id: None,
+        client_state: "cs".into(),
+        redirect_url: "https://wms.example.com/oauth/done".into(),
+        token_secret: Some("lwa1.fp.bGlua3NlY3JldA".into()),
+        connection_id: None,
+        created_at_ms: 2_000,
+        expires_at_ms,
+        used_at_ms: None,
+    }
+}
+
+fn claim(hash: &str, tenant_id: &str, connection_id: &str, expires_at_ms: i64) -> ClaimCode {
+    ClaimCode {
+        code_hash: hash.into(),
+        tenant_id: tenant_id.into(),
+        connection_id: connection_id.into(),
+        token_secret: Some("lwa1.fp.Y2xhaW1zZWNyZXQ".into()),
+        created_at_ms: 3_000,
+        expires_at_ms,
+        used_at_ms: None,
+    }
+}
+
+fn connection(id: &str, tenant_id: &str) -> Connection {
+    Connection {
+        id: id.into(),
+        tenant_id: tenant_id.into(),
+        app: "main".into(),
+        api: "sp-api".into(),
+        region: "na".into(),
+        account_type: Some("seller".into()),
+        marketplace_id: Some("ATVPDKIKX0DER".into()),
+        selling_partner_id: Some("A2SELLER".into()),
+        name: Some("Shop".into()),
+        status: "active".into(),
+        refresh_token: Some("lwa1.fp.cmVmcmVzaA".into()),
+        access_token: Some("lwa1.fp.YWNjZXNz".into()),
+        access_expires_at_ms: Some(9_000),
+        tenant_secret: true,
+        profiles: "[]".into(),
+        authorized_at_ms: 5_000,
+        last_refresh_at_ms: Some(6_000),
+        last_error: None,
+        callback_url: Some("https://wms.example.com/cb".into()),
+        claimed_at_ms: None,
+        created_at_ms: 5_000,
+        updated_at_ms: 5_000,
+    }
+}
+
+async fn pragma_text(store: &SqliteStore, sql: &'static str) -> String {
+    let row: (String,) = sqlx::query_as(sql).fetch_one(store.pool()).await.unwrap();
+    row.0
+}
+
+async fn pragma_int(store: &SqliteStore, sql: &'static str) -> i64 {
+    let row: (i64,) = sqlx::query_as(sql).fetch_one(store.pool()).await.unwrap();
+    row.0
+}
+
+fn bad_url(result: Result<SqliteStore, StoreError>) -> String {
+    match result {
+        Err(StoreError::BadUrl(message)) => message,
+        other => panic!("expected BadUrl, got {other:?}"),
+    }
+}
+
+#[cfg(unix)]
+fn mode(path: &Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(path).unwrap().permissions().mode() & 0o777
+}
+
+// --- opening ---
+
+#[tokio::test]
+async fn connect_accepts_every_sqlite_url_form() {
+    let dir = TempDir::new("urls");
+    let a = dir.file("a.db");
+    let b = dir.file("b.db");
+    let a_url = format!("sqlite:{}", a.display());
+    // An absolute path after `sqlite://` gives the `sqlite:///abs/path` form.
+    let b_url = format!("sqlite://{}", b.display());
+    assert!(b_url.starts_with("sqlite:///"), "{b_url}");
+
+    let store = SqliteStore::connect(&a_url).await.unwrap();
+    assert_eq!(store.path(), Some(a.as_path()));
+    assert!(a.exists());
+    store.migrate().await.unwrap();
+    assert_eq!(store.backend(), "sqlite");
+
+    let store = SqliteStore::connect_and_migrate(&b_url).await.unwrap();
+    assert_eq!(store.path(), Some(b.as_path()));
+    assert!(store.migrations_current().await.unwrap());
+
+    let memory = SqliteStore::connect("sqlite::memory:").await.unwrap();
+    assert_eq!(memory.path(), None);
+    memory.ping().await.unwrap();
+}
+
+#[tokio::test]
+async fn bad_urls_say_what_was_expected() {
+    assert_eq!(
+        bad_url(SqliteStore::connect("mysql://x").await),
+        "unsupported database URL \"mysql://x\": expected sqlite:PATH (or postgres://… once PostgreSQL is enabled)"
+    );
+    assert_eq!(
+        bad_url(SqliteStore::connect("broker.db").await),
+        "unsupported database URL \"broker.db\": expected sqlite:PATH (or postgres://… once PostgreSQL is enabled)"
+    );
+    let pg = bad_url(SqliteStore::connect("postgres://broker:hunter2@db.internal/broker").await);
+    assert_eq!(
+        pg,
+        "unsupported database URL \"postgres://***@db.internal/broker\": PostgreSQL is not enabled in this \
+         build; expected sqlite:PATH"
+    );
+    assert!(!pg.contains("hunter2"));
+    let empty = bad_url(SqliteStore::connect("sqlite:").await);
+    assert!(empty.contains("names no file"), "{empty}");
+    let empty = bad_url(SqliteStore::connect("sqlite://").await);
+    assert!(empty.contains("names no file"), "{empty}");
+    let query = bad_url(SqliteStore::connect("sqlite://broker.db?mode=rwc").await);
+    assert!(query.contains("query parameters"), "{query}");
+    assert!(!Path::new("broker.db?mode=rwc").exists());
+    let message = StoreError::BadUrl("x".into()).to_string();
+    assert_eq!(message, "x");
+}
+
+#[tokio::test]
+async fn open_path_into_missing_directory_fails_with_io() {
+    let dir = TempDir::new("missing-dir");
+    let path = dir.file("no/such/dir/broker.db");
+    match SqliteStore::open_path(&path).await {
+        Err(StoreError::Io(message)) => assert!(message.contains("cannot create database file"), "{message}"),
+        other => panic!("expected Io, got {other:?}"),
+    }
+}
+
+#[cfg(unix)]
+#[tokio::test]
+async fn created_file_is_private() {
+    let dir = TempDir::new("mode");
+    let path = dir.file("broker.db");
+    let store = SqliteStore::connect(&format!("sqlite:{}", path.display()))
+        .await
+        .unwrap();
+    store.migrate().await.unwrap();
+    store.set_meta("k", "v").await.unwrap();
+    assert_eq!(mode(&path), 0o600);
+}
+
+#[cfg(unix)]
+#[tokio::test]
+async fn existing_file_keeps_its_permissions() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = TempDir::new("existing-mode");
+    let path = dir.file("broker.db");
+    std::fs::write(&path, b"").unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o640)).unwrap();
+    let store = SqliteStore::open_path(&path).await.unwrap();
+    store.migrate().await.unwrap();
+    assert_eq!(mode(&path), 0o640);
+}
+
+#[tokio::test]
+async fn connection_settings_are_applied() {
+    let (_dir, store) = fresh("pragmas").await;
+    assert_eq!(pragma_text(&store, "PRAGMA journal_mode").await, "wal");
+    assert_eq!(pragma_int(&store, "PRAGMA foreign_keys").await, 1);
+    assert_eq!(pragma_int(&store, "PRAGMA busy_timeout").await, 5000);
+    // NORMAL = 1
+    assert_eq!(pragma_int(&store, "PRAGMA synchronous").await, 1);
+}
+
+#[tokio::test]
+async fn migrations_current_before_and_after_migrate() {
+    let dir = TempDir::new("migrations");
+    let store = SqliteStore::open_path(&dir.file("broker.db")).await.unwrap();
+    assert!(!store.migrations_current().await.unwrap());
+    store.migrate().await.unwrap();
+    assert!(store.migrations_current().await.unwrap());
+    // Idempotent.
+    store.migrate().await.unwrap();
+    assert!(store.migrations_current().await.unwrap());
+
+    // A tampered checksum no longer counts as applied.
+    sqlx::query("UPDATE _sqlx_migrations SET checksum = x'00'")
+        .execute(store.pool())
+        .await
+        .unwrap();
+    assert!(!store.migrations_current().await.unwrap());
+}
+
+#[tokio::test]
+async fn calls_before_migrate_fail_with_database_error() {
+    let dir = TempDir::new("unmigrated");
+    let store = SqliteStore::open_path(&dir.file("broker.db")).await.unwrap();
+    assert!(matches!(
+        store.tenant("ten_1").await,
+        Err(StoreError::Database(_))
+    ));
+}
+
+#[tokio::test]
+async fn reopening_a_file_keeps_data() {
+    let dir = TempDir::new("reopen");
+    let path = dir.file("broker.db");
+    {
+        let store = SqliteStore::connect_and_migrate(&format!("sqlite://{}", path.display()))
+            .await
+            .unwrap();
+        store.insert_tenant(&tenant("ten_1", 1)).await.unwrap();
+        store.set_meta("key_check", "lwa1.fp.Y2hlY2s").await.unwrap();
+        store.pool().close().await;
+    }
+    let store = SqliteStore::open_path(&path).await.unwrap();
+    assert!(store.migrations_current().await.unwrap());
+    assert_eq!(store.tenant("ten_1").await.unwrap(), Some(tenant("ten_1", 1)));
+    assert_eq!(
+        store.meta("key_check").await.unwrap().as_deref(),
+        Some("lwa1.fp.Y2hlY2s")
+    );
+}
+
+#[tokio::test]
+async fn memory_store_is_one_database() {
+    let store = SqliteStore::connect_and_migrate("sqlite::memory:").await.unwrap();
+    store.insert_tenant(&tenant("ten_1", 1)).await.unwrap();
+    let clone = store.clone();
+    assert_eq!(clone.tenants().await.unwrap().len(), 1);
+    // Concurrent calls all see the same database.
+    let mut tasks = Vec::new();
+    for i in 0..10 {
+        let store = store.clone();
+        tasks.push(tokio::spawn(async move {
+            store.set_meta(&format!("k{i}"), "v").await
+        }));
+    }
+    for task in tasks {
+        task.await.unwrap().unwrap();
+    }
+    for i in 0..10 {
+        assert_eq!(store.meta(&format!("k{i}")).await.unwrap().as_deref(), Some("v"));
+    }
+    // And a second memory store is a different database.
+    let other = SqliteStore::connect_and_migrate("sqlite::memory:").await.unwrap();
+    assert_eq!(other.tenants().await.unwrap(), vec![]);
+}
+
+// --- backup ---
+
+#[tokio::test]
+async fn backup_to_writes_a_copy_that_opens() {
+    let (dir, store) = fresh("backup").await;
+    store.insert_tenant(&tenant("ten_1", 1)).await.unwrap();
+    store
+        .insert_connection(&connection("conn_1", "ten_1"))
+        .await
+        .unwrap();
+    store.set_meta("key_check", "abc").await.unwrap();
+
+    let target = dir.file("backup.db");
+    store.backup_to(&target).await.unwrap();
+    #[cfg(unix)]
+    assert_eq!(mode(&target), 0o600);
+
+    // Later changes do not reach the copy.
+    store.insert_tenant(&tenant("ten_2", 2)).await.unwrap();
+
+    let copy = SqliteStore::open_path(&target).await.unwrap();
+    assert!(copy.migrations_current().await.unwrap());
+    assert_eq!(copy.tenants().await.unwrap(), vec![tenant("ten_1", 1)]);
+    assert_eq!(
+        copy.connection("conn_1").await.unwrap(),
+        Some(connection("conn_1", "ten_1"))
+    );
+    assert_eq!(copy.meta("key_check").await.unwrap().as_deref(), Some("abc"));
+}
+
+#[tokio::test]
+async fn backup_to_refuses_an_existing_target() {
+    let (dir, store) = fresh("backup-exists").await;
+    let target = dir.file("backup.db");
+    std::fs::write(&target, b"keep me").unwrap();
+    match store.backup_to(&target).await {
+        Err(StoreError::Io(message)) => assert!(message.contains("already exists"), "{message}"),
+        other => panic!("expected Io, got {other:?}"),
+    }
+    assert_eq!(std::fs::read(&target).unwrap(), b"keep me");
+}
+
+#[tokio::test]
+async fn backup_of_memory_store() {
+    let dir = TempDir::new("backup-memory");
+    let store = SqliteStore::connect_and_migrate("sqlite::memory:").await.unwrap();
+    store.insert_tenant(&tenant("ten_1", 1)).await.unwrap();
+    let target = dir.file("copy.db");
+    store.backup_to(&target).await.unwrap();
+    let copy = SqliteStore::open_path(&target).await.unwrap();
+    assert_eq!(copy.tenant("ten_1").await.unwrap(), Some(tenant("ten_1", 1)));
+}
+
+// --- meta ---
+
+#[tokio::test]
+async fn meta_set_get_overwrite() {
+    let (_dir, store) = fresh("meta").await;
+    store.ping().await.unwrap();
+    assert_eq!(store.meta("key_check").await.unwrap(), None);
+    store.set_meta("key_check", "one").await.unwrap();
+    assert_eq!(store.meta("key_check").await.unwrap().as_deref(), Some("one"));
+    store.set_meta("key_check", "two").await.unwrap();
+    assert_eq!(store.meta("key_check").await.unwrap().as_deref(), Some("two"));
+    assert_eq!(store.meta("other").await.unwrap(), None);
+}
+
+// --- tenants ---
+
+#[tokio::test]
+async fn tenants_insert_get_list_update() {
+    let (_dir, store) = fresh("tenants").await;
+    assert_eq!(store.tenants().await.unwrap(), vec![]);
+    let mut minimal = tenant("ten_b", 200);
+    minimal.redirect_origins = vec![];
+    minimal.sp_app = None;
+    minimal.webhook_url = None;
+    minimal.signing_secret = None;
+    store.insert_tenant(&minimal).await.unwrap();
+    store.insert_tenant(&tenant("ten_a", 100)).await.unwrap();
+    store.insert_tenant(&tenant("ten_c", 200)).await.unwrap();
+
+    assert_eq!(store.tenant("ten_a").await.unwrap(), Some(tenant("ten_a", 100)));
+    assert_eq!(store.tenant("ten_b").await.unwrap(), Some(minimal.clone()));
+    assert_eq!(store.tenant("ten_x").await.unwrap(), None);
+
+    // Oldest first; ties in insertion order.
+    let ids: Vec<String> = store.tenants().await.unwrap().into_iter().map(|t| t.id).collect();
+    assert_eq!(ids, ["ten_a", "ten_b", "ten_c"]);
+
+    let mut changed = tenant("ten_a", 999);
+    changed.name = "Renamed".into();
+    changed.redirect_origins = vec!["https://new.example.com".into()];
+    changed.sp_app = None;
+    changed.ads_app = Some("ads-app".into());
+    changed.webhook_url = None;
+    changed.signing_secret = Some("lwa1.fp.bmV3".into());
+    assert!(store.update_tenant(&changed).await.unwrap());
+    let stored = store.tenant("ten_a").await.unwrap().unwrap();
+    // created_at_ms is not replaced.
+    assert_eq!(
+        stored,
+        Tenant {
+            created_at_ms: 100,
+            ..changed
+        }
+    );
+
+    assert!(!store.update_tenant(&tenant("ten_x", 1)).await.unwrap());
+    assert_eq!(store.tenant("ten_x").await.unwrap(), None);
+}
+
+#[tokio::test]
+async fn duplicate_tenant_is_conflict() {
+    let (_dir, store) = fresh("tenant-dup").await;
+    store.insert_tenant(&tenant("ten_1", 1)).await.unwrap();
+    let mut other = tenant("ten_1", 2);
+    other.name = "Other".into();
+    match store.insert_tenant(&other).await {
+        Err(StoreError::Conflict(what)) => assert_eq!(what, "tenant ten_1"),
+        other => panic!("expected Conflict, got {other:?}"),
+    }
+    assert_eq!(store.tenant("ten_1").await.unwrap(), Some(tenant("ten_1", 1)));
+}
+
+// --- API keys ---
+
+#[tokio::test]
+async fn api_keys_insert_get_list() {
+    let (_dir, store) = fresh("keys").await;
+    store.insert_tenant(&tenant("ten_1", 1)).await.unwrap();
+    store.insert_tenant(&tenant("ten_2", 1)).await.unwrap();
+    let mut proxy = api_key("key_b", "ten_1", 10);
+    proxy.scope = "proxy-only".into();
+    proxy.name = None;
+    store.insert_api_key(&proxy).await.unwrap();
+    store
+        .insert_api_key(&api_key("key_a", "ten_1", 20))
+        .await
+        .unwrap();
+    store.insert_api_key(&api_key("key_c", "ten_2", 5)).await.unwrap();
+
+    assert_eq!(store.api_key("key_b").await.unwrap(), Some(proxy.clone()));
+    assert_eq!(store.api_key("key_z").await.unwrap(), None);
+    assert_eq!(
+        store.api_keys("ten_1").await.unwrap(),
+        vec![proxy, api_key("key_a", "ten_1", 20)]
+    );
+    assert_eq!(
+        store.api_keys("ten_2").await.unwrap(),
+        vec![api_key("key_c", "ten_2", 5)]
+    );
+    assert_eq!(store.api_keys("ten_3").await.unwrap(), vec![]);
+
+    match store.insert_api_key(&api_key("key_a", "ten_2", 30)).await {
+        Err(StoreError::Conflict(what)) => assert_eq!(what, "api key key_a"),
+        other => panic!("expected Conflict, got {other:?}"),
+    }
+    // A key of an unknown tenant violates the foreign key: a database error, not a conflict.
+    assert!(matches!(
+        store.insert_api_key(&api_key("key_d", "ten_404", 1)).await,
+        Err(StoreError::Database(_))
+    ));
+    assert_eq!(store.api_key("key_d").await.unwrap(), None);
+}
+
+#[tokio::test]
+async fn api_key_revoke_and_touch() {
+    let (_dir, store) = fresh("keys-revoke").await;
+    store.insert_tenant(&tenant("ten_1", 1)).await.unwrap();
+    store
+        .insert_api_key(&api_key("key_a", "ten_1", 10))
+        .await
+        .unwrap();
+
+    assert!(store.revoke_api_key("key_a", 500).await.unwrap());
+    assert!(!store.revoke_api_key("key_a", 600).await.unwrap());
+    assert!(!store.revoke_api_key("key_404", 600).await.unwrap());
+    assert_eq!(
+        store.api_key("key_a").await.unwrap().unwrap().revoked_at_ms,
+        Some(500)
+    );
+    // Revoked keys are still listed.
+    assert_eq!(store.api_keys("ten_1").await.unwrap().len(), 1);
+
+    store.touch_api_key("key_a", 700).await.unwrap();
+    assert_eq!(
+        store.api_key("key_a").await.unwrap().unwrap().last_used_at_ms,
+        Some(700)
+    );
+    store.touch_api_key("key_a", 900).await.unwrap();
+    assert_eq!(
+        store.api_key("key_a").await.unwrap().unwrap().last_used_at_ms,
+        Some(900)
+    );
+    // A late, older touch does not move it back.
+    store.touch_api_key("key_a", 800).await.unwrap();
+    assert_eq!(
+        store.api_key("key_a").await.unwrap().unwrap().last_used_at_ms,
+        Some(900)
+    );
+    // Unknown: no error, nothing created.
+    store.touch_api_key("key_404", 900).await.unwrap();
+    assert_eq!(store.api_key("key_404").await.unwrap(), None);
+}
+
+// --- OAuth states ---
+
+#[tokio::test]
+async fn oauth_state_insert_get_take() {
+    let (_dir, store) = fresh("states").await;
+    let state = oauth_state("h1", "ten_1", 10_000);
+    store.insert_oauth_state(&state).await.unwrap();
+    assert_eq!(store.oauth_state("h1").await.unwrap(), Some(state.clone()));
+    assert_eq!(store.oauth_state("h404").await.unwrap(), None);
+
+    match store.insert_oauth_state(&oauth_state("h1", "ten_2", 1)).await {
+        Err(StoreError::Conflict(_)) => {}
+        other => panic!("expected Conflict, got {other:?}"),
+    }
+
+    // The taker sees the record as it was: secrets present, not used.
+    let taken = store.take_oauth_state("h1", 4_242).await.unwrap();
+    assert_eq!(taken, Some(state.clone()));
+
+    // In the database: used, secrets erased, the rest unchanged.
+    let after = store.oauth_state("h1").await.unwrap().unwrap();
+    assert_eq!(
+        after,
+        OAuthState {
+            used_at_ms: Some(4_242),
+            token_secret: None,
+            code_verifier: None,
+            ..state
+        }
+    );
+
+    assert_eq!(store.take_oauth_state("h1", 5_000).await.unwrap(), None);
+    assert_eq!(
+        store.oauth_state("h1").await.unwrap().unwrap().used_at_ms,
+        Some(4_242)
+    );
+    assert_eq!(store.take_oauth_state("h404", 5_000).await.unwrap(), None);
+}
+
+#[tokio::test]
+async fn oauth_state_already_used_cannot_be_taken() {
+    let (_dir, store) = fresh("states-used").await;
+    let mut state = oauth_state("h1", "ten_1", 10_000);
+    state.used_at_ms = Some(7);
+    state.code_verifier = None;
+    store.insert_oauth_state(&state).await.unwrap();
+    assert_eq!(store.take_oauth_state("h1", 8).await.unwrap(), None);
+    assert_eq!(store.oauth_state("h1").await.unwrap(), Some(state));
+}
+
+// --- connect links ---
+
+#[tokio::test]
+async fn connect_link_insert_take() {
+    let (_dir, store) = fresh("links").await;
+    let link = connect_link("t1", "ten_1", 10_000);
+    store.insert_connect_link(&link).await.unwrap();
+    match store.insert_connect_link(&connect_link("t1", "ten_1", 1)).await {
+        Err(StoreError::Conflict(_)) => {}
+        other => panic!("expected Conflict, got {other:?}"),
+    }
+
+    assert_eq!(
+        store.take_connect_link("t1", 77).await.unwrap(),
+        Some(link.clone())
+    );
+    assert_eq!(store.take_connect_link("t1", 78).await.unwrap(), None);
+    assert_eq!(store.take_connect_link("t404", 78).await.unwrap(), None);
+
+    let row: (Option<String>, Option<i64>, String) = sqlx::query_as(
+        "SELECT token_secret, used_at_ms, client_state FROM connect_links WHERE token_hash = 't1'",
+    )
+    .fetch_one(store.pool())
+    .await
+    .unwrap();
+    assert_eq!(row, (None, Some(77), link.client_state));
+}
+
+// --- connections ---
+
+#[tokio::test]
+async fn connection_insert_get_update() {
+    let (_dir, store) = fresh("connections").await;
+    store.insert_tenant(&tenant("ten_1", 1)).await.unwrap();
+    let mut ads = connection("conn_1", "ten_1");
+    ads.api = "ads".into();
+    ads.selling_partner_id = None;
+    ads.account_type = None;
+    ads.tenant_secret = false;
+    ads.profiles = r#"[{"profileId":1}]"#.into();
+    ads.refresh_token = None;
+    ads.access_token = None;
+    ads.access_expires_at_ms = None;
+    store.insert_connection(&ads).await.unwrap();
+    assert_eq!(store.connection("conn_1").await.unwrap(), Some(ads.clone()));
+    assert_eq!(store.connection("conn_404").await.unwrap(), None);
+
+    match store.insert_connection(&connection("conn_1", "ten_1")).await {
+        Err(StoreError::Conflict(what)) => assert_eq!(what, "connection conn_1"),
+        other => panic!("expected Conflict, got {other:?}"),
+    }
+    assert!(matches!(
+        store.insert_connection(&connection("conn_2", "ten_404")).await,
+        Err(StoreError::Database(_))
+    ));
+
+    let mut changed = connection("conn_1", "ten_other");
+    changed.created_at_ms = 1;
+    changed.status = "needs_reauth".into();
+    changed.last_error = Some("invalid_grant".into());
+    changed.claimed_at_ms = Some(8_000);
+    changed.updated_at_ms = 8_000;
+    assert!(store.update_connection(&changed).await.unwrap());
+    let stored = store.connection("conn_1").await.unwrap().unwrap();
+    // tenant_id and created_at_ms are not replaced.
+    assert_eq!(
+        stored,
+        Connection {
+            tenant_id: "ten_1".into(),
+            created_at_ms: 5_000,
+            ..changed
+        }
+    );
+
+    assert!(
+        !store
+            .update_connection(&connection("conn_404", "ten_1"))
+            .await
+            .unwrap()
+    );
+    assert_eq!(store.connection("conn_404").await.unwrap(), None);
+}
+
+#[tokio::test]
+async fn connection_by_partner_finds_the_newest_match() {
+    let (_dir, store) = fresh("by-partner").await;
+    store.insert_tenant(&tenant("ten_1", 1)).await.unwrap();
+    store.insert_tenant(&tenant("ten_2", 1)).await.unwrap();
+    let old = Connection {
+        created_at_ms: 100,
+        ..connection("conn_b", "ten_1")
+    };
+    let new = Connection {
+        created_at_ms: 200,
+        ..connection("conn_a", "ten_1")
+    };
+    let other_region = Connection {
+        region: "eu".into(),
+        created_at_ms: 300,
+        ..connection("conn_c", "ten_1")
+    };
+    let other_tenant = Connection {
+        created_at_ms: 400,
+        ..connection("conn_d", "ten_2")
+    };
+    for c in [&old, &new, &other_region, &other_tenant] {
+        store.insert_connection(c).await.unwrap();
+    }
+    assert_eq!(
+        store
+            .connection_by_partner("ten_1", "main", "na", "A2SELLER")
+            .await
+            .unwrap(),
+        Some(new)
+    );
+    assert_eq!(
+        store
+            .connection_by_partner("ten_1", "main", "eu", "A2SELLER")
+            .await
+            .unwrap(),
+        Some(other_region)
+    );
+    assert_eq!(
+        store
+            .connection_by_partner("ten_2", "main", "na", "A2SELLER")
+            .await
+            .unwrap(),
+        Some(other_tenant)
+    );
+    assert_eq!(
+        store
+            .connection_by_partner("ten_1", "other", "na", "A2SELLER")
+            .await
+            .unwrap(),
+        None
+    );
+    assert_eq!(
+        store
+            .connection_by_partner("ten_1", "main", "na", "A9OTHER")
+            .await
+            .unwrap(),
+        None
+    );
+    assert_eq!(
+        store
+            .connection_by_partner("ten_3", "main", "na", "A2SELLER")
+            .await
+            .unwrap(),
+        None
+    );
+}
+
+/// 25 connections: `conn_00`..`conn_24`; even ones tenant 1, odd ones tenant 2; every third
+/// `needs_reauth`; every fifth `ads`/`eu`.
+async fn seed_connections(store: &SqliteStore) {
+    store.insert_tenant(&tenant("ten_1", 1)).await.unwrap();
+    store.insert_tenant(&tenant("ten_2", 1)).await.unwrap();
+    // Inserted out of id order, so ordering by id is not insertion order.
+    for i in (0..25).rev() {
+        let mut c = connection(
+            &format!("conn_{i:02}"),
+            if i % 2 == 0 { "ten_1" } else { "ten_2" },
+        );
+        if i % 3 == 0 {
+            c.status = "needs_reauth".into();
+        }
+        if i % 5 == 0 {
+            c.api = "ads".into();
+            c.region = "eu".into();
+        }
+        store.insert_connection(&c).await.unwrap();
+    }
+}
+
+fn ids(connections: &[Connection]) -> Vec<String> {
+    connections.iter().map(|c| c.id.clone()).collect()
+}
+
+fn expected(filter: impl Fn(u32) -> bool) -> Vec<String> {
+    (0..25)
+        .filter(|i| filter(*i))
+        .map(|i| format!("conn_{i:02}"))
+        .collect()
+}
+
+#[tokio::test]
+async fn list_connections_filters() {
+    let (_dir, store) = fresh("list").await;
+    seed_connections(&store).await;
+    let list = |filter: ConnectionFilter| {
+        let store = store.clone();
+        async move { ids(&store.list_connections(&filter).await.unwrap()) }
+    };
+
+    assert_eq!(list(ConnectionFilter::default()).await, expected(|_| true));
+    assert_eq!(
+        list(ConnectionFilter {
+            tenant_id: Some("ten_1".into()),
+            ..Default::default()
+        })
+        .await,
+        expected(|i| i % 2 == 0)
+    );
+    assert_eq!(
+        list(ConnectionFilter {
+            status: Some("needs_reauth".into()),
+            ..Default::default()
+        })
+        .await,
+        expected(|i| i % 3 == 0)
+    );
+    assert_eq!(
+        list(ConnectionFilter {
+            api: Some("ads".into()),
+            ..Default::default()
+        })
+        .await,
+        expected(|i| i % 5 == 0)
+    );
+    assert_eq!(
+        list(ConnectionFilter {
+            region: Some("na".into()),
+            ..Default::default()
+        })
+        .await,
+        expected(|i| i % 5 != 0)
+    );
+    assert_eq!(
+        list(ConnectionFilter {
+            tenant_id: Some("ten_2".into()),
+            status: Some("needs_reauth".into()),
+            api: Some("sp-api".into()),
+            region: Some("na".into()),
+            ..Default::default()
+        })
+        .await,
+        expected(|i| i % 2 == 1 && i % 3 == 0 && i % 5 != 0)
+    );
+    assert_eq!(
+        list(ConnectionFilter {
+            tenant_id: Some("ten_3".into()),
+            ..Default::default()
+        })
+        .await,
+        expected(|_| false)
+    );
+    // Full records come back.
+    let one = store
+        .list_connections(&ConnectionFilter {
+            after: Some("conn_06".into()),
+            limit: 1,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(one, vec![connection("conn_07", "ten_2")]);
+}
+
+#[tokio::test]
+async fn list_connections_pages() {
+    let (_dir, store) = fresh("pages").await;
+    seed_connections(&store).await;
+    let mut seen = Vec::new();
+    let mut after = None;
+    let mut pages = 0;
+    loop {
+        let filter = ConnectionFilter {
+            tenant_id: Some("ten_1".into()),
+            after: after.clone(),
+            limit: 4,
+            ..Default::default()
+        };
+        let page = store.list_connections(&filter).await.unwrap();
+        assert!(page.len() <= 4);
+        if page.is_empty() {
+            break;
+        }
+        pages += 1;
+        after = Some(page.last().unwrap().id.clone());
+        seen.extend(ids(&page));
+    }
+    assert_eq!(pages, 4); // 13 connections in pages of 4
+    assert_eq!(seen, expected(|i| i % 2 == 0));
+
+    let page = store
+        .list_connections(&ConnectionFilter {
+            after: Some("conn_20".into()),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(ids(&page), expected(|i| i > 20));
+    let page = store
+        .list_connections(&ConnectionFilter {
+            after: Some("conn_24".into()),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(page, vec![]);
+}
+
+#[tokio::test]
+async fn list_connections_limit_defaults_and_cap() {
+    let (_dir, store) = fresh("limits").await;
+    store.insert_tenant(&tenant("ten_1", 1)).await.unwrap();
+    // 1005 rows in one statement.
+    sqlx::query(
+        "WITH RECURSIVE n(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM n WHERE i < 1004) \
+         INSERT INTO connections (id, tenant_id, app, api, region, status, tenant_secret, profiles, \
+         authorized_at_ms, created_at_ms, updated_at_ms) \
+         SELECT printf('conn_%04d', i), 'ten_1', 'main', 'sp-api', 'na', 'active', 0, '[]', 1, 1, 1 FROM n",
+    )
+    .execute(store.pool())
+    .await
+    .unwrap();
+    let count = |limit: u32| {
+        let store = store.clone();
+        async move {
+            store
+                .list_connections(&ConnectionFilter {
+                    limit,
+                    ..Default::default()
+                })
+                .await
+                .unwrap()
+        }
+    };
+    let default = count(0).await;
+    assert_eq!(default.len(), 100);
+    assert_eq!(default[0].id, "conn_0000");
+    assert_eq!(default[99].id, "conn_0099");
+    assert_eq!(count(7).await.len(), 7);
+    assert_eq!(count(1000).await.len(), 1000);
+    assert_eq!(count(1001).await.len(), 1000);
+    assert_eq!(count(u32::MAX).await.len(), 1000);
+    assert_eq!(
+        store.count_connections(None).await.unwrap(),
+        vec![("active".to_string(), 1005)]
+    );
+}
+
+#[tokio::test]
+async fn count_connections_by_status() {
+    let (_dir, store) = fresh("count").await;
+    assert_eq!(store.count_connections(None).await.unwrap(), vec![]);
+    seed_connections(&store).await;
+    // Tenant 1 (even): 0..24 step 2 = 13; needs_reauth when i % 6 == 0: 0, 6, 12, 18, 24 = 5.
+    assert_eq!(
+        store.count_connections(Some("ten_1")).await.unwrap(),
+        vec![("active".to_string(), 8), ("needs_reauth".to_string(), 5)]
+    );
+    // All: needs_reauth when i % 3 == 0: 9 of 25.
+    assert_eq!(
+        store.count_connections(None).await.unwrap(),
+        vec![("active".to_string(), 16), ("needs_reauth".to_string(), 9)]
+    );
+    assert_eq!(store.count_connections(Some("ten_3")).await.unwrap(), vec![]);
+}
+
+// --- save_authorization and claim codes ---
+
+#[tokio::test]
+async fn save_authorization_new_then_claim() {
+    let (_dir, store) = fresh("save-new").await;
+    store.insert_tenant(&tenant("ten_1", 1)).await.unwrap();
+    let c = connection("conn_1", "ten_1");
+    let code = claim("c1", "ten_1", "conn_1", 10_000);
+    store.save_authorization(&c, true, &code).await.unwrap();
+    assert_eq!(store.connection("conn_1").await.unwrap(), Some(c));
+
+    assert_eq!(
+        store.take_claim_code("c1", 4_000).await.unwrap(),
+        Some(code.clone())
+    );
+    assert_eq!(store.take_claim_code("c1", 4_001).await.unwrap(), None);
+    assert_eq!(store.take_claim_code("c404", 4_001).await.unwrap(), None);
+    let row: (Option<String>, Option<i64>, String) = sqlx::query_as(
+        "SELECT token_secret, used_at_ms, connection_id FROM claim_codes WHERE code_hash = 'c1'",
+    )
+    .fetch_one(store.pool())
+    .await
+    .unwrap();
+    assert_eq!(row, (None, Some(4_000), "conn_1".to_string()));
+}
+
+#[tokio::test]
+async fn save_authorization_update_existing() {
+    let (_dir, store) = fresh("save-update").await;
+    store.insert_tenant(&tenant("ten_1", 1)).await.unwrap();
+    store
+        .insert_connection(&connection("conn_1", "ten_1"))
+        .await
+        .unwrap();
+    let mut reauthorized = connection("conn_1", "ten_1");
+    reauthorized.refresh_token = Some("lwa1.fp.bmV3cmVmcmVzaA".into());
+    reauthorized.authorized_at_ms = 9_000;
+    reauthorized.updated_at_ms = 9_000;
+    store
+        .save_authorization(&reauthorized, false, &claim("c1", "ten_1", "conn_1", 10_000))
+        .await
+        .unwrap();
+    assert_eq!(store.connection("conn_1").await.unwrap(), Some(reauthorized));
+    assert!(store.take_claim_code("c1", 1).await.unwrap().is_some());
+}
+
+#[tokio::test]
+async fn save_authorization_is_all_or_nothing() {
+    let (_dir, store) = fresh("save-atomic").await;
+    store.insert_tenant(&tenant("ten_1", 1)).await.unwrap();
+    store
+        .save_authorization(
+            &connection("conn_1", "ten_1"),
+            true,
+            &claim("c1", "ten_1", "conn_1", 10),
+        )
+        .await
+        .unwrap();
+
+    // New connection, claim code hash already taken: the connection insert is rolled back.
+    match store
+        .save_authorization(
+            &connection("conn_2", "ten_1"),
+            true,
+            &claim("c1", "ten_1", "conn_2", 10),
+        )
+        .await
+    {
+        Err(StoreError::Conflict(_)) => {}
+        other => panic!("expected Conflict, got {other:?}"),
+    }
+    assert_eq!(store.connection("conn_2").await.unwrap(), None);
+
+    // Existing connection, claim conflict: the update is rolled back.
+    let mut changed = connection("conn_1", "ten_1");
+    changed.status = "needs_reauth".into();
+    assert!(matches!(
+        store
+            .save_authorization(&changed, false, &claim("c1", "ten_1", "conn_1", 10))
+            .await,
+        Err(StoreError::Conflict(_))
+    ));
+    assert_eq!(
+        store.connection("conn_1").await.unwrap().unwrap().status,
+        "active"
+    );
+
+    // Duplicate connection id: no claim code is stored.
+    assert!(matches!(
+        store
+            .save_authorization(
+                &connection("conn_1", "ten_1"),
+                true,
+                &claim("c2", "ten_1", "conn_1", 10)
+            )
+            .await,
+        Err(StoreError::Conflict(_))
+    ));
+    assert_eq!(store.take_claim_code("c2", 1).await.unwrap(), None);
+
+    // Update of an unknown connection: an error, and no claim code.
+    assert!(matches!(
+        store
+            .save_authorization(
+                &connection("conn_404", "ten_1"),
+                false,
+                &claim("c3", "ten_1", "conn_404", 10)
+            )
+            .await,
+        Err(StoreError::Database(_))
+    ));
+    assert_eq!(store.take_claim_code("c3", 1).await.unwrap(), None);
+    assert_eq!(store.connection("conn_404").await.unwrap(), None);
+
+    // The original claim code is intact.
+    assert!(store.take_claim_code("c1", 1).await.unwrap().is_some());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_claim_takers_get_it_once() {
+    let (_dir, store) = fresh("race").await;
+    store.insert_tenant(&tenant("ten_1", 1)).await.unwrap();
+    let code = claim("c1", "ten_1", "conn_1", 10_000);
+    store
+        .save_authorization(&connection("conn_1", "ten_1"), true, &code)
+        .await
+        .unwrap();
+
+    let barrier = std::sync::Arc::new(tokio::sync::Barrier::new(20));
+    let mut tasks = Vec::new();
+    for i in 0..20 {
+        let store = store.clone();
+        let barrier = barrier.clone();
+        tasks.push(tokio::spawn(async move {
+            barrier.wait().await;
+            store.take_claim_code("c1", 100 + i).await
+        }));
+    }
+    let mut winners = Vec::new();
+    for task in tasks {
+        if let Some(taken) = task.await.unwrap().unwrap() {
+            winners.push(taken);
+        }
+    }
+    assert_eq!(winners, vec![code]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_state_and_link_takers_get_them_once() {
+    let (_dir, store) = fresh("race-states").await;
+    for i in 0..5 {
+        store
+            .insert_oauth_state(&oauth_state(&format!("s{i}"), "ten_1", 10))
+            .await
+            .unwrap();
+        store
+            .insert_connect_link(&connect_link(&format!("l{i}"), "ten_1", 10))
+            .await
+            .unwrap();
+    }
+    let mut tasks = Vec::new();
+    for round in 0..4 {
+        for i in 0..5 {
+            let store = store.clone();
+            tasks.push(tokio::spawn(async move {
+                let state = store.take_oauth_state(&format!("s{i}"), round).await.unwrap();
+                let link = store.take_connect_link(&format!("l{i}"), round).await.unwrap();
+                (state.map(|s| s.state_hash), link.map(|l| l.token_hash))
+            }));
+        }
+    }
+    let mut states = Vec::new();
+    let mut links = Vec::new();
+    for task in tasks {
+        let (state, link) = task.await.unwrap();
+        states.extend(state);
+        links.extend(link);
+    }
+    states.sort();
+    links.sort();
+    assert_eq!(states, ["s0", "s1", "s2", "s3", "s4"]);
+    assert_eq!(links, ["l0", "l1", "l2", "l3", "l4"]);
+}
+
+// --- purge ---
+
+#[tokio::test]
+async fn purge_expired_removes_only_expired() {
+    let (_dir, store) = fresh("purge").await;
+    store.insert_tenant(&tenant("ten_1", 1)).await.unwrap();
+    store
+        .insert_oauth_state(&oauth_state("s_old", "ten_1", 99))
+        .await
+        .unwrap();
+    store
+        .insert_oauth_state(&oauth_state("s_edge", "ten_1", 100))
+        .await
+        .unwrap();
+    store
+        .insert_oauth_state(&oauth_state("s_new", "ten_1", 500))
+        .await
+        .unwrap();
+    store
+        .insert_connect_link(&connect_link("l_old", "ten_1", 50))
+        .await
+        .unwrap();
+    store
+        .insert_connect_link(&connect_link("l_new", "ten_1", 101))
+        .await
+        .unwrap();
+    store
+        .save_authorization(
+            &connection("conn_1", "ten_1"),
+            true,
+            &claim("c_old", "ten_1", "conn_1", 1),
+        )
+        .await
+        .unwrap();
+    store
+        .save_authorization(
+            &connection("conn_1", "ten_1"),
+            false,
+            &claim("c_new", "ten_1", "conn_1", 1_000),
+        )
+        .await
+        .unwrap();
+    // A used one that expired goes too.
+    store.take_oauth_state("s_old", 2).await.unwrap().unwrap();
+
+    assert_eq!(store.purge_expired(100).await.unwrap(), 3);
+    assert_eq!(store.oauth_state("s_old").await.unwrap(), None);
+    assert!(store.oauth_state("s_edge").await.unwrap().is_some());
+    assert!(store.oauth_state("s_new").await.unwrap().is_some());
+    assert_eq!(store.take_connect_link("l_old", 1).await.unwrap(), None);
+    assert!(store.take_connect_link("l_new", 1).await.unwrap().is_some());
+    assert_eq!(store.take_claim_code("c_old", 1).await.unwrap(), None);
+    assert!(store.take_claim_code("c_new", 1).await.unwrap().is_some());
+    // Connections are never purged.
+    assert!(store.connection("conn_1").await.unwrap().is_some());
+
+    assert_eq!(store.purge_expired(100).await.unwrap(), 0);
+    assert_eq!(store.purge_expired(10_000).await.unwrap(), 4);
+}
