@@ -5,3 +5,4 @@ mod support;
 mod accounts;
 mod login;
 mod readme;
+mod server;
