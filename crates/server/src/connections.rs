@@ -1,8 +1,7 @@
 //! `/v1/connections`: list, read, rename, disconnect, and import of existing refresh tokens.
 //! Another tenant's connection is a 404, never a 403.
 
-use axum::body::Bytes;
-use axum::extract::{Path, State};
+use axum::extract::{Request, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use lwa::{Api, Marketplace, RefreshToken, Region};
@@ -12,7 +11,7 @@ use serde_json::{Value, json};
 
 use crate::auth::TenantAuth;
 use crate::error::ApiError;
-use crate::extract::{Json, Query, parse_json};
+use crate::extract::{Json, PathParam, Query, parse_json, read_body};
 use crate::ids;
 use crate::onboarding::{handle, parse_account_type, parse_api, tenant_app};
 use crate::sealing::TokenSecret;
@@ -142,7 +141,7 @@ pub async fn list(
 pub async fn get(
     State(state): State<AppState>,
     auth: TenantAuth,
-    Path(id): Path<String>,
+    PathParam(id): PathParam,
 ) -> Result<Response, ApiError> {
     let c = owned(&state, &auth, &id).await?;
     Ok(axum::Json(view(&c)).into_response())
@@ -169,7 +168,7 @@ mod double_option {
 pub async fn patch(
     State(state): State<AppState>,
     auth: TenantAuth,
-    Path(id): Path<String>,
+    PathParam(id): PathParam,
     Json(body): Json<Patch>,
 ) -> Result<Response, ApiError> {
     let mut c = owned(&state, &auth, &id).await?;
@@ -199,7 +198,7 @@ pub async fn patch(
 pub async fn delete(
     State(state): State<AppState>,
     auth: TenantAuth,
-    Path(id): Path<String>,
+    PathParam(id): PathParam,
 ) -> Result<Response, ApiError> {
     let mut c = owned(&state, &auth, &id).await?;
     c.refresh_token = None;
@@ -278,6 +277,7 @@ pub async fn import_one(
             ));
         }
     };
+    let marketplace = crate::onboarding::parse_marketplace(record.marketplace.as_deref(), region)?;
     let account_type = parse_account_type(record.account_type.as_deref())?;
     if let Some(url) = &record.callback_url {
         validate_callback_url(url)?;
@@ -395,8 +395,9 @@ pub async fn import(
     State(state): State<AppState>,
     auth: TenantAuth,
     headers: HeaderMap,
-    body: Bytes,
+    request: Request,
 ) -> Result<Response, ApiError> {
+    let body = read_body(request, &()).await?;
     let content_type = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
@@ -406,13 +407,14 @@ pub async fn import(
         .unwrap_or("")
         .trim()
         .to_ascii_lowercase();
-    let lines: Vec<Result<ImportRecord, ApiError>> = match content_type.as_str() {
+    let lines: Vec<(usize, Result<ImportRecord, ApiError>)> = match content_type.as_str() {
         "application/x-ndjson" | "application/jsonl" | "application/json-lines" => {
             let text = std::str::from_utf8(&body)
                 .map_err(|_| ApiError::bad_request("invalid_body", "the body is not UTF-8"))?;
             text.lines()
-                .filter(|l| !l.trim().is_empty())
-                .map(|l| parse_json(l.as_bytes()))
+                .enumerate()
+                .filter(|(_, l)| !l.trim().is_empty())
+                .map(|(i, l)| (i + 1, parse_json(l.as_bytes())))
                 .collect()
         }
         "application/json" => {
@@ -428,13 +430,17 @@ pub async fn import(
             };
             values
                 .into_iter()
-                .map(|v| {
-                    serde_json::from_value(v).map_err(|e| {
-                        ApiError::bad_request(
-                            "invalid_json",
-                            format!("a connection has a wrong or missing field: {}", field_only(&e)),
-                        )
-                    })
+                .enumerate()
+                .map(|(i, v)| {
+                    (
+                        i + 1,
+                        serde_json::from_value(v).map_err(|e| {
+                            ApiError::bad_request(
+                                "invalid_json",
+                                format!("a connection has a wrong or missing field: {}", field_only(&e)),
+                            )
+                        }),
+                    )
                 })
                 .collect()
         }
@@ -457,7 +463,7 @@ pub async fn import(
     }
     let mut results = Vec::new();
     let (mut ok, mut failed) = (0, 0);
-    for (i, line) in lines.into_iter().enumerate() {
+    for (line_no, line) in lines {
         let outcome = match line {
             Ok(record) => import_one(&state, &auth.tenant, record).await,
             Err(e) => Err(e),
@@ -465,11 +471,11 @@ pub async fn import(
         match outcome {
             Ok(imported) => {
                 ok += 1;
-                results.push(json!({"line": i + 1, "connection": view(&imported.connection), "handle": imported.handle, "created": imported.created}));
+                results.push(json!({"line": line_no, "connection": view(&imported.connection), "handle": imported.handle, "created": imported.created}));
             }
             Err(e) => {
                 failed += 1;
-                results.push(json!({"line": i + 1, "error": {"code": e.code, "message": e.message}}));
+                results.push(json!({"line": line_no, "error": {"code": e.code, "message": e.message}}));
             }
         }
     }

@@ -112,3 +112,19 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for Query<T> {
             .map_err(|e| ApiError::bad_request("invalid_query", format!("bad query parameters: {e}")))
     }
 }
+
+/// One path parameter (a connection id, a link token): a segment that is not UTF-8 gets our
+/// error format instead of axum's plain text.
+#[derive(Debug)]
+pub struct PathParam(pub String);
+
+impl<S: Send + Sync> FromRequestParts<S> for PathParam {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        axum::extract::Path::<String>::from_request_parts(parts, state)
+            .await
+            .map(|p| PathParam(p.0))
+            .map_err(|_| ApiError::not_found("no such resource: the path is not valid"))
+    }
+}

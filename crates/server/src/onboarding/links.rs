@@ -2,7 +2,7 @@
 //! `POST /v1/connections/{id}/reauthorize-link` (the completion updates *that* connection, the
 //! only way to re-authorize Ads), and `GET /auth/connect/{token}` that starts the flow.
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use lwa::{Api, Marketplace, Region};
@@ -16,7 +16,7 @@ use super::{
 };
 use crate::auth::TenantAuth;
 use crate::error::{ApiError, Shape};
-use crate::extract::Json;
+use crate::extract::{Json, PathParam};
 use crate::ids;
 use crate::sealing::TokenSecret;
 use crate::state::AppState;
@@ -180,7 +180,7 @@ pub async fn new_connect_link(
 pub async fn create_reauthorize_link(
     State(state): State<AppState>,
     auth: TenantAuth,
-    Path(id): Path<String>,
+    PathParam(id): PathParam,
     Json(body): Json<NewReauthorizeLink>,
 ) -> Result<Response, ApiError> {
     let connection = crate::connections::owned(&state, &auth, &id).await?;
@@ -213,11 +213,17 @@ pub async fn create_reauthorize_link(
 }
 
 /// `GET /auth/connect/{token}`: uses the link once and sends the seller to Amazon.
-pub async fn follow_link(State(state): State<AppState>, Path(token): Path<String>) -> Response {
+pub async fn follow_link(State(state): State<AppState>, token: Result<PathParam, ApiError>) -> Response {
     let html = |status: StatusCode, message: &str| {
         ApiError::new(status, "invalid_link", message)
             .shape(Shape::Html)
             .into_response()
+    };
+    let Ok(PathParam(token)) = token else {
+        return html(
+            StatusCode::NOT_FOUND,
+            "This connection link is not valid. Ask the application for a new one.",
+        );
     };
     let now = state.now_ms();
     let link = match state.store.take_connect_link(&ids::hash(&token), now).await {
