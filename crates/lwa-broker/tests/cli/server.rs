@@ -114,8 +114,12 @@ async fn tenants_and_keys_from_the_command_line() {
     let transcript = cli.transcript.lock().unwrap().clone();
     let secret = first_key.rsplit('_').next().unwrap();
     // Printed once on stdout by `create`; never in any log line.
-    assert_eq!(transcript.matches(secret).count(), 1, "the key secret appears once, where it was issued");
-}}
+    assert_eq!(
+        transcript.matches(secret).count(),
+        1,
+        "the key secret appears once, where it was issued"
+    );
+}
 
 #[tokio::test]
 async fn a_master_key_that_does_not_open_the_database_stops_the_server() {
