@@ -5,10 +5,10 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use axum::Router;
-use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
+use axum::extract::{DefaultBodyLimit, MatchedPath, Request};
 use axum::http::StatusCode;
 use axum::middleware::{self, Next};
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use axum::routing::{get, post};
 use fake_amazon::{FakeAmazon, FakeConfig};
 use lwa::{Clock, Endpoints, FakeAmazonClock, SystemClock};
@@ -87,7 +87,7 @@ pub fn router(state: AppState) -> Router {
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(state.body_limit))
-        .layer(middleware::from_fn_with_state(state.clone(), log_request))
+        .layer(middleware::from_fn(log_request))
         .with_state(state)
 }
 
@@ -109,7 +109,7 @@ async fn method_not_allowed() -> ApiError {
 
 /// One line per request: method, matched route (never the raw URI, whose query may hold a
 /// secret), status, milliseconds.
-async fn log_request(State(_state): State<AppState>, request: Request, next: Next) -> Response {
+async fn log_request(request: Request, next: Next) -> Response {
     let method = request.method().clone();
     let route = request
         .extensions()
@@ -270,9 +270,4 @@ async fn shutdown_signal() {
         _ = ctrl_c => {},
         _ = term => {},
     }
-}
-
-/// A response for handlers that must never fail loudly.
-pub fn ok_json(value: serde_json::Value) -> Response {
-    axum::Json(value).into_response()
 }

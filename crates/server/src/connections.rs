@@ -10,6 +10,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use crate::auth::TenantAuth;
+use crate::config::AppConfig;
 use crate::error::ApiError;
 use crate::extract::{Json, PathParam, Query, parse_json, read_body};
 use crate::ids;
@@ -216,6 +217,62 @@ pub async fn delete(
     Ok(axum::Json(body).into_response())
 }
 
+/// A new, active connection of `app` in `region` with no tokens yet.
+pub fn new_connection(tenant_id: &str, app: &AppConfig, region: Region, now: i64) -> Connection {
+    Connection {
+        id: ids::new_id("conn"),
+        tenant_id: tenant_id.to_owned(),
+        app: app.name.clone(),
+        api: app.kind.as_str().to_owned(),
+        region: region.as_str().to_owned(),
+        account_type: None,
+        marketplace_id: None,
+        selling_partner_id: None,
+        name: None,
+        status: "active".into(),
+        refresh_token: None,
+        access_token: None,
+        access_expires_at_ms: None,
+        tenant_secret: false,
+        profiles: "[]".into(),
+        authorized_at_ms: now,
+        last_refresh_at_ms: None,
+        last_error: None,
+        callback_url: None,
+        claimed_at_ms: None,
+        created_at_ms: now,
+        updated_at_ms: now,
+    }
+}
+
+/// Seals a fresh token pair into the connection (under the tenant's secret too, when given)
+/// and marks it active and just refreshed.
+pub fn store_tokens(
+    state: &AppState,
+    c: &mut Connection,
+    refresh_token: &RefreshToken,
+    tokens: &lwa::TokenResponse,
+    secret: Option<&TokenSecret>,
+    now: i64,
+) {
+    c.refresh_token = Some(
+        state
+            .sealer
+            .seal(&c.id, "refresh_token", refresh_token.expose(), secret),
+    );
+    c.access_token = Some(
+        state
+            .sealer
+            .seal(&c.id, "access_token", tokens.access_token.expose(), secret),
+    );
+    c.access_expires_at_ms = Some(now + tokens.expires_in as i64 * 1000);
+    c.tenant_secret = secret.is_some();
+    c.status = "active".into();
+    c.last_refresh_at_ms = Some(now);
+    c.last_error = None;
+    c.updated_at_ms = now;
+}
+
 /// One connection to import. Its `Debug` leaves out the tokens.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -328,48 +385,15 @@ pub async fn import_one(
         _ => None,
     };
     let created = existing.is_none();
-    let mut c = existing.unwrap_or_else(|| Connection {
-        id: ids::new_id("conn"),
-        tenant_id: tenant.id.clone(),
-        app: app.name.clone(),
-        api: api.as_str().to_owned(),
-        region: region.as_str().to_owned(),
-        account_type: (api == Api::SpApi).then(|| account_type.as_str().to_owned()),
-        marketplace_id: marketplace.map(|m| m.id.to_owned()),
-        selling_partner_id: record.selling_partner_id.clone(),
-        name: None,
-        status: "active".into(),
-        refresh_token: None,
-        access_token: None,
-        access_expires_at_ms: None,
-        tenant_secret: false,
-        profiles: "[]".into(),
-        authorized_at_ms: now,
-        last_refresh_at_ms: None,
-        last_error: None,
-        callback_url: None,
-        claimed_at_ms: Some(now),
-        created_at_ms: now,
-        updated_at_ms: now,
+    let mut c = existing.unwrap_or_else(|| {
+        let mut c = new_connection(&tenant.id, &app, region, now);
+        c.account_type = (api == Api::SpApi).then(|| account_type.as_str().to_owned());
+        c.marketplace_id = marketplace.map(|m| m.id.to_owned());
+        c.selling_partner_id = record.selling_partner_id.clone();
+        c.claimed_at_ms = Some(now);
+        c
     });
-    let id = c.id.clone();
-    c.refresh_token = Some(
-        state
-            .sealer
-            .seal(&id, "refresh_token", refresh_token.expose(), secret.as_ref()),
-    );
-    c.access_token = Some(state.sealer.seal(
-        &id,
-        "access_token",
-        tokens.access_token.expose(),
-        secret.as_ref(),
-    ));
-    c.access_expires_at_ms = Some(now + tokens.expires_in as i64 * 1000);
-    c.tenant_secret = secret.is_some();
-    c.status = "active".into();
-    c.last_refresh_at_ms = Some(now);
-    c.last_error = None;
-    c.updated_at_ms = now;
+    store_tokens(state, &mut c, &refresh_token, &tokens, secret.as_ref(), now);
     if let Some(name) = record.name {
         c.name = Some(name);
     }

@@ -6,7 +6,7 @@ use axum::extract::State;
 use axum::http::{StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use lwa::{Api, AuthorizationCode, CodeVerifier, LwaError, Region};
-use lwa_store::{ClaimCode, Connection, OAuthState};
+use lwa_store::{ClaimCode, OAuthState};
 use serde_json::{Value, json};
 
 use super::{CLAIM_TTL_MS, query_map, redirect, with_query};
@@ -228,50 +228,23 @@ async fn complete(
         (None, None) => None,
     };
     let is_new = existing.is_none();
-    let mut connection = existing.unwrap_or_else(|| Connection {
-        id: ids::new_id("conn"),
-        tenant_id: flow.tenant_id.clone(),
-        app: app.name.clone(),
-        api: app.kind.as_str().to_owned(),
-        region: region.as_str().to_owned(),
-        account_type: flow.account_type.clone(),
-        marketplace_id: flow.marketplace_id.clone(),
-        selling_partner_id: selling_partner_id.clone(),
-        name: None,
-        status: "active".into(),
-        refresh_token: None,
-        access_token: None,
-        access_expires_at_ms: None,
-        tenant_secret: false,
-        profiles: "[]".into(),
-        authorized_at_ms: now,
-        last_refresh_at_ms: None,
-        last_error: None,
-        callback_url: None,
-        claimed_at_ms: None,
-        created_at_ms: now,
-        updated_at_ms: now,
+    let mut connection = existing.unwrap_or_else(|| {
+        let mut c = crate::connections::new_connection(&flow.tenant_id, &app, region, now);
+        c.account_type = flow.account_type.clone();
+        c.marketplace_id = flow.marketplace_id.clone();
+        c.selling_partner_id = selling_partner_id.clone();
+        c
     });
     let id = connection.id.clone();
-    connection.refresh_token = Some(state.sealer.seal(
-        &id,
-        "refresh_token",
-        refresh_token.expose(),
+    crate::connections::store_tokens(
+        state,
+        &mut connection,
+        &refresh_token,
+        &tokens,
         secret.as_ref(),
-    ));
-    connection.access_token = Some(state.sealer.seal(
-        &id,
-        "access_token",
-        tokens.access_token.expose(),
-        secret.as_ref(),
-    ));
-    connection.access_expires_at_ms = Some(now + tokens.expires_in as i64 * 1000);
-    connection.tenant_secret = secret.is_some();
-    connection.status = "active".into();
+        now,
+    );
     connection.authorized_at_ms = now;
-    connection.last_refresh_at_ms = Some(now);
-    connection.last_error = None;
-    connection.updated_at_ms = now;
     if app.kind == Api::Ads {
         connection.profiles = profiles.to_string();
     }
