@@ -35,6 +35,7 @@ mod error;
 mod file_store;
 mod manager;
 mod region;
+pub mod restricted;
 mod secret;
 mod store;
 
@@ -45,9 +46,10 @@ pub use endpoints::Endpoints;
 pub use error::{ErrorClass, LwaError, TransientKind};
 pub use file_store::EncryptedFileStore;
 pub use manager::{
-    DEFAULT_REFRESH_BUFFER, DEFAULT_USER_AGENT, RefreshOutcome, RestrictedDataToken, RestrictedResource,
-    TokenError, TokenInfo, TokenManager, TokenManagerBuilder, TokenManagerConfig, TokenStatus,
+    DEFAULT_REFRESH_BUFFER, DEFAULT_USER_AGENT, RefreshOutcome, TokenError, TokenInfo, TokenManager,
+    TokenManagerBuilder, TokenManagerConfig, TokenStatus,
 };
 pub use region::{Api, Marketplace, Region, UnknownApi, UnknownMarketplace, UnknownRegion};
+pub use restricted::{RestrictedDataToken, RestrictedResource};
 pub use secret::{AccessToken, AuthorizationCode, ClientSecret, CodeVerifier, RefreshToken};
 pub use store::{MemoryStore, StoreError, StoredTokens, TokenStore};

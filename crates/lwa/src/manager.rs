@@ -11,6 +11,7 @@ use crate::client::{AppCredentials, LwaClient, SecretUsed, TokenResponse};
 use crate::clock::{Clock, SystemClock};
 use crate::error::{ErrorClass, LwaError};
 use crate::region::{Api, Region};
+use crate::restricted::{RDT_PATH, RestrictedDataToken, RestrictedResource, create_restricted_data_token};
 use crate::secret::{AccessToken, AuthorizationCode, CodeVerifier, RefreshToken};
 use crate::store::{MemoryStore, StoreError, StoredTokens, TokenStore};
 
@@ -161,29 +162,6 @@ pub struct RefreshOutcome {
     pub secret_used: SecretUsed,
     /// True when LWA returned a new refresh token (it has been stored).
     pub refresh_token_changed: bool,
-}
-
-/// One resource of a Restricted Data Token request (Tokens API 2021-03-01).
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct RestrictedResource {
-    /// `GET`, `PUT`, `POST` or `DELETE`.
-    pub method: String,
-    /// A specific path (`/orders/v0/orders/123-1234567-1234567`) or a generic one
-    /// (`/orders/v0/orders/{orderId}/address`).
-    pub path: String,
-    /// `buyerInfo`, `shippingAddress`, `buyerTaxInformation` (Orders operations only).
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub data_elements: Vec<String>,
-}
-
-/// A Restricted Data Token (`Atz.sprdt|…`), used in `x-amz-access-token` on restricted calls.
-#[derive(Debug, Clone)]
-pub struct RestrictedDataToken {
-    /// The token.
-    pub token: AccessToken,
-    /// Seconds until it expires.
-    pub expires_in: u64,
 }
 
 /// Settings for a [`TokenManager`].
@@ -593,67 +571,21 @@ impl TokenManager {
         resources: &[RestrictedResource],
         target_application: Option<&str>,
     ) -> Result<RestrictedDataToken, TokenError> {
-        const OPERATION: &str = "createRestrictedDataToken";
-        #[derive(Serialize)]
-        #[serde(rename_all = "camelCase")]
-        struct Request<'a> {
-            #[serde(skip_serializing_if = "Option::is_none")]
-            target_application: Option<&'a str>,
-            restricted_resources: &'a [RestrictedResource],
-        }
-        #[derive(Deserialize)]
-        #[serde(rename_all = "camelCase")]
-        struct Minted {
-            restricted_data_token: String,
-            expires_in: u64,
-        }
-        #[derive(Deserialize)]
-        struct Wrapped {
-            payload: Minted,
-        }
-        let headers = self.sp_api_headers().await?;
-        let url = self.inner.client.endpoints().url(
-            self.inner.config.api_host(),
-            "/tokens/2021-03-01/restrictedDataToken",
-        );
-        let transport = |e: reqwest::Error| TokenError::Transport {
-            operation: OPERATION,
-            reason: e.without_url().to_string(),
-        };
-        let response = self
+        let token = self.access_token().await?;
+        let url = self
             .inner
             .client
-            .http()
-            .post(url)
-            .headers(headers)
-            .json(&Request {
-                target_application,
-                restricted_resources: resources,
-            })
-            .send()
-            .await
-            .map_err(transport)?;
-        let status = response.status().as_u16();
-        let body = response.bytes().await.map_err(transport)?;
-        if !(200..300).contains(&status) {
-            return Err(TokenError::Api {
-                operation: OPERATION,
-                status,
-                message: sp_api_error_message(&body),
-            });
-        }
-        // The current model answers at the top level; the 2021 guide wrapped it in `payload`.
-        let minted = serde_json::from_slice::<Minted>(&body)
-            .or_else(|_| serde_json::from_slice::<Wrapped>(&body).map(|w| w.payload))
-            .map_err(|_| TokenError::Api {
-                operation: OPERATION,
-                status,
-                message: "the response is not a restrictedDataToken".into(),
-            })?;
-        Ok(RestrictedDataToken {
-            token: AccessToken::new(minted.restricted_data_token),
-            expires_in: minted.expires_in,
-        })
+            .endpoints()
+            .url(self.inner.config.api_host(), RDT_PATH);
+        create_restricted_data_token(
+            self.inner.client.http(),
+            &url,
+            &token,
+            &self.inner.config.user_agent,
+            resources,
+            target_application,
+        )
+        .await
     }
 
     /// Refreshes with the refresh lock held.

@@ -90,5 +90,7 @@ pub async fn list_keys(state: &AppState, tenant_id: &str) -> Result<Vec<ApiKey>,
 
 /// Revokes a key; false when unknown or already revoked.
 pub async fn revoke_key(state: &AppState, key_id: &str) -> Result<bool, ApiError> {
-    Ok(state.store.revoke_api_key(key_id, state.now_ms()).await?)
+    let revoked = state.store.revoke_api_key(key_id, state.now_ms()).await?;
+    state.forget_key(key_id);
+    Ok(revoked)
 }

@@ -20,7 +20,7 @@ use crate::error::ApiError;
 use crate::onboarding::{callback, claims, initialize, links, login_uri};
 use crate::sealing::Sealer;
 use crate::state::{AppState, StartError, check_master_key, load_keyring, open_store};
-use crate::{connections, sandbox};
+use crate::{audit, connections, sandbox, vend};
 
 /// Who may call a route.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -31,6 +31,8 @@ pub enum Access {
     TenantKey,
     /// A tenant's API key as Bearer or `x-adb-access-token`.
     CompatKey,
+    /// A tenant's key id and secret as LWA client credentials (body or HTTP Basic).
+    LwaClient,
 }
 
 /// Every route the router serves (besides the Amazon callback paths from the config), so
@@ -50,6 +52,15 @@ pub const ROUTES: &[(&str, &str, Access)] = &[
     ("PATCH", "/v1/connections/{id}", Access::TenantKey),
     ("DELETE", "/v1/connections/{id}", Access::TenantKey),
     ("POST", "/v1/connections/{id}/reauthorize-link", Access::TenantKey),
+    ("POST", "/v1/connections/{id}/access-token", Access::TenantKey),
+    (
+        "POST",
+        "/v1/connections/{id}/restricted-data-token",
+        Access::TenantKey,
+    ),
+    ("POST", "/v1/grantless-tokens", Access::TenantKey),
+    ("GET", "/v1/audit", Access::TenantKey),
+    ("POST", "/auth/o2/token", Access::LwaClient),
 ];
 
 /// The whole HTTP surface.
@@ -73,7 +84,19 @@ pub fn router(state: AppState) -> Router {
         .route(
             "/v1/connections/{id}/reauthorize-link",
             post(links::create_reauthorize_link),
-        );
+        )
+        .route(
+            "/v1/connections/{id}/access-token",
+            post(vend::routes::access_token),
+        )
+        .route(
+            "/v1/connections/{id}/restricted-data-token",
+            post(vend::routes::restricted_data_token),
+        )
+        .route("/v1/grantless-tokens", post(vend::routes::grantless))
+        .route("/v1/audit", get(audit::list))
+        .route("/auth/o2/token", post(vend::lwa_compat::token))
+        .route("/auth/O2/token", post(vend::lwa_compat::token));
     let reserved: Vec<&str> = ROUTES.iter().map(|r| r.1).collect();
     for path in state.callback_paths() {
         if path == "/auth/redirect" || !reserved.contains(&path.as_str()) {
@@ -203,12 +226,18 @@ impl Application {
     ) -> std::io::Result<()> {
         let app = router(self.state.clone());
         let _fake = self.fake;
-        axum::serve(
+        let writer = self.state.auditor.spawn_writer();
+        let served = axum::serve(
             self.listener,
             app.into_make_service_with_connect_info::<SocketAddr>(),
         )
         .with_graceful_shutdown(shutdown)
-        .await
+        .await;
+        writer.abort();
+        if let Err(e) = self.state.auditor.flush().await {
+            tracing::warn!(error = %e, "could not write the last audit records");
+        }
+        served
     }
 
     /// Serves until Ctrl-C or SIGTERM.

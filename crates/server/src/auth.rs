@@ -2,6 +2,8 @@
 //! constant time. `/v1` takes `Authorization: Bearer KEY`; the seed-compatible endpoints also
 //! `x-adb-access-token: KEY`.
 
+use std::sync::Arc;
+
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
 use lwa_store::{ApiKey, Tenant};
@@ -68,28 +70,27 @@ pub async fn verify(
     state: &AppState,
     key_id: &str,
     secret: &str,
-) -> Result<Option<(Tenant, ApiKey)>, ApiError> {
-    let Some(key) = state.store.api_key(key_id).await? else {
+) -> Result<Option<(Arc<Tenant>, Arc<ApiKey>)>, ApiError> {
+    let presented = ids::hash(secret);
+    let Some(found) = state.api_key(key_id).await? else {
         // Same work as a hit, so timing does not tell whether the id exists.
-        let _ = ids::hash(secret).as_bytes().ct_eq(&[0u8; 64]);
+        let _ = presented.as_bytes().ct_eq(&[0u8; 64]);
         return Ok(None);
     };
-    let presented = ids::hash(secret);
-    if !bool::from(presented.as_bytes().ct_eq(key.secret_hash.as_bytes())) || key.revoked_at_ms.is_some() {
+    if !bool::from(presented.as_bytes().ct_eq(found.key.secret_hash.as_bytes()))
+        || found.key.revoked_at_ms.is_some()
+    {
         return Ok(None);
     }
-    let Some(tenant) = state.store.tenant(&key.tenant_id).await? else {
-        return Ok(None);
-    };
-    state.touch_key(&key.id).await;
-    Ok(Some((tenant, key)))
+    state.touch_key(&found.key.id).await;
+    Ok(Some((found.tenant, found.key)))
 }
 
 /// The caller of a `/v1` route: a tenant, by its API key.
 #[derive(Debug, Clone)]
 pub struct TenantAuth {
-    pub tenant: Tenant,
-    pub key: ApiKey,
+    pub tenant: Arc<Tenant>,
+    pub key: Arc<ApiKey>,
 }
 
 /// The caller of a seed-compatible route (`Authorization: Bearer` or `x-adb-access-token`).

@@ -33,6 +33,8 @@ pub struct ConfigFile {
     pub key_file: Option<PathBuf>,
     pub amazon_base_url: Option<String>,
     pub body_limit_bytes: Option<usize>,
+    pub refresh_buffer_seconds: Option<u64>,
+    pub grantless_scopes: Option<Vec<String>>,
     #[serde(default)]
     pub apps: Vec<AppFile>,
 }
@@ -167,12 +169,21 @@ pub struct Settings {
     /// `LWA_BROKER_MASTER_KEY`, if set.
     pub master_key: Option<String>,
     pub sandbox: bool,
+    /// Refresh an access token once it has less than this left (default 300 s).
+    pub refresh_buffer: std::time::Duration,
+    /// The grantless scopes a tenant may ask for (default `sellingpartnerapi::notifications`).
+    pub grantless_scopes: Vec<String>,
 }
 
 /// Default database: `lwa-broker.db` in the working directory.
 pub const DEFAULT_DATABASE_URL: &str = "sqlite:lwa-broker.db";
 /// Default listen address.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
+/// Default refresh buffer: 5 minutes.
+pub const DEFAULT_REFRESH_BUFFER_SECONDS: u64 = 300;
+/// The grantless scope tenants may ask for unless configured otherwise. The rotation scope is
+/// left out on purpose: with it a tenant could rotate the operator's client secret.
+pub const DEFAULT_GRANTLESS_SCOPES: &[&str] = &["sellingpartnerapi::notifications"];
 /// Default request body limit (1 MiB).
 pub const DEFAULT_BODY_LIMIT: usize = 1024 * 1024;
 
@@ -251,6 +262,31 @@ impl Settings {
             .map(PathBuf::from)
             .or(file.key_file.clone())
             .unwrap_or_else(|| PathBuf::from("lwa-broker.key"));
+        let refresh_buffer = match env("LWA_BROKER_REFRESH_BUFFER_SECONDS") {
+            Some(v) => v
+                .trim()
+                .parse()
+                .map_err(|_| bad("LWA_BROKER_REFRESH_BUFFER_SECONDS must be a whole number of seconds"))?,
+            None => file
+                .refresh_buffer_seconds
+                .unwrap_or(DEFAULT_REFRESH_BUFFER_SECONDS),
+        };
+        if refresh_buffer > 3000 {
+            return Err(bad(
+                "the refresh buffer must be at most 3000 seconds (access tokens live 3600)",
+            ));
+        }
+        let grantless_scopes: Vec<String> = match env("LWA_BROKER_GRANTLESS_SCOPES") {
+            Some(v) => v
+                .split([',', ' '])
+                .filter(|s| !s.trim().is_empty())
+                .map(|s| s.trim().to_owned())
+                .collect(),
+            None => file
+                .grantless_scopes
+                .clone()
+                .unwrap_or_else(|| DEFAULT_GRANTLESS_SCOPES.iter().map(|s| s.to_string()).collect()),
+        };
         let mut apps = Vec::new();
         for app in &file.apps {
             apps.push(app_from_file(app, env)?);
@@ -275,6 +311,8 @@ impl Settings {
             key_file,
             master_key: env("LWA_BROKER_MASTER_KEY"),
             sandbox: flags.sandbox || truthy(env("LWA_BROKER_SANDBOX")),
+            refresh_buffer: std::time::Duration::from_secs(refresh_buffer),
+            grantless_scopes,
         })
     }
 }

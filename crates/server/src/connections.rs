@@ -189,7 +189,15 @@ pub async fn patch(
         c.callback_url = callback;
     }
     c.updated_at_ms = state.now_ms();
-    state.store.update_connection(&c).await?;
+    state
+        .store
+        .set_connection_details(
+            &c.id,
+            c.name.as_deref(),
+            c.callback_url.as_deref(),
+            c.updated_at_ms,
+        )
+        .await?;
     Ok(axum::Json(view(&c)).into_response())
 }
 
@@ -208,6 +216,7 @@ pub async fn delete(
     c.status = "disconnected".into();
     c.updated_at_ms = state.now_ms();
     state.store.update_connection(&c).await?;
+    state.vendor.forget(&c.id);
     let mut body = view(&c);
     body["tokens_erased"] = json!(true);
     body["amazon_authorization"] = json!(
@@ -404,6 +413,7 @@ pub async fn import_one(
         state.store.insert_connection(&c).await?;
     } else {
         state.store.update_connection(&c).await?;
+        state.vendor.forget(&c.id);
     }
     let handle = handle(&c.id, secret.as_ref());
     Ok(Imported {

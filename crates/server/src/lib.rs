@@ -18,6 +18,7 @@
 
 pub mod admin;
 pub mod app;
+pub mod audit;
 pub mod auth;
 pub mod config;
 pub mod connections;
@@ -29,6 +30,7 @@ pub mod sandbox;
 pub mod sealing;
 pub mod state;
 pub mod time;
+pub mod vend;
 
 pub use app::{Application, ROUTES, open_state, router};
 pub use state::{AppState, StartError};

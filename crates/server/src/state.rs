@@ -5,13 +5,15 @@ use std::sync::Arc;
 
 use lwa::{Api, Clock, Endpoints, LwaClient, Region};
 use lwa_seal::{AeadIdentity, Keyring, MasterKey};
-use lwa_store::{SqliteStore, Store, Tenant};
-use parking_lot::Mutex;
+use lwa_store::{ApiKey, SqliteStore, Store, StoreError, Tenant};
+use parking_lot::{Mutex, RwLock};
 use url::Url;
 
+use crate::audit::Auditor;
 use crate::config::{AppConfig, ConfigError, Settings, TrustedProxy};
 use crate::onboarding::ratelimit::SlidingWindow;
 use crate::sealing::Sealer;
+use crate::vend::Vendor;
 
 /// Shared state; cheap to clone.
 #[derive(Clone, Debug)]
@@ -41,7 +43,27 @@ pub struct Inner {
     pub body_limit: usize,
     /// Coalesces API-key "last used" writes to one a minute per key.
     key_touches: Mutex<HashMap<String, i64>>,
+    /// API keys read recently (see [`KEY_CACHE_MS`]).
+    key_cache: RwLock<HashMap<String, CachedKey>>,
     pub sandbox: bool,
+    /// The token caches.
+    pub vendor: Vendor,
+    /// The audit trail's pending records.
+    pub auditor: Arc<Auditor>,
+    /// Grantless scopes tenants may ask for.
+    pub grantless_scopes: Vec<String>,
+}
+
+/// How long an API key read from the database is trusted: a key revoked by another process
+/// (`lwa-broker keys revoke`) stops working within this time.
+pub const KEY_CACHE_MS: i64 = 5_000;
+
+/// A key and its tenant as read from the database.
+#[derive(Debug, Clone)]
+pub struct CachedKey {
+    pub tenant: Arc<Tenant>,
+    pub key: Arc<ApiKey>,
+    fetched_ms: i64,
 }
 
 /// Why the state could not be built.
@@ -132,6 +154,7 @@ impl AppState {
         public_url: Url,
     ) -> AppState {
         let lwa = LwaClient::new(endpoints.clone());
+        let auditor = Arc::new(Auditor::new(store.clone()));
         AppState(Arc::new(Inner {
             store,
             sealer,
@@ -144,7 +167,11 @@ impl AppState {
             initialize_limiter: SlidingWindow::new(5, 10_000),
             body_limit: settings.body_limit,
             key_touches: Mutex::new(HashMap::new()),
+            key_cache: RwLock::new(HashMap::new()),
             sandbox: settings.sandbox,
+            vendor: Vendor::new(settings.refresh_buffer),
+            auditor,
+            grantless_scopes: settings.grantless_scopes.clone(),
         }))
     }
 
@@ -208,6 +235,41 @@ impl AppState {
     /// The LWA host for an app's token calls in a region (SP-API: always `api.amazon.com`).
     pub fn token_host(&self, app: &AppConfig, region: Region) -> &'static str {
         region.token_host(app.kind)
+    }
+
+    /// An API key and its tenant, from the cache when read in the last [`KEY_CACHE_MS`].
+    pub async fn api_key(&self, key_id: &str) -> Result<Option<CachedKey>, StoreError> {
+        let now = self.now_ms();
+        if let Some(hit) = self
+            .key_cache
+            .read()
+            .get(key_id)
+            .filter(|c| (0..KEY_CACHE_MS).contains(&(now - c.fetched_ms)))
+        {
+            return Ok(Some(hit.clone()));
+        }
+        let Some(key) = self.store.api_key(key_id).await? else {
+            return Ok(None);
+        };
+        let Some(tenant) = self.store.tenant(&key.tenant_id).await? else {
+            return Ok(None);
+        };
+        let entry = CachedKey {
+            tenant: Arc::new(tenant),
+            key: Arc::new(key),
+            fetched_ms: now,
+        };
+        let mut cache = self.key_cache.write();
+        if cache.len() > 10_000 {
+            cache.retain(|_, c| now - c.fetched_ms < KEY_CACHE_MS);
+        }
+        cache.insert(key_id.to_owned(), entry.clone());
+        Ok(Some(entry))
+    }
+
+    /// Drops a key from the cache (after a revocation in this process).
+    pub fn forget_key(&self, key_id: &str) {
+        self.key_cache.write().remove(key_id);
     }
 
     /// Records an API key's use, at most once a minute per key.

@@ -116,6 +116,35 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
         claim: &ClaimCode,
     ) -> Result<(), StoreError>;
 
+    /// Sets only the tenant-editable fields (`name`, `callback_url`), so a concurrent refresh's
+    /// tokens are never overwritten; false when unknown.
+    async fn set_connection_details(
+        &self,
+        id: &str,
+        name: Option<&str>,
+        callback_url: Option<&str>,
+        at_ms: i64,
+    ) -> Result<bool, StoreError>;
+    /// Stores a refresh's tokens (only the token columns, `last_refresh_at_ms`, and
+    /// `last_error` cleared), unless the connection was disconnected meanwhile; false then (or
+    /// when unknown).
+    async fn save_tokens(&self, update: &TokenUpdate) -> Result<bool, StoreError>;
+    /// Records a failed refresh: `last_error`, and the new status when given (`needs_reauth`).
+    /// Never changes a disconnected connection; false then (or when unknown).
+    async fn record_refresh_error(
+        &self,
+        connection_id: &str,
+        status: Option<&str>,
+        error: &str,
+        at_ms: i64,
+    ) -> Result<bool, StoreError>;
+
+    // --- audit trail ---
+    /// Appends events in one transaction; their `id` is ignored and assigned.
+    async fn insert_audit_events(&self, events: &[AuditEvent]) -> Result<(), StoreError>;
+    /// A page of events, newest first.
+    async fn audit_events(&self, filter: &AuditFilter) -> Result<Vec<AuditEvent>, StoreError>;
+
     // --- claim codes ---
     /// Same contract as `take_oauth_state`; erases `token_secret` in the database.
     async fn take_claim_code(&self, code_hash: &str, now_ms: i64) -> Result<Option<ClaimCode>, StoreError>;

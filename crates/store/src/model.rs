@@ -157,3 +157,56 @@ pub struct ConnectionFilter {
     /// At most this many (the backend caps it at 1000).
     pub limit: u32,
 }
+
+/// What a refresh changes on a connection: only its token columns, so a rename or a callback
+/// URL set at the same time is not overwritten.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TokenUpdate {
+    pub connection_id: String,
+    /// Sealed refresh token (the same one unless LWA returned a new one).
+    pub refresh_token: String,
+    /// Sealed access token.
+    pub access_token: String,
+    pub access_expires_at_ms: i64,
+    pub refreshed_at_ms: i64,
+}
+
+/// One line of the audit trail: a token handed out. Identical events (same tenant, key,
+/// connection, kind and detail) written in one batch are one row with a `count`, from
+/// `at_ms` (the first) to `last_at_ms`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditEvent {
+    /// Assigned by the store (0 before insertion); increasing.
+    pub id: i64,
+    pub at_ms: i64,
+    pub last_at_ms: i64,
+    pub count: i64,
+    pub tenant_id: String,
+    /// The API key used (its id, never its secret).
+    pub key_id: String,
+    /// `None` for a grantless token.
+    pub connection_id: Option<String>,
+    /// `access_token`, `grantless_token` or `restricted_data_token`.
+    pub kind: String,
+    /// How it was asked for: `v1` or `lwa` (the LWA-compatible endpoint).
+    pub via: String,
+    /// Grantless: the scope. RDT: the resources and data elements.
+    pub detail: Option<String>,
+}
+
+/// Filters and paging for [`crate::Store::audit_events`]; newest first, `before` is the last id
+/// of the previous page.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AuditFilter {
+    pub tenant_id: Option<String>,
+    pub connection_id: Option<String>,
+    pub key_id: Option<String>,
+    pub kind: Option<String>,
+    /// Events at or after this time.
+    pub since_ms: Option<i64>,
+    /// Events before this time.
+    pub until_ms: Option<i64>,
+    pub before: Option<i64>,
+    /// At most this many (the backend caps it at 1000).
+    pub limit: u32,
+}

@@ -19,7 +19,8 @@ use sqlx::sqlite::{
 use sqlx::{QueryBuilder, Row, Sqlite};
 
 use crate::{
-    ApiKey, ClaimCode, ConnectLink, Connection, ConnectionFilter, OAuthState, Store, StoreError, Tenant,
+    ApiKey, AuditEvent, AuditFilter, ClaimCode, ConnectLink, Connection, ConnectionFilter, OAuthState, Store,
+    StoreError, Tenant, TokenUpdate,
 };
 
 /// The schema, embedded at build time from `migrations/sqlite/`.
@@ -922,6 +923,140 @@ impl Store for SqliteStore {
         .map_err(|e| conflict_or(e, || "claim code with this hash".to_string()))?;
         tx.commit().await?;
         Ok(())
+    }
+
+    async fn set_connection_details(
+        &self,
+        id: &str,
+        name: Option<&str>,
+        callback_url: Option<&str>,
+        at_ms: i64,
+    ) -> Result<bool, StoreError> {
+        let done =
+            sqlx::query("UPDATE connections SET name = ?, callback_url = ?, updated_at_ms = ? WHERE id = ?")
+                .bind(name)
+                .bind(callback_url)
+                .bind(at_ms)
+                .bind(id)
+                .execute(&self.pool)
+                .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn save_tokens(&self, u: &TokenUpdate) -> Result<bool, StoreError> {
+        let done = sqlx::query(
+            "UPDATE connections SET refresh_token = ?, access_token = ?, access_expires_at_ms = ?, \
+             last_refresh_at_ms = ?, last_error = NULL, status = 'active', updated_at_ms = ? \
+             WHERE id = ? AND status <> 'disconnected'",
+        )
+        .bind(&u.refresh_token)
+        .bind(&u.access_token)
+        .bind(u.access_expires_at_ms)
+        .bind(u.refreshed_at_ms)
+        .bind(u.refreshed_at_ms)
+        .bind(&u.connection_id)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn record_refresh_error(
+        &self,
+        connection_id: &str,
+        status: Option<&str>,
+        error: &str,
+        at_ms: i64,
+    ) -> Result<bool, StoreError> {
+        let done = sqlx::query(
+            "UPDATE connections SET status = COALESCE(?, status), last_error = ?, updated_at_ms = ? \
+             WHERE id = ? AND status <> 'disconnected'",
+        )
+        .bind(status)
+        .bind(error)
+        .bind(at_ms)
+        .bind(connection_id)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn insert_audit_events(&self, events: &[AuditEvent]) -> Result<(), StoreError> {
+        if events.is_empty() {
+            return Ok(());
+        }
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        // 10 parameters a row; SQLite allows 32766 per statement.
+        for chunk in events.chunks(1000) {
+            let mut query = QueryBuilder::<Sqlite>::new(
+                "INSERT INTO audit_events (at_ms, last_at_ms, count, tenant_id, key_id, connection_id, \
+                 kind, via, detail) ",
+            );
+            query.push_values(chunk, |mut row, e| {
+                row.push_bind(e.at_ms)
+                    .push_bind(e.last_at_ms)
+                    .push_bind(e.count)
+                    .push_bind(e.tenant_id.clone())
+                    .push_bind(e.key_id.clone())
+                    .push_bind(e.connection_id.clone())
+                    .push_bind(e.kind.clone())
+                    .push_bind(e.via.clone())
+                    .push_bind(e.detail.clone());
+            });
+            query.build().execute(&mut *tx).await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn audit_events(&self, filter: &AuditFilter) -> Result<Vec<AuditEvent>, StoreError> {
+        let limit = match filter.limit {
+            0 => DEFAULT_PAGE,
+            n => n.min(MAX_PAGE),
+        };
+        let mut query = QueryBuilder::<Sqlite>::new(
+            "SELECT id, at_ms, last_at_ms, count, tenant_id, key_id, connection_id, kind, via, detail \
+             FROM audit_events WHERE 1 = 1",
+        );
+        if let Some(v) = &filter.tenant_id {
+            query.push(" AND tenant_id = ").push_bind(v.clone());
+        }
+        if let Some(v) = &filter.connection_id {
+            query.push(" AND connection_id = ").push_bind(v.clone());
+        }
+        if let Some(v) = &filter.key_id {
+            query.push(" AND key_id = ").push_bind(v.clone());
+        }
+        if let Some(v) = &filter.kind {
+            query.push(" AND kind = ").push_bind(v.clone());
+        }
+        if let Some(v) = filter.since_ms {
+            query.push(" AND last_at_ms >= ").push_bind(v);
+        }
+        if let Some(v) = filter.until_ms {
+            query.push(" AND at_ms < ").push_bind(v);
+        }
+        if let Some(v) = filter.before {
+            query.push(" AND id < ").push_bind(v);
+        }
+        query.push(" ORDER BY id DESC LIMIT ").push_bind(i64::from(limit));
+        let rows = query.build().fetch_all(&self.pool).await?;
+        rows.iter()
+            .map(|row| {
+                Ok(AuditEvent {
+                    id: row.try_get("id")?,
+                    at_ms: row.try_get("at_ms")?,
+                    last_at_ms: row.try_get("last_at_ms")?,
+                    count: row.try_get("count")?,
+                    tenant_id: row.try_get("tenant_id")?,
+                    key_id: row.try_get("key_id")?,
+                    connection_id: row.try_get("connection_id")?,
+                    kind: row.try_get("kind")?,
+                    via: row.try_get("via")?,
+                    detail: row.try_get("detail")?,
+                })
+            })
+            .collect::<Result<_, sqlx::Error>>()
+            .map_err(StoreError::from)
     }
 
     async fn take_claim_code(&self, code_hash: &str, now_ms: i64) -> Result<Option<ClaimCode>, StoreError> {

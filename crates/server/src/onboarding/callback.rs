@@ -272,6 +272,7 @@ async fn complete(
         .store
         .save_authorization(&connection, is_new, &claim)
         .await?;
+    state.vendor.forget(&id);
     tracing::info!(connection = %id, tenant = %flow.tenant_id, new = is_new, origin = %flow.origin, "authorization stored");
     Ok((id, code))
 }

@@ -7,3 +7,5 @@ mod connections;
 mod isolation;
 mod leaks;
 mod onboarding;
+mod python_sdk;
+mod vending;

@@ -318,6 +318,19 @@ impl TestApp {
         )
     }
 
+    /// Moves the fake's clock and waits until the broker, which polls it every 100 ms, follows.
+    pub async fn advance(&self, secs: f64) {
+        let fake_now = self.fake.control().advance_clock(secs).await;
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while self.state.now_ms() < fake_now - 50 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the broker's clock did not follow the fake's"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    }
+
     pub fn db_path(&self) -> PathBuf {
         self.dir.join("broker.db")
     }

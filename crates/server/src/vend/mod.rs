@@ -1,0 +1,689 @@
+//! Token vending: the in-memory caches of access tokens (per connection), grantless tokens (per
+//! app and scope set) and Restricted Data Tokens (per connection and canonical resource set),
+//! each refreshed through a [`Flight`] so that any number of concurrent callers cost Amazon one
+//! call, and a slow refresh of one entry never delays another.
+//!
+//! **Invariant:** a refreshed access token is written to the database before any caller gets
+//! it; after a restart a still-fresh token in the database is used without calling Amazon.
+//!
+//! **Invariant:** a connection sealed under a tenant-held secret is served only to a caller that
+//! presents that secret. The cache keeps a tag of the secret that opened the token (SHA-256 of
+//! the connection id and the secret), compared in constant time.
+
+pub mod flight;
+pub mod lwa_compat;
+pub mod routes;
+
+use std::collections::HashMap;
+use std::hash::{BuildHasher, Hash};
+use std::sync::Arc;
+use std::time::Duration;
+
+use lwa::restricted::{self, RestrictedResource};
+use lwa::{AccessToken, Api, LwaError, RefreshToken, Region, TokenError};
+use lwa_store::{Connection, TokenUpdate};
+use parking_lot::{Mutex, RwLock};
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+
+use crate::sealing::{TokenSecret, UnsealError};
+use crate::state::AppState;
+use flight::Flight;
+
+/// How long a connection's cached status is trusted before the database is read again (a
+/// disconnect or re-authorization made by another process shows within this time).
+pub const REVALIDATE_MS: i64 = 30_000;
+/// RDTs are handed out until 60 s before they expire.
+pub const RDT_MARGIN_MS: i64 = 60_000;
+/// A token kept after a failed refresh is still handed out while it has this long left.
+pub const STALE_GRACE_MS: i64 = 60_000;
+/// The Tokens API allows 1 request a second, burst 10, per seller and app (AMAZON.md §3.5).
+const RDT_RATE_PER_S: f64 = 1.0;
+const RDT_BURST: f64 = 10.0;
+/// How long an RDT request waits for the Tokens API's rate before answering 429.
+const RDT_RATE_WAIT: Duration = Duration::from_secs(2);
+
+/// Why a token could not be handed out. Cloneable: one refresh's failure is every waiter's.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum VendError {
+    /// Unknown, or another tenant's.
+    NotFound,
+    /// The tenant-held secret is missing or wrong.
+    Forbidden,
+    /// LWA refused the refresh token: the seller must authorize again.
+    NeedsReauth,
+    /// The tenant disconnected it.
+    Disconnected,
+    /// LWA (or the Tokens API) failed or throttled; try again.
+    Unavailable { message: String, retry_after_s: u64 },
+    /// Amazon refused the app's configuration (credentials, scope, role).
+    Configuration(String),
+    /// The caller asked for something Amazon refused (an RDT for a path it does not allow …).
+    Rejected { status: u16, message: String },
+    /// Over the Tokens API's rate for this connection.
+    RateLimited { retry_after_s: u64 },
+    /// Bad input.
+    BadRequest { code: &'static str, message: String },
+    /// The database failed.
+    Store(String),
+    /// A bug or a broken row.
+    Internal(String),
+}
+
+impl From<lwa_store::StoreError> for VendError {
+    fn from(e: lwa_store::StoreError) -> Self {
+        VendError::Store(e.to_string())
+    }
+}
+
+/// A cached token and when it expires.
+#[derive(Debug)]
+pub struct CachedToken {
+    pub token: AccessToken,
+    pub expires_at_ms: i64,
+    /// Tag of the tenant-held secret that opened it (`None`: no tenant layer).
+    secret_tag: Option<[u8; 32]>,
+}
+
+impl CachedToken {
+    /// Whether `tag` (of the secret the caller presented) may have this token.
+    fn allows(&self, tag: Option<&[u8; 32]>) -> bool {
+        match (&self.secret_tag, tag) {
+            (None, _) => true,
+            (Some(mine), Some(theirs)) => bool::from(mine.ct_eq(theirs)),
+            (Some(_), None) => false,
+        }
+    }
+}
+
+/// What the cache remembers about a connection (no token).
+#[derive(Debug, Clone)]
+struct ConnMeta {
+    tenant_id: Arc<str>,
+    status: Status,
+    tenant_secret: bool,
+    checked_at_ms: i64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Status {
+    Active,
+    NeedsReauth,
+    Disconnected,
+}
+
+impl Status {
+    fn of(status: &str) -> Status {
+        match status {
+            "active" => Status::Active,
+            "needs_reauth" => Status::NeedsReauth,
+            _ => Status::Disconnected,
+        }
+    }
+}
+
+#[derive(Debug)]
+struct ConnEntry {
+    meta: RwLock<ConnMeta>,
+    flight: Flight<CachedToken>,
+}
+
+/// A map split into shards, each behind its own lock, so that readers on different keys do
+/// not contend.
+#[derive(Debug)]
+struct Shards<V> {
+    shards: Vec<RwLock<HashMap<Box<str>, Arc<V>>>>,
+    hasher: std::collections::hash_map::RandomState,
+}
+
+impl<V> Shards<V> {
+    fn new(n: usize) -> Self {
+        Shards {
+            shards: (0..n).map(|_| RwLock::new(HashMap::new())).collect(),
+            hasher: Default::default(),
+        }
+    }
+
+    fn shard(&self, key: &str) -> &RwLock<HashMap<Box<str>, Arc<V>>> {
+        let mut h = self.hasher.build_hasher();
+        key.hash(&mut h);
+        let i = std::hash::Hasher::finish(&h) as usize % self.shards.len();
+        &self.shards[i]
+    }
+
+    fn get(&self, key: &str) -> Option<Arc<V>> {
+        self.shard(key).read().get(key).cloned()
+    }
+
+    fn get_or_insert_with(&self, key: &str, make: impl FnOnce() -> V) -> Arc<V> {
+        let mut shard = self.shard(key).write();
+        shard
+            .entry(key.into())
+            .or_insert_with(|| Arc::new(make()))
+            .clone()
+    }
+
+    fn remove(&self, key: &str) {
+        self.shard(key).write().remove(key);
+    }
+
+    fn len(&self) -> usize {
+        self.shards.iter().map(|s| s.read().len()).sum()
+    }
+
+    fn retain(&self, keep: impl Fn(&V) -> bool) {
+        for shard in &self.shards {
+            shard.write().retain(|_, v| keep(v));
+        }
+    }
+}
+
+/// A token bucket on the broker's clock.
+#[derive(Debug)]
+struct Bucket {
+    tokens: f64,
+    at_ms: i64,
+}
+
+/// The caches; one per server process.
+#[derive(Debug)]
+pub struct Vendor {
+    connections: Shards<ConnEntry>,
+    grantless: Shards<Flight<CachedToken>>,
+    rdts: Shards<Flight<CachedToken>>,
+    rdt_buckets: Mutex<HashMap<String, Bucket>>,
+    buffer_ms: i64,
+}
+
+/// An RDT request, canonical.
+#[derive(Debug, Clone)]
+pub struct RdtRequest {
+    pub resources: Vec<RestrictedResource>,
+    pub target_application: Option<String>,
+}
+
+impl Vendor {
+    /// Empty caches; refresh once a token has less than `buffer` left.
+    pub fn new(buffer: Duration) -> Vendor {
+        Vendor {
+            connections: Shards::new(64),
+            grantless: Shards::new(4),
+            rdts: Shards::new(16),
+            rdt_buckets: Mutex::new(HashMap::new()),
+            buffer_ms: buffer.as_millis() as i64,
+        }
+    }
+
+    /// The refresh buffer.
+    pub fn buffer_ms(&self) -> i64 {
+        self.buffer_ms
+    }
+
+    /// How many connections are cached.
+    pub fn cached_connections(&self) -> usize {
+        self.connections.len()
+    }
+
+    /// Forgets what is cached about a connection (after a disconnect, a re-authorization, an
+    /// import), so the next vend reads the database.
+    pub fn forget(&self, connection_id: &str) {
+        self.connections.remove(connection_id);
+    }
+
+    /// The connection's access token, refreshed (once, for every concurrent caller) when it has
+    /// less than the buffer left.
+    pub async fn access_token(
+        &self,
+        state: &AppState,
+        tenant_id: &str,
+        id: &str,
+        secret: Option<&TokenSecret>,
+    ) -> Result<Arc<CachedToken>, VendError> {
+        let now = state.now_ms();
+        let entry = match self.connections.get(id) {
+            Some(entry) => entry,
+            None => {
+                // Only connections the caller owns enter the cache, so unknown ids cannot fill it.
+                let row = owned_row(state, tenant_id, id).await?;
+                self.connections
+                    .get_or_insert_with(id, || entry_from_row(state, &row, now))
+            }
+        };
+        let mut meta = entry.meta.read().clone();
+        if &*meta.tenant_id != tenant_id {
+            return Err(VendError::NotFound);
+        }
+        if now - meta.checked_at_ms > REVALIDATE_MS {
+            meta = self.revalidate(state, &entry, tenant_id, id, now).await?;
+        }
+        match meta.status {
+            Status::Active => {}
+            Status::NeedsReauth => return Err(VendError::NeedsReauth),
+            Status::Disconnected => return Err(VendError::Disconnected),
+        }
+        let tag = match (meta.tenant_secret, secret) {
+            (false, _) => None,
+            (true, None) => return Err(VendError::Forbidden),
+            (true, Some(secret)) => Some(secret_tag(id, secret)),
+        };
+        let buffer = self.buffer_ms;
+        let current = entry.flight.current();
+        if let Some(token) = &current {
+            if meta.tenant_secret && token.secret_tag.is_some() && !token.allows(tag.as_ref()) {
+                return Err(VendError::Forbidden);
+            }
+            if token.allows(tag.as_ref()) && token.expires_at_ms - now > buffer {
+                return Ok(token.clone());
+            }
+        }
+        if meta.tenant_secret && current.as_ref().is_none_or(|t| t.secret_tag.is_none()) {
+            // Check the secret against the database before joining a refresh, so a wrong secret
+            // never becomes the failure every waiter shares.
+            check_secret(state, tenant_id, id, secret).await?;
+        }
+        let clock = state.clock.clone();
+        let task_state = state.clone();
+        let (task_id, task_secret) = (id.to_owned(), secret.cloned());
+        let result = entry
+            .flight
+            .get(
+                move |t| t.expires_at_ms - clock.now_ms() > buffer,
+                move || refresh_connection(task_state, task_id, task_secret, buffer),
+            )
+            .await;
+        match result {
+            Ok(token) if token.allows(tag.as_ref()) => Ok(token),
+            Ok(_) => Err(VendError::Forbidden),
+            Err(VendError::NeedsReauth) => {
+                entry.meta.write().status = Status::NeedsReauth;
+                Err(VendError::NeedsReauth)
+            }
+            Err(VendError::Disconnected) => {
+                entry.meta.write().status = Status::Disconnected;
+                Err(VendError::Disconnected)
+            }
+            Err(e @ VendError::Unavailable { .. }) => match current {
+                // Amazon is failing, but the token we have still works for a while: use it.
+                Some(token)
+                    if token.allows(tag.as_ref())
+                        && token.expires_at_ms - state.now_ms() > STALE_GRACE_MS =>
+                {
+                    Ok(token)
+                }
+                _ => Err(e),
+            },
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn revalidate(
+        &self,
+        state: &AppState,
+        entry: &ConnEntry,
+        tenant_id: &str,
+        id: &str,
+        now: i64,
+    ) -> Result<ConnMeta, VendError> {
+        let row = match owned_row(state, tenant_id, id).await {
+            Ok(row) => row,
+            Err(e) => {
+                if e == VendError::NotFound {
+                    self.forget(id);
+                }
+                return Err(e);
+            }
+        };
+        let meta = ConnMeta {
+            tenant_id: row.tenant_id.as_str().into(),
+            status: Status::of(&row.status),
+            tenant_secret: row.tenant_secret,
+            checked_at_ms: now,
+        };
+        if entry
+            .flight
+            .current()
+            .is_some_and(|t| Some(t.expires_at_ms) != row.access_expires_at_ms)
+        {
+            // Another process refreshed or re-authorized it: read the database's token next.
+            entry.flight.clear();
+        }
+        *entry.meta.write() = meta.clone();
+        Ok(meta)
+    }
+
+    /// A grantless token of the tenant's SP-API app for these scopes (already checked against
+    /// the allowed list), cached per app and scope set.
+    pub async fn grantless(
+        &self,
+        state: &AppState,
+        app_name: &str,
+        scopes: &[String],
+    ) -> Result<Arc<CachedToken>, VendError> {
+        let app = state
+            .app(app_name)
+            .cloned()
+            .ok_or_else(|| VendError::Internal(format!("app {app_name:?} is not configured")))?;
+        let key = format!("{app_name}\n{}", scopes.join(" "));
+        let flight = self.grantless.get_or_insert_with(&key, Flight::default);
+        let buffer = self.buffer_ms;
+        let clock = state.clock.clone();
+        let task_state = state.clone();
+        let scopes = scopes.to_vec();
+        flight
+            .get(
+                move |t| t.expires_at_ms - clock.now_ms() > buffer,
+                move || async move {
+                    let started = task_state.now_ms();
+                    let scopes: Vec<&str> = scopes.iter().map(String::as_str).collect();
+                    let tokens = task_state
+                        .lwa
+                        .client_credentials(&app.credentials, &scopes)
+                        .await
+                        .map_err(lwa_failure)?;
+                    Ok(Arc::new(CachedToken {
+                        token: tokens.access_token,
+                        expires_at_ms: started + tokens.expires_in as i64 * 1000,
+                        secret_tag: None,
+                    }))
+                },
+            )
+            .await
+    }
+
+    /// A Restricted Data Token for the connection and the canonical resource set, cached until
+    /// 60 s before it expires; minted within the Tokens API's rate.
+    pub async fn restricted_data_token(
+        &self,
+        state: &AppState,
+        tenant_id: &str,
+        id: &str,
+        secret: Option<&TokenSecret>,
+        request: RdtRequest,
+    ) -> Result<Arc<CachedToken>, VendError> {
+        // Ownership, status and the tenant's secret, checked the way a vend checks them.
+        self.access_token(state, tenant_id, id, secret).await?;
+        let row = owned_row(state, tenant_id, id).await?;
+        if row.api != Api::SpApi.as_str() {
+            return Err(VendError::BadRequest {
+                code: "not_sp_api",
+                message: "Restricted Data Tokens exist only for SP-API connections".into(),
+            });
+        }
+        let app = state
+            .app(&row.app)
+            .cloned()
+            .ok_or_else(|| VendError::Configuration(format!("app {:?} is not configured", row.app)))?;
+        let region = Region::parse(&row.region).map_err(|e| VendError::Internal(e.to_string()))?;
+        let key = format!(
+            "{id}\n{}\n{}",
+            request.target_application.as_deref().unwrap_or(""),
+            serde_json::to_string(&request.resources).unwrap_or_default()
+        );
+        if self.rdts.len() > 50_000 {
+            let now = state.now_ms();
+            self.rdts
+                .retain(|f| f.current().is_some_and(|t| t.expires_at_ms > now));
+        }
+        let flight = self.rdts.get_or_insert_with(&key, Flight::default);
+        let clock = state.clock.clone();
+        let task_state = state.clone();
+        let (tenant_id, id, secret) = (tenant_id.to_owned(), id.to_owned(), secret.cloned());
+        flight
+            .get(
+                move |t| t.expires_at_ms - clock.now_ms() > RDT_MARGIN_MS,
+                move || async move {
+                    let vendor = &task_state.vendor;
+                    vendor.rdt_rate(&task_state, &id).await?;
+                    let access = vendor
+                        .access_token(&task_state, &tenant_id, &id, secret.as_ref())
+                        .await?;
+                    let host = if app.sandbox {
+                        region.sp_api_sandbox_host()
+                    } else {
+                        region.sp_api_host()
+                    };
+                    let url = task_state.endpoints.url(host, restricted::RDT_PATH);
+                    let started = task_state.now_ms();
+                    let minted = restricted::create_restricted_data_token(
+                        task_state.lwa.http(),
+                        &url,
+                        &access.token,
+                        lwa::DEFAULT_USER_AGENT,
+                        &request.resources,
+                        request.target_application.as_deref(),
+                    )
+                    .await
+                    .map_err(rdt_failure)?;
+                    Ok(Arc::new(CachedToken {
+                        token: minted.token,
+                        expires_at_ms: started + minted.expires_in as i64 * 1000,
+                        secret_tag: None,
+                    }))
+                },
+            )
+            .await
+    }
+
+    /// Waits (up to 2 s) for the Tokens API's rate for this connection, else 429.
+    async fn rdt_rate(&self, state: &AppState, id: &str) -> Result<(), VendError> {
+        let deadline = tokio::time::Instant::now() + RDT_RATE_WAIT;
+        loop {
+            let wait_ms = {
+                let now = state.now_ms();
+                let mut buckets = self.rdt_buckets.lock();
+                if buckets.len() > 100_000 {
+                    buckets.retain(|_, b| now - b.at_ms < 60_000);
+                }
+                let bucket = buckets.entry(id.to_owned()).or_insert(Bucket {
+                    tokens: RDT_BURST,
+                    at_ms: now,
+                });
+                let elapsed_s = (now - bucket.at_ms).max(0) as f64 / 1000.0;
+                bucket.tokens = (bucket.tokens + elapsed_s * RDT_RATE_PER_S).min(RDT_BURST);
+                bucket.at_ms = now;
+                if bucket.tokens >= 1.0 {
+                    bucket.tokens -= 1.0;
+                    return Ok(());
+                }
+                ((1.0 - bucket.tokens) / RDT_RATE_PER_S * 1000.0).ceil() as u64
+            };
+            let wake = tokio::time::Instant::now() + Duration::from_millis(wait_ms);
+            if wake > deadline {
+                return Err(VendError::RateLimited {
+                    retry_after_s: wait_ms.div_ceil(1000).max(1),
+                });
+            }
+            tokio::time::sleep_until(wake).await;
+        }
+    }
+}
+
+/// The caller's connection row, or `NotFound` (also for another tenant's).
+async fn owned_row(state: &AppState, tenant_id: &str, id: &str) -> Result<Connection, VendError> {
+    match state.store.connection(id).await? {
+        Some(row) if row.tenant_id == tenant_id => Ok(row),
+        _ => Err(VendError::NotFound),
+    }
+}
+
+fn entry_from_row(state: &AppState, row: &Connection, now: i64) -> ConnEntry {
+    // Without a tenant layer the database's token can be used at once (no LWA call after a
+    // restart); with one it waits for a caller with the secret.
+    let token = match (&row.access_token, row.access_expires_at_ms, row.tenant_secret) {
+        (Some(sealed), Some(expires_at_ms), false) => state
+            .sealer
+            .open(&row.id, "access_token", sealed, None)
+            .ok()
+            .map(|plain| {
+                Arc::new(CachedToken {
+                    token: AccessToken::new(plain.as_str()),
+                    expires_at_ms,
+                    secret_tag: None,
+                })
+            }),
+        _ => None,
+    };
+    ConnEntry {
+        meta: RwLock::new(ConnMeta {
+            tenant_id: row.tenant_id.as_str().into(),
+            status: Status::of(&row.status),
+            tenant_secret: row.tenant_secret,
+            checked_at_ms: now,
+        }),
+        flight: Flight::with(token),
+    }
+}
+
+/// SHA-256 over a domain label, the connection id and the secret.
+fn secret_tag(id: &str, secret: &TokenSecret) -> [u8; 32] {
+    let mut h = Sha256::new();
+    h.update(b"lwa-broker secret tag\0");
+    h.update(id.as_bytes());
+    h.update(b"\0");
+    h.update(secret.expose().as_bytes());
+    h.finalize().into()
+}
+
+/// Opens the sealed refresh token with the presented secret: `Forbidden` when it does not open.
+async fn check_secret(
+    state: &AppState,
+    tenant_id: &str,
+    id: &str,
+    secret: Option<&TokenSecret>,
+) -> Result<(), VendError> {
+    let row = owned_row(state, tenant_id, id).await?;
+    let sealed = row.refresh_token.as_deref().ok_or(VendError::Disconnected)?;
+    match state.sealer.open(id, "refresh_token", sealed, secret) {
+        Ok(_) => Ok(()),
+        Err(UnsealError::TenantSecret) => Err(VendError::Forbidden),
+        Err(e) => Err(VendError::Internal(format!("connection {id}: {e}"))),
+    }
+}
+
+/// The refresh of one connection, run once for all its waiting callers.
+async fn refresh_connection(
+    state: AppState,
+    id: String,
+    secret: Option<TokenSecret>,
+    buffer_ms: i64,
+) -> Result<Arc<CachedToken>, VendError> {
+    let row = state.store.connection(&id).await?.ok_or(VendError::NotFound)?;
+    match Status::of(&row.status) {
+        Status::Active => {}
+        Status::NeedsReauth => return Err(VendError::NeedsReauth),
+        Status::Disconnected => return Err(VendError::Disconnected),
+    }
+    let tag = secret.as_ref().map(|s| secret_tag(&id, s));
+    let now = state.now_ms();
+    let open = |field: &str, sealed: &str| match state.sealer.open(&id, field, sealed, secret.as_ref()) {
+        Ok(plain) => Ok(plain),
+        Err(UnsealError::TenantSecret) => Err(VendError::Forbidden),
+        Err(e) => Err(VendError::Internal(format!("connection {id}: {e}"))),
+    };
+    // Another process, or this one before a restart, may have stored a fresh token already.
+    if let (Some(sealed), Some(expires_at_ms)) = (&row.access_token, row.access_expires_at_ms)
+        && expires_at_ms - now > buffer_ms
+    {
+        let plain = open("access_token", sealed)?;
+        return Ok(Arc::new(CachedToken {
+            token: AccessToken::new(plain.as_str()),
+            expires_at_ms,
+            secret_tag: tag,
+        }));
+    }
+    let sealed_refresh = row.refresh_token.as_deref().ok_or(VendError::Disconnected)?;
+    let refresh_token = RefreshToken::new(open("refresh_token", sealed_refresh)?.as_str());
+    let app = state
+        .app(&row.app)
+        .cloned()
+        .ok_or_else(|| VendError::Configuration(format!("app {:?} is not configured", row.app)))?;
+    let region = Region::parse(&row.region).map_err(|e| VendError::Internal(e.to_string()))?;
+    let started = state.now_ms();
+    let result = state
+        .lwa
+        .refresh(state.token_host(&app, region), &app.credentials, &refresh_token)
+        .await;
+    let tokens = match result {
+        Ok(tokens) => tokens,
+        Err(error) => {
+            let failure = lwa_failure(error.clone());
+            let status = matches!(error, LwaError::Reauthorize { .. }).then_some("needs_reauth");
+            let message = match &failure {
+                VendError::NeedsReauth => {
+                    "LWA refused the refresh token (invalid_grant): the seller must authorize again"
+                        .to_owned()
+                }
+                _ => error.to_string(),
+            };
+            if let Err(e) = state
+                .store
+                .record_refresh_error(&id, status, &message, state.now_ms())
+                .await
+            {
+                tracing::warn!(connection = %id, error = %e, "could not record a failed refresh");
+            }
+            tracing::info!(connection = %id, error = %error, "refresh failed");
+            return Err(failure);
+        }
+    };
+    let refresh_token = match (&tokens.refresh_token, tokens.refresh_token_changed) {
+        (Some(new), true) => new.clone(),
+        _ => refresh_token,
+    };
+    let expires_at_ms = started + tokens.expires_in as i64 * 1000;
+    let update = TokenUpdate {
+        connection_id: id.clone(),
+        refresh_token: state
+            .sealer
+            .seal(&id, "refresh_token", refresh_token.expose(), secret.as_ref()),
+        access_token: state
+            .sealer
+            .seal(&id, "access_token", tokens.access_token.expose(), secret.as_ref()),
+        access_expires_at_ms: expires_at_ms,
+        refreshed_at_ms: state.now_ms(),
+    };
+    if !state.store.save_tokens(&update).await? {
+        return Err(VendError::Disconnected);
+    }
+    tracing::debug!(connection = %id, "refreshed");
+    Ok(Arc::new(CachedToken {
+        token: tokens.access_token,
+        expires_at_ms,
+        secret_tag: tag,
+    }))
+}
+
+/// An LWA failure, as vending reports it.
+fn lwa_failure(error: LwaError) -> VendError {
+    match error {
+        LwaError::Reauthorize { .. } => VendError::NeedsReauth,
+        LwaError::Configuration {
+            code, description, ..
+        } => VendError::Configuration(format!("LWA refused the app's request ({code}: {description})")),
+        LwaError::Transient { retry_after, .. } => VendError::Unavailable {
+            message: error.to_string(),
+            retry_after_s: retry_after.map(|d| d.as_secs().max(1)).unwrap_or(5),
+        },
+        LwaError::MalformedResponse { .. } => VendError::Unavailable {
+            message: error.to_string(),
+            retry_after_s: 5,
+        },
+    }
+}
+
+/// A Tokens API failure, as vending reports it.
+fn rdt_failure(error: TokenError) -> VendError {
+    match error {
+        TokenError::Api { status: 429, .. } => VendError::RateLimited { retry_after_s: 1 },
+        TokenError::Api { status, message, .. } if status >= 500 => VendError::Unavailable {
+            message: format!("the Tokens API failed (HTTP {status}): {message}"),
+            retry_after_s: 5,
+        },
+        TokenError::Api { status, message, .. } => VendError::Rejected { status, message },
+        TokenError::Transport { reason, .. } => VendError::Unavailable {
+            message: format!("the Tokens API could not be reached: {reason}"),
+            retry_after_s: 5,
+        },
+        other => VendError::Internal(other.to_string()),
+    }
+}

@@ -1,0 +1,344 @@
+//! The `/v1` vending routes: a connection's access token, grantless tokens, and Restricted Data
+//! Tokens.
+
+use axum::extract::State;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use lwa::restricted::{self, RestrictedResource};
+use serde::{Deserialize, Serialize};
+
+use super::{CachedToken, RdtRequest, VendError};
+use crate::audit::{Kind, Via};
+use crate::auth::TenantAuth;
+use crate::error::ApiError;
+use crate::extract::{Json, PathParam};
+use crate::onboarding::tenant_app;
+use crate::sealing::TokenSecret;
+use crate::state::AppState;
+use crate::time::rfc3339;
+
+/// The header that carries a tenant-held secret on `/v1`.
+pub const TOKEN_SECRET_HEADER: &str = "x-amazon-token-secret";
+
+/// The tenant-held secret the request carries, if any. A malformed one counts as none (so it is
+/// refused exactly like a wrong one where a secret is needed).
+pub fn presented_secret(headers: &HeaderMap) -> Option<TokenSecret> {
+    headers
+        .get(TOKEN_SECRET_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| TokenSecret::parse(v.trim()))
+}
+
+/// A vending failure on `/v1`.
+pub fn v1_error(e: VendError, id: Option<&str>) -> ApiError {
+    match e {
+        VendError::NotFound => ApiError::not_found(format!("no connection {}", id.unwrap_or(""))),
+        VendError::Forbidden => ApiError::new(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            "this connection can only be used with its token secret in x-amazon-token-secret",
+        ),
+        VendError::NeedsReauth => ApiError::new(
+            StatusCode::CONFLICT,
+            "needs_reauth",
+            "Amazon refused this connection's refresh token: the seller must authorize again \
+             (POST /v1/connections/{id}/reauthorize-link gives a link)",
+        ),
+        VendError::Disconnected => ApiError::new(
+            StatusCode::CONFLICT,
+            "disconnected",
+            "this connection was disconnected and has no tokens",
+        ),
+        VendError::Unavailable {
+            message,
+            retry_after_s,
+        } => ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "amazon_unavailable",
+            format!("Amazon did not give a token; try again: {message}"),
+        )
+        .header(header::RETRY_AFTER, &retry_after_s.to_string()),
+        VendError::Configuration(message) => {
+            ApiError::new(StatusCode::BAD_GATEWAY, "amazon_refused_app", message)
+        }
+        VendError::Rejected { status, message } => {
+            let (status, code) = match status {
+                400 | 404 => (StatusCode::BAD_REQUEST, "amazon_rejected"),
+                401 | 403 => (StatusCode::FORBIDDEN, "amazon_denied"),
+                _ => (StatusCode::BAD_GATEWAY, "amazon_error"),
+            };
+            ApiError::new(status, code, format!("Amazon answered: {message}"))
+        }
+        VendError::RateLimited { retry_after_s } => ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "rate_limited",
+            "over the Tokens API's rate for this connection (1 a second, burst 10); try again",
+        )
+        .header(header::RETRY_AFTER, &retry_after_s.to_string()),
+        VendError::BadRequest { code, message } => ApiError::bad_request(code, message),
+        VendError::Store(cause) => ApiError::unavailable("the store failed while vending", cause),
+        VendError::Internal(cause) => ApiError::internal("vending failed", cause),
+    }
+}
+
+/// Refuses proxy-only keys on routes that hand out Amazon tokens.
+pub fn full_key(auth: &TenantAuth) -> Result<(), ApiError> {
+    if auth.key.scope == "proxy-only" {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "proxy_only_key",
+            "this API key is proxy-only: it cannot receive Amazon tokens",
+        ));
+    }
+    Ok(())
+}
+
+#[derive(Serialize)]
+struct TokenBody<'a> {
+    access_token: &'a str,
+    token_type: &'static str,
+    expires_at: String,
+    expires_in: i64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    scope: Option<&'a str>,
+}
+
+/// A token as JSON, never cached by anyone on the way.
+fn token_response(token: &CachedToken, now: i64, scope: Option<&str>) -> Response {
+    let body = TokenBody {
+        access_token: token.token.expose(),
+        token_type: "bearer",
+        expires_at: rfc3339(token.expires_at_ms),
+        expires_in: ((token.expires_at_ms - now) / 1000).max(0),
+        scope,
+    };
+    no_store(axum::Json(body).into_response())
+}
+
+pub(crate) fn no_store(mut response: Response) -> Response {
+    response
+        .headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    response
+        .headers_mut()
+        .insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
+    response
+}
+
+/// `POST /v1/connections/{id}/access-token`.
+pub async fn access_token(
+    State(state): State<AppState>,
+    auth: TenantAuth,
+    PathParam(id): PathParam,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    full_key(&auth)?;
+    let secret = presented_secret(&headers);
+    let token = state
+        .vendor
+        .access_token(&state, &auth.tenant.id, &id, secret.as_ref())
+        .await
+        .map_err(|e| v1_error(e, Some(&id)))?;
+    let now = state.now_ms();
+    state
+        .auditor
+        .record(now, &auth, Some(&id), Kind::AccessToken, Via::V1, None);
+    Ok(token_response(&token, now, None))
+}
+
+/// `POST /v1/grantless-tokens` body.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GrantlessBody {
+    pub scope: Scopes,
+}
+
+/// One scope, several space-separated, or a list.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum Scopes {
+    One(String),
+    List(Vec<String>),
+}
+
+/// The requested scopes, sorted and deduplicated, each one the operator allows tenants.
+pub fn allowed_scopes(state: &AppState, requested: &[&str]) -> Result<Vec<String>, VendError> {
+    let mut scopes: Vec<String> = requested
+        .iter()
+        .flat_map(|s| s.split_whitespace())
+        .map(str::to_owned)
+        .collect();
+    scopes.sort();
+    scopes.dedup();
+    if scopes.is_empty() {
+        return Err(VendError::BadRequest {
+            code: "invalid_scope",
+            message: "give a scope, such as sellingpartnerapi::notifications".into(),
+        });
+    }
+    if let Some(bad) = scopes.iter().find(|s| !state.grantless_scopes.contains(s)) {
+        let shown: String = bad.chars().take(100).collect();
+        return Err(VendError::BadRequest {
+            code: "scope_not_allowed",
+            message: format!(
+                "scope {shown:?} is not one this broker hands out; allowed: {}",
+                state.grantless_scopes.join(", ")
+            ),
+        });
+    }
+    Ok(scopes)
+}
+
+/// `POST /v1/grantless-tokens`.
+pub async fn grantless(
+    State(state): State<AppState>,
+    auth: TenantAuth,
+    Json(body): Json<GrantlessBody>,
+) -> Result<Response, ApiError> {
+    full_key(&auth)?;
+    let requested: Vec<&str> = match &body.scope {
+        Scopes::One(s) => vec![s.as_str()],
+        Scopes::List(list) => list.iter().map(String::as_str).collect(),
+    };
+    let scopes = allowed_scopes(&state, &requested).map_err(|e| v1_error(e, None))?;
+    let app = tenant_app(&state, &auth.tenant, lwa::Api::SpApi)?;
+    let token = state
+        .vendor
+        .grantless(&state, &app.name, &scopes)
+        .await
+        .map_err(|e| v1_error(e, None))?;
+    let now = state.now_ms();
+    let scope = scopes.join(" ");
+    state.auditor.record(
+        now,
+        &auth,
+        None,
+        Kind::GrantlessToken,
+        Via::V1,
+        Some(scope.clone()),
+    );
+    Ok(token_response(&token, now, Some(&scope)))
+}
+
+/// `POST /v1/connections/{id}/restricted-data-token` body (the Tokens API's own shape).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct RdtBody {
+    pub restricted_resources: Vec<RestrictedResource>,
+    pub target_application: Option<String>,
+}
+
+const DATA_ELEMENTS: &[&str] = &["buyerInfo", "shippingAddress", "buyerTaxInformation"];
+
+/// Checks an RDT request as the Tokens API model does, and makes it canonical.
+pub fn rdt_request(body: RdtBody) -> Result<RdtRequest, ApiError> {
+    let bad = |message: String| ApiError::bad_request("invalid_restricted_resources", message);
+    if body.restricted_resources.is_empty() || body.restricted_resources.len() > 50 {
+        return Err(bad("restrictedResources must list 1 to 50 resources".into()));
+    }
+    for (i, r) in body.restricted_resources.iter().enumerate() {
+        if !matches!(
+            r.method.trim().to_ascii_uppercase().as_str(),
+            "GET" | "PUT" | "POST" | "DELETE"
+        ) {
+            return Err(bad(format!(
+                "restrictedResources[{i}].method must be GET, PUT, POST or DELETE"
+            )));
+        }
+        let path_ok = r.path.starts_with('/')
+            && r.path.len() <= 1024
+            && !r.path.contains("..")
+            && !r.path.contains("//")
+            && r.path
+                .chars()
+                .all(|c| c.is_ascii_graphic() && c != '?' && c != '#');
+        if !path_ok {
+            return Err(bad(format!(
+                "restrictedResources[{i}].path must be an SP-API path such as /orders/v0/orders/{{orderId}}/address"
+            )));
+        }
+        if let Some(e) = r
+            .data_elements
+            .iter()
+            .find(|e| !DATA_ELEMENTS.contains(&e.as_str()))
+        {
+            let shown: String = e.chars().take(40).collect();
+            return Err(bad(format!(
+                "restrictedResources[{i}].dataElements: {shown:?} is not buyerInfo, shippingAddress or buyerTaxInformation"
+            )));
+        }
+    }
+    if let Some(target) = &body.target_application
+        && (target.is_empty()
+            || target.len() > 200
+            || !target
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_')))
+    {
+        return Err(ApiError::bad_request(
+            "invalid_target_application",
+            "targetApplication must be an application id such as amzn1.sp.solution.…",
+        ));
+    }
+    Ok(RdtRequest {
+        resources: restricted::canonical_set(&body.restricted_resources),
+        target_application: body.target_application,
+    })
+}
+
+#[derive(Serialize)]
+struct RdtAnswer<'a> {
+    restricted_data_token: &'a str,
+    expires_at: String,
+    expires_in: i64,
+    restricted_resources: &'a [RestrictedResource],
+    #[serde(skip_serializing_if = "Option::is_none")]
+    target_application: Option<&'a str>,
+}
+
+/// `POST /v1/connections/{id}/restricted-data-token`.
+pub async fn restricted_data_token(
+    State(state): State<AppState>,
+    auth: TenantAuth,
+    PathParam(id): PathParam,
+    headers: HeaderMap,
+    Json(body): Json<RdtBody>,
+) -> Result<Response, ApiError> {
+    full_key(&auth)?;
+    let request = rdt_request(body)?;
+    let secret = presented_secret(&headers);
+    let token = state
+        .vendor
+        .restricted_data_token(&state, &auth.tenant.id, &id, secret.as_ref(), request.clone())
+        .await
+        .map_err(|e| v1_error(e, Some(&id)))?;
+    let now = state.now_ms();
+    let detail = request
+        .resources
+        .iter()
+        .map(|r| {
+            let mut text = format!("{} {}", r.method, r.path);
+            if !r.data_elements.is_empty() {
+                text.push_str(&format!(" [{}]", r.data_elements.join(",")));
+            }
+            text
+        })
+        .collect::<Vec<_>>()
+        .join("; ");
+    state.auditor.record(
+        now,
+        &auth,
+        Some(&id),
+        Kind::RestrictedDataToken,
+        Via::V1,
+        Some(detail),
+    );
+    let body = RdtAnswer {
+        restricted_data_token: token.token.expose(),
+        expires_at: rfc3339(token.expires_at_ms),
+        expires_in: ((token.expires_at_ms - now) / 1000).max(0),
+        restricted_resources: &request.resources,
+        target_application: request.target_application.as_deref(),
+    };
+    Ok(no_store(axum::Json(body).into_response()))
+}
