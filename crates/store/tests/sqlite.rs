@@ -4,8 +4,8 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, Ordering};
 
 use lwa_store::{
-    ApiKey, ClaimCode, ConnectLink, Connection, ConnectionFilter, OAuthState, SqliteStore, Store, StoreError,
-    Tenant,
+    ApiKey, AuditEvent, AuditFilter, ClaimCode, ConnectLink, Connection, ConnectionFilter, OAuthState,
+    SqliteStore, Store, StoreError, Tenant, TokenUpdate,
 };
 
 /// A directory under the system temp dir, removed on drop.
@@ -1211,4 +1211,184 @@ async fn purge_expired_removes_only_expired() {
 
     assert_eq!(store.purge_expired(100).await.unwrap(), 0);
     assert_eq!(store.purge_expired(10_000).await.unwrap(), 4);
+}
+
+#[tokio::test]
+async fn save_tokens_touches_only_token_columns_and_never_a_disconnected_connection() {
+    let (_dir, store) = fresh("save-tokens").await;
+    store.insert_tenant(&tenant("ten_1", 1)).await.unwrap();
+    let mut c = connection("conn_1", "ten_1");
+    c.last_error = Some("earlier failure".into());
+    store.insert_connection(&c).await.unwrap();
+    // A rename at the same time as a refresh: neither overwrites the other.
+    assert!(
+        store
+            .set_connection_details("conn_1", Some("Renamed"), None, 7_000)
+            .await
+            .unwrap()
+    );
+    let update = TokenUpdate {
+        connection_id: "conn_1".into(),
+        refresh_token: "lwa1.fp.bmV3LXJlZnJlc2g".into(),
+        access_token: "lwa1.fp.bmV3LWFjY2Vzcw".into(),
+        access_expires_at_ms: 20_000,
+        refreshed_at_ms: 8_000,
+    };
+    assert!(store.save_tokens(&update).await.unwrap());
+    let got = store.connection("conn_1").await.unwrap().unwrap();
+    assert_eq!(got.name.as_deref(), Some("Renamed"));
+    assert_eq!(got.callback_url, None);
+    assert_eq!(got.refresh_token.as_deref(), Some("lwa1.fp.bmV3LXJlZnJlc2g"));
+    assert_eq!(got.access_token.as_deref(), Some("lwa1.fp.bmV3LWFjY2Vzcw"));
+    assert_eq!(got.access_expires_at_ms, Some(20_000));
+    assert_eq!(got.last_refresh_at_ms, Some(8_000));
+    assert_eq!(got.last_error, None);
+
+    // A failure is recorded; invalid_grant changes the status.
+    assert!(
+        store
+            .record_refresh_error("conn_1", None, "LWA is down", 9_000)
+            .await
+            .unwrap()
+    );
+    let got = store.connection("conn_1").await.unwrap().unwrap();
+    assert_eq!(
+        (got.status.as_str(), got.last_error.as_deref()),
+        ("active", Some("LWA is down"))
+    );
+    assert!(
+        store
+            .record_refresh_error("conn_1", Some("needs_reauth"), "invalid_grant", 9_500)
+            .await
+            .unwrap()
+    );
+    assert_eq!(
+        store.connection("conn_1").await.unwrap().unwrap().status,
+        "needs_reauth"
+    );
+
+    // Once disconnected, a late refresh stores nothing.
+    let mut gone = store.connection("conn_1").await.unwrap().unwrap();
+    gone.status = "disconnected".into();
+    gone.refresh_token = None;
+    gone.access_token = None;
+    store.update_connection(&gone).await.unwrap();
+    assert!(!store.save_tokens(&update).await.unwrap());
+    assert!(
+        !store
+            .record_refresh_error("conn_1", Some("needs_reauth"), "x", 10_000)
+            .await
+            .unwrap()
+    );
+    let got = store.connection("conn_1").await.unwrap().unwrap();
+    assert_eq!((got.status.as_str(), got.refresh_token), ("disconnected", None));
+    assert!(
+        !store
+            .save_tokens(&TokenUpdate {
+                connection_id: "conn_nope".into(),
+                ..update
+            })
+            .await
+            .unwrap()
+    );
+}
+
+fn audit(at: i64, tenant: &str, conn: Option<&str>, kind: &str) -> AuditEvent {
+    AuditEvent {
+        id: 0,
+        at_ms: at,
+        last_at_ms: at + 5,
+        count: 3,
+        tenant_id: tenant.into(),
+        key_id: "k1".into(),
+        connection_id: conn.map(str::to_owned),
+        kind: kind.into(),
+        via: "v1".into(),
+        detail: None,
+    }
+}
+
+#[tokio::test]
+async fn audit_events_are_appended_and_paged_newest_first_with_filters() {
+    let (_dir, store) = fresh("audit").await;
+    store.insert_audit_events(&[]).await.unwrap();
+    let mut batch: Vec<AuditEvent> = (0..2500)
+        .map(|i| audit(1_000 + i, "ten_1", Some("conn_a"), "access_token"))
+        .collect();
+    batch.push(audit(10_000, "ten_2", None, "grantless_token"));
+    store.insert_audit_events(&batch).await.unwrap();
+
+    let page = store
+        .audit_events(&AuditFilter {
+            tenant_id: Some("ten_1".into()),
+            limit: 1000,
+            ..AuditFilter::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(page.len(), 1000);
+    assert!(page.windows(2).all(|w| w[0].id > w[1].id));
+    assert_eq!(
+        (page[0].at_ms, page[0].last_at_ms, page[0].count),
+        (3_499, 3_504, 3)
+    );
+    let mut seen = page.len();
+    let mut before = page.last().unwrap().id;
+    loop {
+        let next = store
+            .audit_events(&AuditFilter {
+                tenant_id: Some("ten_1".into()),
+                before: Some(before),
+                limit: 1000,
+                ..AuditFilter::default()
+            })
+            .await
+            .unwrap();
+        if next.is_empty() {
+            break;
+        }
+        seen += next.len();
+        before = next.last().unwrap().id;
+    }
+    assert_eq!(seen, 2500);
+
+    let filtered = |f: AuditFilter| {
+        let store = &store;
+        async move {
+            store
+                .audit_events(&AuditFilter { limit: 1000, ..f })
+                .await
+                .unwrap()
+        }
+    };
+    let grantless = filtered(AuditFilter {
+        kind: Some("grantless_token".into()),
+        ..AuditFilter::default()
+    })
+    .await;
+    assert_eq!(grantless.len(), 1);
+    assert_eq!(
+        (
+            grantless[0].tenant_id.as_str(),
+            grantless[0].connection_id.as_deref()
+        ),
+        ("ten_2", None)
+    );
+    let window = filtered(AuditFilter {
+        connection_id: Some("conn_a".into()),
+        since_ms: Some(1_100),
+        until_ms: Some(1_200),
+        ..AuditFilter::default()
+    })
+    .await;
+    // since matches on the last time (1_095 + 5 = 1_100), until on the first.
+    assert_eq!(window.len(), 105);
+    assert!(
+        filtered(AuditFilter {
+            key_id: Some("k2".into()),
+            ..AuditFilter::default()
+        })
+        .await
+        .is_empty()
+    );
 }

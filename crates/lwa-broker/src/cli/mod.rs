@@ -65,6 +65,8 @@ enum Command {
     /// Manage the server's connections.
     #[command(subcommand)]
     Connections(server::ConnectionsCommand),
+    /// Show the audit trail of tokens handed out (newest first).
+    Audit(server::AuditArgs),
 }
 
 /// A failed command: what to print and which exit code to use.
@@ -148,6 +150,7 @@ async fn run(cli: Cli) -> Result<(), Failure> {
         Command::Tenants(c) => return server::tenants(&cli.common, &cli.server, c).await,
         Command::Keys(c) => return server::keys(&cli.common, &cli.server, c).await,
         Command::Connections(c) => return server::connections(&cli.common, &cli.server, c).await,
+        Command::Audit(args) => return server::audit(&cli.common, &cli.server, args).await,
         _ => {}
     }
     let context = settings::Context::new(cli.common).await?;
@@ -160,7 +163,11 @@ async fn run(cli: Cli) -> Result<(), Failure> {
         Command::Logout => commands::logout(&context).await,
         Command::Env(args) => commands::env(&context, args).await,
         Command::Call(args) => commands::call(&context, args).await,
-        Command::Serve(_) | Command::Tenants(_) | Command::Keys(_) | Command::Connections(_) => {
+        Command::Serve(_)
+        | Command::Tenants(_)
+        | Command::Keys(_)
+        | Command::Connections(_)
+        | Command::Audit(_) => {
             unreachable!("handled above")
         }
     }

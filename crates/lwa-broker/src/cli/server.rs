@@ -103,6 +103,38 @@ pub enum ConnectionsCommand {
     },
 }
 
+/// `audit`: the trail of tokens handed out, newest first.
+#[derive(clap::Args, Debug)]
+pub struct AuditArgs {
+    /// Only this tenant's events
+    #[arg(long)]
+    pub tenant: Option<String>,
+    /// Only this connection's events
+    #[arg(long)]
+    pub connection: Option<String>,
+    /// Only events of this API key id
+    #[arg(long)]
+    pub key: Option<String>,
+    /// access_token, grantless_token or restricted_data_token
+    #[arg(long)]
+    pub kind: Option<String>,
+    /// Events at or after this RFC 3339 time
+    #[arg(long)]
+    pub since: Option<String>,
+    /// Events before this RFC 3339 time
+    #[arg(long)]
+    pub until: Option<String>,
+    /// At most this many (1 to 1000)
+    #[arg(long, default_value_t = 100)]
+    pub limit: u32,
+    /// Events older than this id (the last id of the previous page)
+    #[arg(long)]
+    pub before: Option<i64>,
+    /// Print JSON lines
+    #[arg(long)]
+    pub json: bool,
+}
+
 fn settings(
     sources: &Sources,
     common: &CommonArgs,
@@ -366,6 +398,56 @@ pub async fn connections(
     } else {
         Ok(())
     }
+}
+
+/// `audit`.
+pub async fn audit(common: &CommonArgs, server: &ServerArgs, args: AuditArgs) -> Result<(), Failure> {
+    let query = lwa_server::audit::AuditQuery {
+        connection_id: args.connection,
+        key_id: args.key,
+        kind: args.kind,
+        since: args.since,
+        until: args.until,
+        limit: Some(args.limit),
+        before: args.before,
+    };
+    let filter = query.filter(args.tenant).map_err(api_failure)?;
+    let state = state(common, server).await?;
+    let events = state
+        .store
+        .audit_events(&filter)
+        .await
+        .map_err(|e| Failure::other(e.to_string()))?;
+    if args.json {
+        for e in &events {
+            println!("{}", lwa_server::audit::view(e));
+        }
+    } else {
+        println!(
+            "{:<8} {:<20} {:<26} {:<16} {:<30} {:<21} {:<4} {:>6} DETAIL",
+            "ID", "AT", "TENANT", "KEY", "CONNECTION", "KIND", "VIA", "COUNT"
+        );
+        for e in &events {
+            println!(
+                "{:<8} {:<20} {:<26} {:<16} {:<30} {:<21} {:<4} {:>6} {}",
+                e.id,
+                lwa_server::time::rfc3339(e.at_ms),
+                e.tenant_id,
+                e.key_id,
+                e.connection_id.as_deref().unwrap_or("-"),
+                e.kind,
+                e.via,
+                e.count,
+                e.detail.as_deref().unwrap_or("")
+            );
+        }
+        if events.len() == filter.limit as usize
+            && let Some(last) = events.last()
+        {
+            eprintln!("more: --before {}", last.id);
+        }
+    }
+    Ok(())
 }
 
 trait ClassifyMessage {

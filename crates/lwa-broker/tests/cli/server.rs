@@ -288,3 +288,116 @@ async fn serve_sandbox_prints_a_key_and_a_link_that_onboards_a_demo_seller() {
     assert!(!stderr.contains(secret), "the API key reached the log");
     assert!(!stderr.contains(&code), "the claim code reached the log");
 }
+
+#[tokio::test]
+async fn audit_lists_the_tokens_the_server_handed_out() {
+    let cli = Cli::start("server-audit").await;
+    let db = format!("sqlite:{}", cli.dir.join("broker.db").display());
+    let out = cli
+        .ok(&[
+            "--database",
+            &db,
+            "tenants",
+            "create",
+            "--name",
+            "T",
+            "--redirect-origin",
+            "https://t.example.com",
+        ])
+        .await;
+    let (tenant, key) = (field(&out, "tenant"), field(&out, "api key"));
+    let token = cli.self_authorized_refresh_token(defaults::SELLER_NA).await;
+    let file = cli.dir.join("import.jsonl");
+    std::fs::write(
+        &file,
+        json!({"region": "na", "refresh_token": token, "selling_partner_id": defaults::SELLER_NA})
+            .to_string(),
+    )
+    .unwrap();
+    let imported: Value = serde_json::from_str(
+        cli.ok(&[
+            "--database",
+            &db,
+            "connections",
+            "import",
+            "--tenant",
+            &tenant,
+            file.to_str().unwrap(),
+        ])
+        .await
+        .trim(),
+    )
+    .unwrap();
+    let connection = imported["connection_id"].as_str().unwrap().to_owned();
+
+    // The server on the same database and key vends twice, then stops (writing its trail).
+    let (base, key_file) = (cli.fake.base_url().to_string(), cli.dir.join("master.key"));
+    let env = |name: &str| match name {
+        "AMAZON_CLIENT_ID" => Some(defaults::SP_API_CLIENT_ID.to_owned()),
+        "AMAZON_CLIENT_SECRET" => Some(defaults::SP_API_CLIENT_SECRET.to_owned()),
+        "LWA_BROKER_APPLICATION_ID" => Some(defaults::SP_API_APPLICATION_ID.to_owned()),
+        "LWA_BROKER_AMAZON_BASE_URL" => Some(base.clone()),
+        "LWA_BROKER_FAKE_CLOCK" => Some("1".into()),
+        "LWA_BROKER_DATABASE_URL" => Some(db.clone()),
+        "LWA_BROKER_KEY_FILE" => Some(key_file.display().to_string()),
+        "LWA_BROKER_LISTEN" => Some("127.0.0.1:0".into()),
+        _ => None,
+    };
+    let settings =
+        lwa_server::config::Settings::resolve(&lwa_server::config::Overrides::default(), &env).unwrap();
+    let app = lwa_server::Application::build(settings).await.unwrap();
+    let url = format!(
+        "http://{}/v1/connections/{connection}/access-token",
+        app.local_addr()
+    );
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(app.run_until(async move {
+        let _ = stopped.await;
+    }));
+    let http = reqwest::Client::new();
+    for _ in 0..2 {
+        let r = http.post(&url).bearer_auth(&key).send().await.unwrap();
+        assert_eq!(r.status(), 200);
+    }
+    stop.send(()).unwrap();
+    server.await.unwrap().unwrap();
+
+    let out = cli.ok(&["--database", &db, "audit", "--json"]).await;
+    let events: Vec<Value> = out.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    // Two vends: one row with a count of 2, or two rows if a write fell between them.
+    assert_eq!(
+        events.iter().map(|e| e["count"].as_i64().unwrap()).sum::<i64>(),
+        2,
+        "{out}"
+    );
+    for e in &events {
+        assert_eq!(e["connection_id"], connection.as_str());
+        assert_eq!(e["tenant_id"], tenant.as_str());
+        assert_eq!(e["kind"], "access_token");
+    }
+    let table = cli
+        .ok(&[
+            "--database",
+            &db,
+            "audit",
+            "--tenant",
+            &tenant,
+            "--kind",
+            "access_token",
+        ])
+        .await;
+    assert!(
+        table.contains(&connection) && table.contains("access_token"),
+        "{table}"
+    );
+    assert!(!table.contains(&key) && !out.contains(&key));
+    let none = cli
+        .ok(&["--database", &db, "audit", "--tenant", "ten_other", "--json"])
+        .await;
+    assert!(none.trim().is_empty());
+    let bad = cli
+        .run(&["--database", &db, "audit", "--kind", "everything"])
+        .await;
+    assert_ne!(bad.code, 0);
+    assert!(bad.stderr.contains("kind must be"), "{}", bad.stderr);
+}
