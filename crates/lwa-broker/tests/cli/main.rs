@@ -6,3 +6,4 @@ mod accounts;
 mod login;
 mod readme;
 mod server;
+mod storm;
