@@ -111,7 +111,7 @@ pub async fn create_restricted_data_token(
 
 /// One resource of a Restricted Data Token request (Tokens API 2021-03-01).
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct RestrictedResource {
     /// `GET`, `PUT`, `POST` or `DELETE`.
     pub method: String,

@@ -34,6 +34,15 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for Json<T> {
             ));
         }
         let bytes = read_body(req, state).await?;
+        // serde fills a struct from an array too, in field order; a body must be an object.
+        if let Some(first) = bytes.iter().find(|b| !b.is_ascii_whitespace())
+            && *first != b'{'
+        {
+            return Err(ApiError::bad_request(
+                "invalid_json",
+                "the request body must be a JSON object",
+            ));
+        }
         parse_json(&bytes).map(Json)
     }
 }

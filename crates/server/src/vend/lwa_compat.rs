@@ -208,10 +208,10 @@ fn parse_params(headers: &HeaderMap, body: &Bytes) -> Result<Params, LwaFailure>
         "application/json" => {
             // As Amazon: a JSON content type over something that is not a JSON object is a
             // client authentication failure.
-            let Ok(Value::Object(object)) = serde_json::from_slice::<Value>(body) else {
+            let Ok(Members(members)) = serde_json::from_slice::<Members>(body) else {
                 return Err(LwaFailure::invalid_client());
             };
-            for (name, value) in object {
+            for (name, value) in members {
                 let text = match value {
                     Value::String(s) => s,
                     Value::Array(items) => items
@@ -227,7 +227,11 @@ fn parse_params(headers: &HeaderMap, body: &Bytes) -> Result<Params, LwaFailure>
                         )));
                     }
                 };
-                params.insert(name, Zeroizing::new(text));
+                if params.insert(name, Zeroizing::new(text)).is_some() {
+                    return Err(LwaFailure::invalid_request(
+                        "The request has a parameter more than once",
+                    ));
+                }
             }
         }
         _ => {
@@ -237,6 +241,29 @@ fn parse_params(headers: &HeaderMap, body: &Bytes) -> Result<Params, LwaFailure>
         }
     }
     Ok(Params(params))
+}
+
+/// A JSON object's members in order, repeats kept (a map would keep only the last).
+struct Members(Vec<(String, Value)>);
+
+impl<'de> serde::Deserialize<'de> for Members {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visit;
+        impl<'de> serde::de::Visitor<'de> for Visit {
+            type Value = Members;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Members, A::Error> {
+                let mut members = Vec::new();
+                while let Some(member) = map.next_entry::<String, Value>()? {
+                    members.push(member);
+                }
+                Ok(Members(members))
+            }
+        }
+        d.deserialize_map(Visit)
+    }
 }
 
 /// `Authorization: Basic base64(id:secret)`, if given.
@@ -275,6 +302,11 @@ async fn client(state: &AppState, headers: &HeaderMap, params: &Params) -> Resul
             if params.get("client_secret").is_some() {
                 return Err(LwaFailure::invalid_request(
                     "The request uses more than one client authentication method",
+                ));
+            }
+            if params.get("client_id").is_some_and(|id| id != pair.0) {
+                return Err(LwaFailure::invalid_request(
+                    "The client_id differs from the one in the Authorization header",
                 ));
             }
             pair

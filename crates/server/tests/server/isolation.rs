@@ -10,6 +10,7 @@ use serde_json::{Value, json};
 use crate::support::{RETURN, TestApp, spawn};
 
 const B_ORIGIN_URL: &str = "https://other.example.com/cb";
+const A_SECRET: &str = "IsolationSecret-0123456789abcdefghijklm";
 
 /// One call with a tenant key as Bearer (or as `x-adb-access-token`).
 async fn call(
@@ -37,6 +38,71 @@ async fn call(
     let text = r.text().await.unwrap();
     let value = serde_json::from_str(&text).unwrap_or(Value::String(text));
     (status, value)
+}
+
+/// An RDT request for one resource.
+fn rdt_body(path: &str) -> Value {
+    json!({"restrictedResources": [{"method": "GET", "path": path}]})
+}
+
+/// One call with a tenant key as Bearer and, if given, a tenant-held secret.
+async fn call_with_secret(
+    app: &TestApp,
+    method: &str,
+    path: &str,
+    key: &str,
+    secret: Option<&str>,
+    body: Option<&Value>,
+) -> (u16, Value) {
+    let mut request = app
+        .http
+        .request(
+            Method::from_bytes(method.as_bytes()).unwrap(),
+            format!("{}{path}", app.url),
+        )
+        .bearer_auth(key);
+    if let Some(secret) = secret {
+        request = request.header("x-amazon-token-secret", secret);
+    }
+    if let Some(body) = body {
+        request = request.json(body);
+    }
+    let r = request.send().await.unwrap();
+    let status = r.status().as_u16();
+    let text = r.text().await.unwrap();
+    (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
+}
+
+/// `POST /auth/o2/token` with a refresh-token grant for `handle`, as the client `key`.
+async fn lwa_refresh(app: &TestApp, key: &str, handle: &str) -> (u16, Value) {
+    let (id, secret) = lwa_server::auth::split_key(key).unwrap();
+    let r = app
+        .http
+        .post(format!("{}/auth/o2/token", app.url))
+        .form(&[
+            ("grant_type", "refresh_token"),
+            ("refresh_token", handle),
+            ("client_id", id),
+            ("client_secret", secret),
+        ])
+        .send()
+        .await
+        .unwrap();
+    let status = r.status().as_u16();
+    (status, r.json().await.unwrap())
+}
+
+/// An LWA error without its per-request id, to compare two answers.
+fn lwa_error_of(answer: &Value) -> (Value, Value) {
+    assert!(answer["request_id"].is_string(), "{answer}");
+    (answer["error"].clone(), answer["error_description"].clone())
+}
+
+/// GET /v1/audit with a key; the page's events.
+async fn audit(app: &TestApp, key: &str, query: &str) -> Vec<Value> {
+    let (status, page) = call(app, "GET", &format!("/v1/audit{query}"), key, false, None).await;
+    assert_eq!(status, 200, "{query}: {page}");
+    page["data"].as_array().unwrap().clone()
 }
 
 /// A connection as its owner sees it.
@@ -69,7 +135,7 @@ async fn every_route_keeps_tenants_apart() {
     let (b_tenant, b_key) = app.other_tenant().await;
 
     // Tenant A: a named, claimed connection for the NA seller, and two unclaimed ones.
-    let (connection, _) = app.onboard_sp("na", None).await;
+    let (connection, a_handle) = app.onboard_sp("na", None).await;
     let a_id = connection["id"].as_str().unwrap().to_owned();
     let (status, _) = call(
         &app,
@@ -83,6 +149,48 @@ async fn every_route_keeps_tenants_apart() {
     assert_eq!(status, 200);
     let (pending_v1, code_v1) = pending_claim(&app, "A1PENDINGV1").await;
     let (pending_compat, code_compat) = pending_claim(&app, "A1PENDINGCOMPAT").await;
+    // And one sealed under a tenant-held secret, and one disconnected.
+    let link = app
+        .connect_link(
+            json!({"region": "na", "state": "secret", "redirect_url": RETURN, "token_secret": A_SECRET}),
+        )
+        .await;
+    let landing = app
+        .through_consent(&link, Choice::ApproveAs("A1ISOSECRET".into()))
+        .await;
+    let (status, claimed) = call(
+        &app,
+        "POST",
+        "/v1/claims",
+        &app.key,
+        false,
+        Some(&json!({"code": landing.q["code"]})),
+    )
+    .await;
+    assert_eq!(status, 200, "{claimed}");
+    let a_secret_id = claimed["connection"]["id"].as_str().unwrap().to_owned();
+    let a_secret_handle = claimed["handle"].as_str().unwrap().to_owned();
+    assert!(a_secret_handle.contains('.'), "{a_secret_handle}");
+    let (gone, _) = app.onboard_sp("na", Some("A1ISOGONE")).await;
+    let a_gone_id = gone["id"].as_str().unwrap().to_owned();
+    let (status, answer) = call(
+        &app,
+        "DELETE",
+        &format!("/v1/connections/{a_gone_id}"),
+        &app.key,
+        false,
+        None,
+    )
+    .await;
+    assert_eq!(status, 200, "{answer}");
+    // Every id B tries: A's (with A's secret where it has one), and one that does not exist.
+    let foreign: Vec<(String, Option<&str>)> = vec![
+        (a_id.clone(), None),
+        (a_secret_id.clone(), Some(A_SECRET)),
+        (a_gone_id.clone(), None),
+        (pending_v1.clone(), None),
+        ("conn_doesnotexist000000".to_owned(), Some(A_SECRET)),
+    ];
     let before = owner_view(&app, &a_id).await;
     assert_eq!(before["name"], "A's shop");
     assert_eq!(before["status"], "active");
@@ -115,14 +223,18 @@ async fn every_route_keeps_tenants_apart() {
                 ("POST", "/v1/connections/{id}/reauthorize-link") => {
                     Some(json!({"redirect_url": B_ORIGIN_URL, "state": "b"}))
                 }
+                ("POST", "/v1/connections/{id}/access-token") => None,
+                ("POST", "/v1/connections/{id}/restricted-data-token") => {
+                    Some(rdt_body("/orders/v0/orders/123-1234567-1234567/address"))
+                }
                 other => panic!("isolation.rs does not know how to call {other:?}: teach it"),
             };
             for compat_header in [false, true] {
                 if compat_header && access != Access::CompatKey {
                     continue;
                 }
-                // A's real id with B's key, and an id that does not exist: the same answer.
-                for id in [a_id.as_str(), "conn_doesnotexist000000"] {
+                // A's real ids with B's key, and an id that does not exist: the same answer.
+                for (id, _) in &foreign {
                     let (status, answer) = call(
                         &app,
                         method,
@@ -132,8 +244,44 @@ async fn every_route_keeps_tenants_apart() {
                         body.as_ref(),
                     )
                     .await;
-                    assert_eq!(status, 404, "{method} {path} with B's key: {answer}");
-                    assert_eq!(answer, not_found(id), "{method} {path}");
+                    assert_eq!(status, 404, "{method} {path} {id} with B's key: {answer}");
+                    assert_eq!(answer, not_found(id), "{method} {path} {id}");
+                }
+                a_unchanged().await;
+            }
+            // Routes that hand out tokens: also with A's secret, before and after A's own call
+            // put the connection in the broker's cache.
+            let vends = path.ends_with("/access-token") || path.ends_with("/restricted-data-token");
+            for warm in [false, true].into_iter().filter(|_| vends) {
+                if warm {
+                    for (id, secret) in [(&a_id, None), (&a_secret_id, Some(A_SECRET))] {
+                        let (status, answer) = call_with_secret(
+                            &app,
+                            method,
+                            &path.replace("{id}", id),
+                            &app.key,
+                            secret,
+                            body.as_ref(),
+                        )
+                        .await;
+                        assert_eq!(status, 200, "A's own {method} {path} {id}: {answer}");
+                    }
+                }
+                for (id, secret) in &foreign {
+                    let (status, answer) = call_with_secret(
+                        &app,
+                        method,
+                        &path.replace("{id}", id),
+                        &b_key,
+                        *secret,
+                        body.as_ref(),
+                    )
+                    .await;
+                    assert_eq!(
+                        status, 404,
+                        "{method} {path} {id} with B's key (warm: {warm}): {answer}"
+                    );
+                    assert_eq!(answer, not_found(id), "{method} {path} {id} (warm: {warm})");
                 }
                 a_unchanged().await;
             }
@@ -334,7 +482,7 @@ async fn every_route_keeps_tenants_apart() {
                 for c in answer["data"].as_array().unwrap() {
                     assert_eq!(c["tenant_id"], b_tenant, "{c}");
                     assert!(
-                        ![&a_id, &pending_v1, &pending_compat]
+                        ![&a_id, &pending_v1, &pending_compat, &a_secret_id, &a_gone_id]
                             .contains(&&c["id"].as_str().unwrap().to_owned()),
                         "{c}"
                     );
@@ -353,7 +501,7 @@ async fn every_route_keeps_tenants_apart() {
                         "{q}: {answer}"
                     );
                 }
-                // A sees its own three.
+                // A sees its own five.
                 let (_, mine) = call(&app, "GET", "/v1/connections", &app.key, false, None).await;
                 let mut ids: Vec<String> = mine["data"]
                     .as_array()
@@ -362,7 +510,13 @@ async fn every_route_keeps_tenants_apart() {
                     .map(|c| c["id"].as_str().unwrap().to_owned())
                     .collect();
                 ids.sort();
-                let mut expected = vec![a_id.clone(), pending_v1.clone(), pending_compat.clone()];
+                let mut expected = vec![
+                    a_id.clone(),
+                    pending_v1.clone(),
+                    pending_compat.clone(),
+                    a_secret_id.clone(),
+                    a_gone_id.clone(),
+                ];
                 expected.sort();
                 assert_eq!(ids, expected);
             }
@@ -401,6 +555,241 @@ async fn every_route_keeps_tenants_apart() {
                 assert_eq!(result["connection"]["tenant_id"], b_tenant);
                 a_unchanged().await;
             }
+            ("POST", "/v1/grantless-tokens") => {
+                // Grantless tokens belong to the operator's app, not to a seller: B gets one
+                // with its own key, and it is B's vend (see /v1/audit).
+                let (status, answer) = call(
+                    &app,
+                    "POST",
+                    "/v1/grantless-tokens",
+                    &b_key,
+                    false,
+                    Some(&json!({"scope": "sellingpartnerapi::notifications"})),
+                )
+                .await;
+                assert_eq!(status, 200, "{answer}");
+                a_unchanged().await;
+            }
+            ("GET", "/v1/audit") => {
+                // Both tenants vend; each sees only its own events, whatever the filters.
+                let b_own = app
+                    .state
+                    .store
+                    .connection_by_partner(&b_tenant, "sandbox-sp-api", "na", defaults::SELLER_NA)
+                    .await
+                    .unwrap()
+                    .expect("B has its own connection of the NA seller");
+                let vends: [(&str, &str, String, Option<Value>); 6] = [
+                    (
+                        &app.key,
+                        "POST",
+                        format!("/v1/connections/{a_id}/access-token"),
+                        None,
+                    ),
+                    (
+                        &app.key,
+                        "POST",
+                        "/v1/grantless-tokens".into(),
+                        Some(json!({"scope": "sellingpartnerapi::notifications"})),
+                    ),
+                    (
+                        &app.key,
+                        "POST",
+                        format!("/v1/connections/{a_id}/restricted-data-token"),
+                        Some(rdt_body("/orders/v0/orders/1/buyerInfo")),
+                    ),
+                    (
+                        &b_key,
+                        "POST",
+                        format!("/v1/connections/{}/access-token", b_own.id),
+                        None,
+                    ),
+                    (
+                        &b_key,
+                        "POST",
+                        "/v1/grantless-tokens".into(),
+                        Some(json!({"scope": "sellingpartnerapi::notifications"})),
+                    ),
+                    (
+                        &b_key,
+                        "POST",
+                        format!("/v1/connections/{}/restricted-data-token", b_own.id),
+                        Some(rdt_body("/orders/v0/orders/1/buyerInfo")),
+                    ),
+                ];
+                for (key, method, path, body) in &vends {
+                    let (status, answer) = call(&app, method, path, key, false, body.as_ref()).await;
+                    assert_eq!(status, 200, "{path}: {answer}");
+                }
+                let (status, answer) = lwa_refresh(&app, &b_key, &format!("lwah_{}", b_own.id)).await;
+                assert_eq!(status, 200, "{answer}");
+                let (status, answer) = lwa_refresh(&app, &app.key, &a_secret_handle).await;
+                assert_eq!(status, 200, "{answer}");
+
+                let a_key_id = lwa_server::auth::split_key(&app.key).unwrap().0.to_owned();
+                let b_key_id = lwa_server::auth::split_key(&b_key).unwrap().0.to_owned();
+                let a_ids = [&a_id, &a_secret_id, &a_gone_id, &pending_v1, &pending_compat];
+                let only = |events: &[Value], tenant: &str, key_id: &str, what: &str| {
+                    for e in events {
+                        assert_eq!(e["tenant_id"], tenant, "{what}: {e}");
+                        assert_eq!(e["key_id"], key_id, "{what}: {e}");
+                    }
+                };
+                let mine = audit(&app, &b_key, "").await;
+                only(&mine, &b_tenant, &b_key_id, "B's audit");
+                let kinds = |events: &[Value]| {
+                    let mut k: Vec<(String, String)> = events
+                        .iter()
+                        .map(|e| {
+                            (
+                                e["kind"].as_str().unwrap().to_owned(),
+                                e["via"].as_str().unwrap().to_owned(),
+                            )
+                        })
+                        .collect();
+                    k.sort();
+                    k.dedup();
+                    k
+                };
+                let all_kinds = vec![
+                    ("access_token".to_owned(), "lwa".to_owned()),
+                    ("access_token".to_owned(), "v1".to_owned()),
+                    ("grantless_token".to_owned(), "v1".to_owned()),
+                    ("restricted_data_token".to_owned(), "v1".to_owned()),
+                ];
+                assert_eq!(kinds(&mine), all_kinds, "B sees its own vends: {mine:?}");
+                for e in &mine {
+                    assert!(
+                        e["connection_id"].is_null() || e["connection_id"] == b_own.id.as_str(),
+                        "B's audit names a connection not B's: {e}"
+                    );
+                }
+                // Filters naming A's connections, A's key, or anything else never widen B's view.
+                let mut queries: Vec<String> =
+                    a_ids.iter().map(|id| format!("?connection_id={id}")).collect();
+                queries.extend([
+                    format!("?key_id={a_key_id}"),
+                    format!("?key_id={a_key_id}&connection_id={a_id}"),
+                    "?kind=restricted_data_token".into(),
+                    "?kind=grantless_token".into(),
+                    "?since=1970-01-01T00:00:00Z&until=2999-01-01T00:00:00Z".into(),
+                    "?before=9223372036854775807".into(),
+                    "?limit=1000".into(),
+                ]);
+                for q in &queries {
+                    let events = audit(&app, &b_key, q).await;
+                    only(&events, &b_tenant, &b_key_id, q);
+                    if q.contains("connection_id") || q.contains(&a_key_id) {
+                        assert!(events.is_empty(), "{q}: {events:?}");
+                    }
+                }
+                // No parameter names a tenant.
+                let (status, answer) = call(&app, "GET", "/v1/audit?tenant_id=x", &b_key, false, None).await;
+                assert_eq!(status, 400, "{answer}");
+                assert_eq!(answer["error"]["code"], "invalid_query");
+                // Paging through B's events one at a time meets no event of A's.
+                let mut cursor = String::new();
+                let mut paged = 0;
+                loop {
+                    let (status, page) = call(
+                        &app,
+                        "GET",
+                        &format!("/v1/audit?limit=1{cursor}"),
+                        &b_key,
+                        false,
+                        None,
+                    )
+                    .await;
+                    assert_eq!(status, 200, "{page}");
+                    only(page["data"].as_array().unwrap(), &b_tenant, &b_key_id, "paging");
+                    paged += page["data"].as_array().unwrap().len();
+                    match page["next_before"].as_i64() {
+                        Some(next) => cursor = format!("&before={next}"),
+                        None => break,
+                    }
+                    assert!(paged <= mine.len(), "paging goes past B's events");
+                }
+                assert_eq!(paged, mine.len());
+                // And A sees its own, none of B's.
+                let theirs = audit(&app, &app.key, "").await;
+                only(&theirs, &app.tenant_id, &a_key_id, "A's audit");
+                assert_eq!(kinds(&theirs), all_kinds, "A sees its own vends: {theirs:?}");
+                assert!(
+                    theirs.iter().all(|e| e["connection_id"] != b_own.id.as_str()),
+                    "{theirs:?}"
+                );
+                let none = audit(&app, &app.key, &format!("?connection_id={}", b_own.id)).await;
+                assert!(none.is_empty(), "{none:?}");
+                let none = audit(&app, &app.key, &format!("?key_id={b_key_id}")).await;
+                assert!(none.is_empty(), "{none:?}");
+                a_unchanged().await;
+            }
+            ("POST", "/auth/o2/token") => {
+                // B's client credentials with any handle of A's (plain, with A's secret inside,
+                // disconnected, unclaimed) is the same invalid_grant as an unknown handle, for
+                // connections in the broker's cache (A vended them above) and not, and again
+                // after A's own use of this endpoint.
+                let (status, unknown) = lwa_refresh(&app, &b_key, "lwah_conn_doesnotexist000000").await;
+                assert_eq!(status, 400, "{unknown}");
+                assert_eq!(unknown["error"], "invalid_grant");
+                let unknown = lwa_error_of(&unknown);
+                let secret = lwa_server::sealing::TokenSecret::parse(A_SECRET).unwrap();
+                let handles = [
+                    a_handle.clone(),
+                    a_secret_handle.clone(),
+                    lwa_server::onboarding::handle(&a_secret_id, None),
+                    lwa_server::onboarding::handle(&a_gone_id, None),
+                    lwa_server::onboarding::handle(&pending_v1, None),
+                    lwa_server::onboarding::handle(&pending_compat, Some(&secret)),
+                    lwa_server::onboarding::handle("conn_doesnotexist000001", Some(&secret)),
+                ];
+                for warm in [false, true] {
+                    if warm {
+                        for handle in [&a_handle, &a_secret_handle] {
+                            let (status, answer) = lwa_refresh(&app, &app.key, handle).await;
+                            assert_eq!(status, 200, "A's own {handle}: {answer}");
+                        }
+                    }
+                    for handle in &handles {
+                        let (status, answer) = lwa_refresh(&app, &b_key, handle).await;
+                        assert_eq!(status, 400, "B with {handle} (warm: {warm}): {answer}");
+                        assert_eq!(lwa_error_of(&answer), unknown, "B with {handle} (warm: {warm})");
+                    }
+                }
+                // One tenant's key id with the other's secret is no client at all.
+                let (a_key_id, a_secret) = lwa_server::auth::split_key(&app.key).unwrap();
+                let (b_key_id, b_secret) = lwa_server::auth::split_key(&b_key).unwrap();
+                for (id, secret) in [(a_key_id, b_secret), (b_key_id, a_secret)] {
+                    let r = app
+                        .http
+                        .post(format!("{}/auth/o2/token", app.url))
+                        .form(&[
+                            ("grant_type", "refresh_token"),
+                            ("refresh_token", a_handle.as_str()),
+                            ("client_id", id),
+                            ("client_secret", secret),
+                        ])
+                        .send()
+                        .await
+                        .unwrap();
+                    assert_eq!(r.status(), 401);
+                    assert_eq!(r.json::<Value>().await.unwrap()["error"], "invalid_client");
+                    let r = app
+                        .http
+                        .post(format!("{}/auth/o2/token", app.url))
+                        .basic_auth(id, Some(secret))
+                        .form(&[
+                            ("grant_type", "refresh_token"),
+                            ("refresh_token", a_handle.as_str()),
+                        ])
+                        .send()
+                        .await
+                        .unwrap();
+                    assert_eq!(r.status(), 401);
+                    assert_eq!(r.json::<Value>().await.unwrap()["error"], "invalid_client");
+                }
+                a_unchanged().await;
+            }
             other => panic!("isolation.rs does not know how to check {other:?}: teach it"),
         }
         covered.push((method, path));
@@ -415,6 +804,15 @@ async fn every_route_keeps_tenants_apart() {
         .as_str()
         .expect("B has a connection")
         .to_owned();
+    // B's own handle works on /auth/o2/token (A's key gets invalid_grant for it).
+    let b_handle = lwa_server::onboarding::handle(&b_id, None);
+    let (status, answer) = lwa_refresh(&app, &b_key, &b_handle).await;
+    assert_eq!(status, 200, "B's own handle: {answer}");
+    let (status, answer) = lwa_refresh(&app, &app.key, &b_handle).await;
+    assert_eq!(status, 400, "{answer}");
+    assert_eq!(answer["error"], "invalid_grant");
+    // DELETE last: it disconnects B's connection.
+    id_calls.sort_by_key(|(method, _, _)| *method == "DELETE");
     for (method, path, body) in id_calls {
         let (status, answer) = call(
             &app,

@@ -6,16 +6,17 @@ use std::collections::BTreeMap;
 
 use base64::Engine;
 use fake_amazon::browser::{self, Choice};
-use fake_amazon::{AppstoreSpec, defaults};
+use fake_amazon::{AppstoreSpec, FaultScript, FaultSpec, FaultTarget, RevokeSpec, defaults};
 use lwa_server::sealing::TokenSecret;
 use lwa_store::ConnectionFilter;
 use serde_json::{Value, json};
 
-use crate::support::{RETURN, TestApp, logs, spawn};
+use crate::support::{RETURN, TestApp, logs, spawn, spawn_with};
 
 const SEED_SECRET: &str = "q8m+/3Xz0aB1cD2eF3gH4iJ5kL6mN7oP8qR9sT0uvw==";
 const LINK_SECRET: &str = "LinkSecret-0123456789abcdefghijklmnopqrstu";
 const IMPORT_SECRET: &str = "ImportSecret/0123456789+abcdefghijklmnopq=";
+const VEND_SECRET: &str = "VendSecret+0123456789/abcdefghijklmnopqrs=";
 
 /// Every secret, by value, with what it is.
 #[derive(Default)]
@@ -76,11 +77,16 @@ async fn harvest_store(app: &TestApp, secrets: &mut Secrets) {
         })
         .await
         .unwrap();
-    let tenant_secrets: Vec<Option<TokenSecret>> =
-        [None, Some(SEED_SECRET), Some(LINK_SECRET), Some(IMPORT_SECRET)]
-            .into_iter()
-            .map(|s| s.map(|s| TokenSecret::parse(s).unwrap()))
-            .collect();
+    let tenant_secrets: Vec<Option<TokenSecret>> = [
+        None,
+        Some(SEED_SECRET),
+        Some(LINK_SECRET),
+        Some(IMPORT_SECRET),
+        Some(VEND_SECRET),
+    ]
+    .into_iter()
+    .map(|s| s.map(|s| TokenSecret::parse(s).unwrap()))
+    .collect();
     for c in all {
         for (field, sealed) in [
             ("refresh_token", &c.refresh_token),
@@ -117,6 +123,10 @@ async fn harvest_fake(app: &TestApp, secrets: &mut Secrets) {
             if v.len() >= 16 {
                 secrets.add(what, &v);
             }
+        }
+        // SP-API calls (the Tokens API) carry the access token in their own header.
+        if let Some(token) = r.headers.get("x-amz-access-token") {
+            secrets.add("access_token", token);
         }
         if let Some(auth) = r.headers.get("authorization") {
             if let Some(token) = auth.strip_prefix("Bearer ") {
@@ -434,4 +444,453 @@ async fn no_secret_reaches_the_logs_or_the_database() {
     }
     let key_hash = lwa_server::ids::hash(lwa_server::auth::split_key(&app.key).unwrap().1);
     assert!(db.windows(key_hash.len()).any(|w| w == key_hash.as_bytes()));
+}
+
+/// What a vending call answered: its status and body.
+async fn answer(r: reqwest::Response) -> (u16, Value) {
+    let status = r.status().as_u16();
+    let text = r.text().await.unwrap();
+    (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
+}
+
+/// The token of a 200 answer, remembered as `what`.
+fn took(secrets: &mut Secrets, what: &str, field: &str, (status, body): (u16, Value)) -> String {
+    assert_eq!(status, 200, "{what}: {body}");
+    let token = body[field]
+        .as_str()
+        .unwrap_or_else(|| panic!("{what}: no {field}: {body}"))
+        .to_owned();
+    secrets.add(what, &token);
+    token
+}
+
+/// An access token handed out.
+fn access(secrets: &mut Secrets, answer: (u16, Value)) -> String {
+    took(secrets, "access_token", "access_token", answer)
+}
+
+/// A Restricted Data Token handed out.
+fn restricted(secrets: &mut Secrets, answer: (u16, Value)) -> String {
+    took(secrets, "RDT", "restricted_data_token", answer)
+}
+
+/// A grantless token handed out.
+fn grantless(secrets: &mut Secrets, answer: (u16, Value)) -> String {
+    took(secrets, "grantless token", "access_token", answer)
+}
+
+/// An error answer, checked for echoes of anything secret.
+fn refused(secrets: &Secrets, what: &str, expected: u16, (status, body): (u16, Value)) -> Value {
+    assert_eq!(status, expected, "{what}: {body}");
+    let text = body.to_string();
+    let echoed = secrets.found_in(text.as_bytes());
+    assert!(echoed.is_empty(), "{what} echoed {echoed:?}: {text}");
+    body
+}
+
+async fn vend_v1(app: &TestApp, id: &str, secret: Option<&str>) -> (u16, Value) {
+    let mut r = app
+        .http
+        .post(format!("{}/v1/connections/{id}/access-token", app.url))
+        .bearer_auth(&app.key);
+    if let Some(secret) = secret {
+        r = r.header("x-amazon-token-secret", secret);
+    }
+    answer(r.send().await.unwrap()).await
+}
+
+async fn rdt(app: &TestApp, id: &str, secret: Option<&str>, path: &str) -> (u16, Value) {
+    let mut r = app
+        .http
+        .post(format!("{}/v1/connections/{id}/restricted-data-token", app.url))
+        .bearer_auth(&app.key)
+        .json(&json!({
+            "restrictedResources": [{"method": "GET", "path": path, "dataElements": ["buyerInfo"]}]
+        }));
+    if let Some(secret) = secret {
+        r = r.header("x-amazon-token-secret", secret);
+    }
+    answer(r.send().await.unwrap()).await
+}
+
+/// `/auth/o2/token` with the tenant's key as the client: `how` is form, json or basic.
+async fn lwa_token(app: &TestApp, how: &str, grant: &[(&str, &str)]) -> (u16, Value) {
+    let (id, secret) = lwa_server::auth::split_key(&app.key).unwrap();
+    lwa_token_as(app, how, id, secret, grant).await
+}
+
+async fn lwa_token_as(
+    app: &TestApp,
+    how: &str,
+    id: &str,
+    secret: &str,
+    grant: &[(&str, &str)],
+) -> (u16, Value) {
+    let r = app.http.post(format!("{}/auth/o2/token", app.url));
+    let mut pairs: Vec<(&str, &str)> = grant.to_vec();
+    let r = match how {
+        "form" => {
+            pairs.extend([("client_id", id), ("client_secret", secret)]);
+            r.form(&pairs)
+        }
+        "json" => {
+            pairs.extend([("client_id", id), ("client_secret", secret)]);
+            let object: serde_json::Map<String, Value> =
+                pairs.iter().map(|(k, v)| (k.to_string(), json!(v))).collect();
+            r.json(&object)
+        }
+        "basic" => r.basic_auth(id, Some(secret)).form(&pairs),
+        other => panic!("{other}"),
+    };
+    answer(r.send().await.unwrap()).await
+}
+
+async fn fault(app: &TestApp, spec: FaultSpec) {
+    app.fake.control().clear_faults().await;
+    app.fake.control().add_fault(spec).await;
+}
+
+fn refresh(handle: &str) -> [(&str, &str); 2] {
+    [("grant_type", "refresh_token"), ("refresh_token", handle)]
+}
+
+fn lwa_script(status: u16, error: Option<&str>, drop: bool) -> FaultSpec {
+    FaultSpec {
+        target: FaultTarget::Lwa,
+        script: Some(FaultScript {
+            count: 1000,
+            status: Some(status),
+            error: error.map(str::to_owned),
+            drop,
+        }),
+        ..FaultSpec::default()
+    }
+}
+
+#[tokio::test]
+async fn no_vended_token_or_secret_reaches_the_logs_or_the_database() {
+    const NOTIFICATIONS: &str = "sellingpartnerapi::notifications";
+    const ROTATION: &str = "sellingpartnerapi::client_credential:rotation";
+    let app = spawn_with(|s| s.grantless_scopes = vec![NOTIFICATIONS.into(), ROTATION.into()]).await;
+    let (_, b_key) = app.other_tenant().await;
+    let mut secrets = Secrets::default();
+    add_key(&mut secrets, &app.key);
+    add_key(&mut secrets, &b_key);
+    secrets.add("tenant secret", VEND_SECRET);
+    for s in [
+        defaults::SP_API_CLIENT_SECRET,
+        defaults::SP_API_PREVIOUS_CLIENT_SECRET,
+        defaults::ADS_CLIENT_SECRET,
+        defaults::ADS_PREVIOUS_CLIENT_SECRET,
+    ] {
+        secrets.add("client secret", s);
+    }
+
+    // A plain connection and one sealed under a tenant-held secret.
+    let (plain, plain_handle) = app.onboard_sp("na", Some("A1LEAKVENDPLAIN")).await;
+    let p = plain["id"].as_str().unwrap().to_owned();
+    let link = app
+        .connect_link(
+            json!({"region": "na", "state": "v", "redirect_url": RETURN, "token_secret": VEND_SECRET}),
+        )
+        .await;
+    secrets.add("connect link token", link.rsplit('/').next().unwrap());
+    let landing = app
+        .through_consent(&link, Choice::ApproveAs("A1LEAKVENDSECRET".into()))
+        .await;
+    let body = claim_v1(&app, &landing.q["code"], &mut secrets).await;
+    let s = body["connection"]["id"].as_str().unwrap().to_owned();
+    let s_handle = body["handle"].as_str().unwrap().to_owned();
+    assert!(s_handle.contains('.'), "the handle carries the secret");
+    harvest_store(&app, &mut secrets).await;
+    let mut access_tokens = std::collections::BTreeSet::new();
+
+    // Every way of getting each kind of token, with refreshes in between.
+    access_tokens.insert(access(&mut secrets, vend_v1(&app, &p, None).await));
+    restricted(
+        &mut secrets,
+        rdt(&app, &p, None, "/orders/v0/orders/123-1234567-1234567").await,
+    );
+    restricted(
+        &mut secrets,
+        rdt(&app, &p, None, "/orders/v0/orders/123-1234567-1234567/buyerInfo").await,
+    );
+    let grantless_v1 = app
+        .http
+        .post(format!("{}/v1/grantless-tokens", app.url))
+        .bearer_auth(&app.key)
+        .json(&json!({"scope": NOTIFICATIONS}))
+        .send()
+        .await
+        .unwrap();
+    grantless(&mut secrets, answer(grantless_v1).await);
+    grantless(
+        &mut secrets,
+        lwa_token(
+            &app,
+            "form",
+            &[("grant_type", "client_credentials"), ("scope", ROTATION)],
+        )
+        .await,
+    );
+    access_tokens.insert(access(&mut secrets, vend_v1(&app, &s, Some(VEND_SECRET)).await));
+    access_tokens.insert(access(
+        &mut secrets,
+        lwa_token(&app, "basic", &refresh(&s_handle)).await,
+    ));
+    restricted(
+        &mut secrets,
+        rdt(
+            &app,
+            &s,
+            Some(VEND_SECRET),
+            "/orders/v0/orders/902-1845936-5435065",
+        )
+        .await,
+    );
+
+    app.advance(3400.0).await;
+    access_tokens.insert(access(
+        &mut secrets,
+        lwa_token(&app, "form", &refresh(&plain_handle)).await,
+    ));
+    access_tokens.insert(access(
+        &mut secrets,
+        lwa_token(&app, "json", &refresh(&s_handle)).await,
+    ));
+    harvest_store(&app, &mut secrets).await;
+    app.advance(3400.0).await;
+    access_tokens.insert(access(
+        &mut secrets,
+        lwa_token(&app, "basic", &refresh(&plain_handle)).await,
+    ));
+    access_tokens.insert(access(&mut secrets, vend_v1(&app, &s, Some(VEND_SECRET)).await));
+    grantless(
+        &mut secrets,
+        lwa_token(
+            &app,
+            "json",
+            &[("grant_type", "client_credentials"), ("scope", NOTIFICATIONS)],
+        )
+        .await,
+    );
+    harvest_store(&app, &mut secrets).await;
+    app.advance(3400.0).await;
+    access_tokens.insert(access(
+        &mut secrets,
+        lwa_token(&app, "json", &refresh(&plain_handle)).await,
+    ));
+    access_tokens.insert(access(
+        &mut secrets,
+        lwa_token(&app, "form", &refresh(&s_handle)).await,
+    ));
+    harvest_store(&app, &mut secrets).await;
+    assert!(
+        access_tokens.len() >= 6,
+        "refreshes gave new tokens: {}",
+        access_tokens.len()
+    );
+
+    // Bad input that carries secrets.
+    let wrong = random(40);
+    secrets.add("tenant secret", &wrong);
+    refused(
+        &secrets,
+        "wrong tenant secret",
+        403,
+        vend_v1(&app, &s, Some(&wrong)).await,
+    );
+    refused(
+        &secrets,
+        "wrong tenant secret, rdt",
+        403,
+        rdt(&app, &s, Some(&wrong), "/orders/v0/orders/1").await,
+    );
+    // A secret the plain connection does not need is ignored (and not kept anywhere).
+    let unneeded = random(48);
+    secrets.add("tenant secret", &unneeded);
+    access(&mut secrets, vend_v1(&app, &p, Some(&unneeded)).await);
+    let wrong_handle = lwa_server::onboarding::handle(&s, Some(&TokenSecret::parse(&random(44)).unwrap()));
+    add_handle(&mut secrets, &wrong_handle);
+    refused(
+        &secrets,
+        "wrong secret in the handle",
+        400,
+        lwa_token(&app, "form", &refresh(&wrong_handle)).await,
+    );
+    let (key_id, _) = lwa_server::auth::split_key(&app.key).unwrap();
+    for how in ["form", "json", "basic"] {
+        let wrong_secret = random(64);
+        add_key(&mut secrets, &format!("lwak_{key_id}_{wrong_secret}"));
+        refused(
+            &secrets,
+            &format!("wrong client secret ({how})"),
+            401,
+            lwa_token_as(&app, how, key_id, &wrong_secret, &refresh(&s_handle)).await,
+        );
+    }
+    // Mistyped parameters are named, never echoed.
+    let mistyped = random(64);
+    secrets.add("API key secret", &mistyped);
+    let r = app
+        .http
+        .post(format!("{}/auth/o2/token", app.url))
+        .json(&json!({
+            "grant_type": [5],
+            "refresh_token": s_handle,
+            "client_id": key_id,
+            "client_secret": mistyped,
+        }))
+        .send()
+        .await
+        .unwrap();
+    refused(&secrets, "mistyped grant_type", 400, answer(r).await);
+
+    // Failing refreshes: Amazon down, unreachable, refusing the app, the Tokens API failing,
+    // a revoked grant. The errors are logged; no token in them.
+    app.advance(3700.0).await;
+    fault(&app, lwa_script(500, None, false)).await;
+    let down = refused(&secrets, "LWA 500, v1", 503, vend_v1(&app, &p, None).await);
+    assert_eq!(down["error"]["code"], "amazon_unavailable");
+    let down = refused(
+        &secrets,
+        "LWA 500, lwa",
+        503,
+        lwa_token(&app, "form", &refresh(&s_handle)).await,
+    );
+    assert_eq!(down["error"], "temporarily_unavailable");
+    refused(
+        &secrets,
+        "LWA 500, grantless",
+        503,
+        lwa_token(
+            &app,
+            "basic",
+            &[("grant_type", "client_credentials"), ("scope", NOTIFICATIONS)],
+        )
+        .await,
+    );
+    fault(&app, lwa_script(500, None, true)).await;
+    refused(
+        &secrets,
+        "LWA unreachable",
+        503,
+        vend_v1(&app, &s, Some(VEND_SECRET)).await,
+    );
+    fault(&app, lwa_script(401, Some("invalid_client"), false)).await;
+    let refused_app = refused(
+        &secrets,
+        "LWA refuses the app, v1",
+        502,
+        vend_v1(&app, &p, None).await,
+    );
+    assert_eq!(refused_app["error"]["code"], "amazon_refused_app");
+    let refused_app = refused(
+        &secrets,
+        "LWA refuses the app, lwa",
+        500,
+        lwa_token(&app, "json", &refresh(&plain_handle)).await,
+    );
+    assert_eq!(refused_app["error"], "server_error");
+    app.fake.control().clear_faults().await;
+    access_tokens.insert(access(&mut secrets, vend_v1(&app, &p, None).await));
+    fault(
+        &app,
+        FaultSpec {
+            target: FaultTarget::Api,
+            path_prefix: Some("/tokens".into()),
+            script: Some(FaultScript {
+                count: 1000,
+                status: Some(500),
+                ..FaultScript::default()
+            }),
+            ..FaultSpec::default()
+        },
+    )
+    .await;
+    refused(
+        &secrets,
+        "Tokens API 500",
+        503,
+        rdt(&app, &p, None, "/orders/v0/orders/555-1234567-1234567").await,
+    );
+    app.fake.control().clear_faults().await;
+    app.fake
+        .control()
+        .revoke(RevokeSpec {
+            client_id: Some(defaults::SP_API_CLIENT_ID.into()),
+            selling_partner_id: Some("A1LEAKVENDSECRET".into()),
+            ..RevokeSpec::default()
+        })
+        .await;
+    let revoked = refused(
+        &secrets,
+        "revoked grant",
+        409,
+        vend_v1(&app, &s, Some(VEND_SECRET)).await,
+    );
+    assert_eq!(revoked["error"]["code"], "needs_reauth");
+    refused(
+        &secrets,
+        "revoked grant, lwa",
+        400,
+        lwa_token(&app, "form", &refresh(&s_handle)).await,
+    );
+
+    // The audit trail is written (it is in the database too).
+    let r = app
+        .http
+        .get(format!("{}/v1/audit?limit=1000", app.url))
+        .bearer_auth(&app.key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let audit = r.text().await.unwrap();
+    assert!(audit.contains("restricted_data_token"), "{audit}");
+    let echoed = secrets.found_in(audit.as_bytes());
+    assert!(echoed.is_empty(), "the audit trail holds {echoed:?}");
+
+    harvest_fake(&app, &mut secrets).await;
+    harvest_store(&app, &mut secrets).await;
+    for (what, at_least) in [
+        ("access_token", 8),
+        ("RDT", 3),
+        ("grantless token", 3),
+        ("refresh_token", 2),
+        ("handle", 2),
+        ("handle secret", 2),
+        ("tenant secret", 3),
+        ("API key secret", 6),
+        ("client secret", 4),
+    ] {
+        assert!(
+            secrets.count(what) >= at_least,
+            "only {} {what}s collected",
+            secrets.count(what)
+        );
+    }
+
+    // The logs saw every route and every failure, and hold none of it.
+    let logged = logs();
+    for expected in [
+        "route=/v1/connections/{id}/access-token",
+        "route=/v1/connections/{id}/restricted-data-token",
+        "route=/v1/grantless-tokens",
+        "route=/auth/o2/token",
+        "refresh failed",
+        "LWA refused the broker's app",
+    ] {
+        assert!(logged.contains(expected), "no {expected:?} in the logs");
+    }
+    let found = secrets.found_in(logged.as_bytes());
+    assert!(found.is_empty(), "logged: {found:#?}");
+
+    // The database file and its WAL: no plaintext.
+    let mut db = std::fs::read(app.db_path()).unwrap();
+    if let Ok(bytes) = std::fs::read(app.db_path().with_file_name("broker.db-wal")) {
+        db.extend(bytes);
+    }
+    let found = secrets.found_in(&db);
+    assert!(found.is_empty(), "in the database: {found:#?}");
 }
