@@ -233,9 +233,9 @@ impl Application {
         )
         .with_graceful_shutdown(shutdown)
         .await;
-        writer.abort();
-        if let Err(e) = self.state.auditor.flush().await {
-            tracing::warn!(error = %e, "could not write the last audit records");
+        self.state.auditor.stop();
+        if let Err(e) = writer.await {
+            tracing::warn!(error = %e, "the audit writer failed");
         }
         served
     }

@@ -1,14 +1,17 @@
 //! The audit trail: every access token, grantless token and RDT handed out, with the tenant, the
 //! key, the connection, the kind, the time and (RDT) the data elements.
 //!
-//! Cheap on the hot path: a vend pushes one record onto an in-memory list; a task writes the
-//! list every second in one transaction, identical records of one batch (same tenant, key,
-//! connection, kind, channel and detail) as one row with a `count` and the first and last
-//! times. `GET /v1/audit` writes what is pending first, so a tenant always sees its own
-//! latest vends. A crash loses at most the last second.
+//! Cheap on the hot path: a vend adds one to a pending record in memory (identical records —
+//! same tenant, key, connection, kind, channel and detail — are one record with a `count` and
+//! the first and last times); a task writes them every 5 seconds in one transaction.
+//! `GET /v1/audit` writes what is pending first, so a tenant always sees its own latest vends.
+//! A crash loses at most the last 5 seconds. Rows older than the retention (90 days by
+//! default) are deleted once an hour.
 
 use std::collections::HashMap;
+use std::hash::BuildHasher;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use axum::extract::State;
@@ -60,25 +63,73 @@ impl Via {
     }
 }
 
-/// Records pending a write.
+/// Records pending a write, coalesced as they arrive: the hot path allocates only for the first
+/// record of a (tenant, key, connection, kind, channel, detail) in a write interval.
 #[derive(Debug)]
 pub struct Auditor {
-    pending: Mutex<Vec<AuditEvent>>,
+    shards: Vec<Mutex<HashMap<u64, Vec<Pending>>>>,
+    hasher: std::collections::hash_map::RandomState,
+    order: AtomicU64,
     store: Arc<dyn Store>,
-    /// Serializes flushes, so rows keep their order.
+    clock: Arc<dyn lwa::Clock>,
+    retention_ms: i64,
+    /// Serializes writes, so rows keep their order.
     flushing: tokio::sync::Mutex<()>,
+    stop: tokio::sync::Notify,
 }
 
-/// Past this many pending records (the database down for a long time) the oldest are dropped,
-/// with a warning, rather than the process running out of memory.
+#[derive(Debug)]
+struct Pending {
+    order: u64,
+    event: AuditEvent,
+}
+
+/// How often pending records are written.
+pub const WRITE_INTERVAL: Duration = Duration::from_secs(5);
+/// Past this many pending records (the database down for a long time) new ones are dropped, with
+/// a warning, rather than the process running out of memory; counts of pending ones still grow.
 const MAX_PENDING: usize = 1_000_000;
 
+/// What makes two records the same row: tenant, key, connection, kind, channel, detail.
+type Identity<'a> = (
+    &'a str,
+    &'a str,
+    Option<&'a str>,
+    &'a str,
+    &'a str,
+    Option<&'a str>,
+);
+
+fn identity_of(e: &AuditEvent) -> Identity<'_> {
+    (
+        &e.tenant_id,
+        &e.key_id,
+        e.connection_id.as_deref(),
+        &e.kind,
+        &e.via,
+        e.detail.as_deref(),
+    )
+}
+
+fn merge(into: &mut Pending, from: &Pending) {
+    into.event.count += from.event.count;
+    into.event.at_ms = into.event.at_ms.min(from.event.at_ms);
+    into.event.last_at_ms = into.event.last_at_ms.max(from.event.last_at_ms);
+    into.order = into.order.min(from.order);
+}
+
 impl Auditor {
-    pub fn new(store: Arc<dyn Store>) -> Auditor {
+    /// An auditor writing to `store`, deleting rows older than `retention_days` (0: never).
+    pub fn new(store: Arc<dyn Store>, clock: Arc<dyn lwa::Clock>, retention_days: u32) -> Auditor {
         Auditor {
-            pending: Mutex::new(Vec::new()),
+            shards: (0..16).map(|_| Mutex::new(HashMap::new())).collect(),
+            hasher: Default::default(),
+            order: AtomicU64::new(0),
             store,
+            clock,
+            retention_ms: i64::from(retention_days) * 86_400_000,
             flushing: tokio::sync::Mutex::new(()),
+            stop: tokio::sync::Notify::new(),
         }
     }
 
@@ -92,106 +143,136 @@ impl Auditor {
         via: Via,
         detail: Option<String>,
     ) {
-        let event = AuditEvent {
-            id: 0,
-            at_ms,
-            last_at_ms: at_ms,
-            count: 1,
-            tenant_id: auth.tenant.id.clone(),
-            key_id: auth.key.id.clone(),
-            connection_id: connection_id.map(str::to_owned),
-            kind: kind.as_str().to_owned(),
-            via: via.as_str().to_owned(),
-            detail,
+        let identity: Identity<'_> = (
+            &auth.tenant.id,
+            &auth.key.id,
+            connection_id,
+            kind.as_str(),
+            via.as_str(),
+            detail.as_deref(),
+        );
+        let hash = self.hasher.hash_one(identity);
+        let pending = Pending {
+            order: 0,
+            event: AuditEvent {
+                id: 0,
+                at_ms,
+                last_at_ms: at_ms,
+                count: 1,
+                tenant_id: String::new(),
+                key_id: String::new(),
+                connection_id: None,
+                kind: String::new(),
+                via: String::new(),
+                detail: None,
+            },
         };
-        let mut pending = self.pending.lock();
-        if pending.len() >= MAX_PENDING {
-            let dropped = pending.len() / 10;
-            pending.drain(..dropped);
-            tracing::warn!(
-                dropped,
-                "audit records could not be written for a long time; oldest dropped"
-            );
+        let mut shard = self.shards[hash as usize % self.shards.len()].lock();
+        if let Some(bucket) = shard.get_mut(&hash)
+            && let Some(known) = bucket.iter_mut().find(|p| identity_of(&p.event) == identity)
+        {
+            merge(known, &pending);
+            return;
         }
-        pending.push(event);
+        if shard.len() * self.shards.len() > MAX_PENDING {
+            tracing::warn!("audit records could not be written for a long time; a record was dropped");
+            return;
+        }
+        let mut pending = pending;
+        pending.order = self.order.fetch_add(1, Ordering::Relaxed);
+        pending.event.tenant_id = auth.tenant.id.clone();
+        pending.event.key_id = auth.key.id.clone();
+        pending.event.connection_id = connection_id.map(str::to_owned);
+        pending.event.kind = kind.as_str().to_owned();
+        pending.event.via = via.as_str().to_owned();
+        pending.event.detail = detail;
+        shard.entry(hash).or_default().push(pending);
     }
 
-    /// Writes what is pending; returns how many records were written. On failure the records
-    /// go back to the front of the list.
-    pub async fn flush(&self) -> Result<usize, StoreError> {
-        let _turn = self.flushing.lock().await;
-        let batch = std::mem::take(&mut *self.pending.lock());
-        if batch.is_empty() {
-            return Ok(0);
+    fn take(&self) -> Vec<Pending> {
+        let mut all = Vec::new();
+        for shard in &self.shards {
+            let taken = std::mem::take(&mut *shard.lock());
+            all.extend(taken.into_values().flatten());
         }
-        let n = batch.len();
-        let rows = coalesce(&batch);
-        match self.store.insert_audit_events(&rows).await {
-            Ok(()) => Ok(n),
-            Err(e) => {
-                let mut pending = self.pending.lock();
-                let newer = std::mem::take(&mut *pending);
-                *pending = batch;
-                pending.extend(newer);
-                Err(e)
+        all.sort_by_key(|p| p.order);
+        all
+    }
+
+    fn put_back(&self, batch: Vec<Pending>) {
+        for p in batch {
+            let hash = self.hasher.hash_one(identity_of(&p.event));
+            let mut shard = self.shards[hash as usize % self.shards.len()].lock();
+            let bucket = shard.entry(hash).or_default();
+            match bucket
+                .iter_mut()
+                .find(|q| identity_of(&q.event) == identity_of(&p.event))
+            {
+                Some(known) => merge(known, &p),
+                None => bucket.push(p),
             }
         }
     }
 
-    /// Flushes every second until the process ends.
+    /// Writes what is pending; returns how many rows were written. The write runs as its own
+    /// task, so a caller that goes away loses nothing; on failure the records stay pending.
+    pub async fn flush(self: &Arc<Self>) -> Result<usize, StoreError> {
+        let auditor = self.clone();
+        let task = tokio::spawn(async move {
+            let _turn = auditor.flushing.lock().await;
+            let batch = auditor.take();
+            if batch.is_empty() {
+                return Ok(0);
+            }
+            let rows: Vec<AuditEvent> = batch.iter().map(|p| p.event.clone()).collect();
+            match auditor.store.insert_audit_events(&rows).await {
+                Ok(()) => Ok(rows.len()),
+                Err(e) => {
+                    auditor.put_back(batch);
+                    Err(e)
+                }
+            }
+        });
+        task.await
+            .unwrap_or_else(|e| Err(StoreError::Io(format!("the audit write failed: {e}"))))
+    }
+
+    /// Writes every [`WRITE_INTERVAL`], deletes rows past the retention once an hour, and
+    /// writes what is left when [`Auditor::stop`] is called.
     pub fn spawn_writer(self: &Arc<Self>) -> tokio::task::JoinHandle<()> {
-        let auditor = Arc::downgrade(self);
+        let auditor = self.clone();
         tokio::spawn(async move {
-            let mut tick = tokio::time::interval(Duration::from_secs(1));
+            let mut tick = tokio::time::interval(WRITE_INTERVAL);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            let mut last_purge = i64::MIN / 2;
             loop {
-                tick.tick().await;
-                let Some(auditor) = auditor.upgrade() else { return };
+                let stopping = tokio::select! {
+                    _ = tick.tick() => false,
+                    _ = auditor.stop.notified() => true,
+                };
                 if let Err(e) = auditor.flush().await {
                     tracing::warn!(error = %e, "could not write the audit trail; will retry");
+                }
+                if stopping {
+                    return;
+                }
+                let now = auditor.clock.now_ms();
+                if auditor.retention_ms > 0 && now - last_purge > 3_600_000 {
+                    last_purge = now;
+                    match auditor.store.purge_audit_events(now - auditor.retention_ms).await {
+                        Ok(0) => {}
+                        Ok(n) => tracing::info!(rows = n, "deleted audit rows past their retention"),
+                        Err(e) => tracing::warn!(error = %e, "could not delete old audit rows"),
+                    }
                 }
             }
         })
     }
-}
 
-/// What makes two records the same row: tenant, key, connection, kind, channel, detail.
-type Identity<'a> = (
-    &'a str,
-    &'a str,
-    Option<&'a str>,
-    &'a str,
-    &'a str,
-    Option<&'a str>,
-);
-
-/// Identical records of a batch as one row, in the order of their first occurrence.
-fn coalesce(batch: &[AuditEvent]) -> Vec<AuditEvent> {
-    let mut rows: Vec<AuditEvent> = Vec::new();
-    let mut index: HashMap<Identity<'_>, usize> = HashMap::new();
-    for e in batch {
-        let key = (
-            e.tenant_id.as_str(),
-            e.key_id.as_str(),
-            e.connection_id.as_deref(),
-            e.kind.as_str(),
-            e.via.as_str(),
-            e.detail.as_deref(),
-        );
-        match index.get(&key) {
-            Some(&i) => {
-                let row = &mut rows[i];
-                row.count += 1;
-                row.at_ms = row.at_ms.min(e.at_ms);
-                row.last_at_ms = row.last_at_ms.max(e.at_ms);
-            }
-            None => {
-                index.insert(key, rows.len());
-                rows.push(e.clone());
-            }
-        }
+    /// Asks the writer to write what is pending and end.
+    pub fn stop(&self) {
+        self.stop.notify_one();
     }
-    rows
 }
 
 /// An event as the API shows it.
@@ -286,38 +367,4 @@ pub async fn list(
         axum::Json(json!({"data": page.iter().map(view).collect::<Vec<_>>(), "next_before": next}))
             .into_response(),
     )
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn event(at: i64, conn: &str, detail: Option<&str>) -> AuditEvent {
-        AuditEvent {
-            id: 0,
-            at_ms: at,
-            last_at_ms: at,
-            count: 1,
-            tenant_id: "ten_1".into(),
-            key_id: "k1".into(),
-            connection_id: Some(conn.into()),
-            kind: "access_token".into(),
-            via: "v1".into(),
-            detail: detail.map(str::to_owned),
-        }
-    }
-
-    #[test]
-    fn identical_records_become_one_row_with_a_count() {
-        let rows = coalesce(&[
-            event(10, "c1", None),
-            event(11, "c2", None),
-            event(12, "c1", None),
-            event(13, "c1", Some("x")),
-        ]);
-        assert_eq!(rows.len(), 3);
-        assert_eq!((rows[0].count, rows[0].at_ms, rows[0].last_at_ms), (2, 10, 12));
-        assert_eq!(rows[1].connection_id.as_deref(), Some("c2"));
-        assert_eq!(rows[2].detail.as_deref(), Some("x"));
-    }
 }

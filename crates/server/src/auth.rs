@@ -82,7 +82,7 @@ pub async fn verify(
     {
         return Ok(None);
     }
-    state.touch_key(&found.key.id).await;
+    state.touch_key(&found).await;
     Ok(Some((found.tenant, found.key)))
 }
 

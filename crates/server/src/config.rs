@@ -35,6 +35,7 @@ pub struct ConfigFile {
     pub body_limit_bytes: Option<usize>,
     pub refresh_buffer_seconds: Option<u64>,
     pub grantless_scopes: Option<Vec<String>>,
+    pub audit_retention_days: Option<u32>,
     #[serde(default)]
     pub apps: Vec<AppFile>,
 }
@@ -173,6 +174,8 @@ pub struct Settings {
     pub refresh_buffer: std::time::Duration,
     /// The grantless scopes a tenant may ask for (default `sellingpartnerapi::notifications`).
     pub grantless_scopes: Vec<String>,
+    /// Audit rows older than this are deleted (default 90; 0 keeps them forever).
+    pub audit_retention_days: u32,
 }
 
 /// Default database: `lwa-broker.db` in the working directory.
@@ -287,6 +290,13 @@ impl Settings {
                 .clone()
                 .unwrap_or_else(|| DEFAULT_GRANTLESS_SCOPES.iter().map(|s| s.to_string()).collect()),
         };
+        let audit_retention_days = match env("LWA_BROKER_AUDIT_RETENTION_DAYS") {
+            Some(v) => v
+                .trim()
+                .parse()
+                .map_err(|_| bad("LWA_BROKER_AUDIT_RETENTION_DAYS must be a whole number of days"))?,
+            None => file.audit_retention_days.unwrap_or(90),
+        };
         let mut apps = Vec::new();
         for app in &file.apps {
             apps.push(app_from_file(app, env)?);
@@ -313,6 +323,7 @@ impl Settings {
             sandbox: flags.sandbox || truthy(env("LWA_BROKER_SANDBOX")),
             refresh_buffer: std::time::Duration::from_secs(refresh_buffer),
             grantless_scopes,
+            audit_retention_days,
         })
     }
 }

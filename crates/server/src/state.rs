@@ -2,11 +2,12 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
 
 use lwa::{Api, Clock, Endpoints, LwaClient, Region};
 use lwa_seal::{AeadIdentity, Keyring, MasterKey};
 use lwa_store::{ApiKey, SqliteStore, Store, StoreError, Tenant};
-use parking_lot::{Mutex, RwLock};
+use parking_lot::RwLock;
 use url::Url;
 
 use crate::audit::Auditor;
@@ -41,8 +42,6 @@ pub struct Inner {
     /// `/auth/initialize`: 5 requests in 10 s per client address.
     pub initialize_limiter: SlidingWindow,
     pub body_limit: usize,
-    /// Coalesces API-key "last used" writes to one a minute per key.
-    key_touches: Mutex<HashMap<String, i64>>,
     /// API keys read recently (see [`KEY_CACHE_MS`]).
     key_cache: RwLock<HashMap<String, CachedKey>>,
     pub sandbox: bool,
@@ -64,6 +63,8 @@ pub struct CachedKey {
     pub tenant: Arc<Tenant>,
     pub key: Arc<ApiKey>,
     fetched_ms: i64,
+    /// When its use was last written (from the database, then this process).
+    touched_ms: Arc<AtomicI64>,
 }
 
 /// Why the state could not be built.
@@ -154,7 +155,11 @@ impl AppState {
         public_url: Url,
     ) -> AppState {
         let lwa = LwaClient::new(endpoints.clone());
-        let auditor = Arc::new(Auditor::new(store.clone()));
+        let auditor = Arc::new(Auditor::new(
+            store.clone(),
+            clock.clone(),
+            settings.audit_retention_days,
+        ));
         AppState(Arc::new(Inner {
             store,
             sealer,
@@ -166,7 +171,6 @@ impl AppState {
             trusted_proxies: settings.trusted_proxies.clone(),
             initialize_limiter: SlidingWindow::new(5, 10_000),
             body_limit: settings.body_limit,
-            key_touches: Mutex::new(HashMap::new()),
             key_cache: RwLock::new(HashMap::new()),
             sandbox: settings.sandbox,
             vendor: Vendor::new(settings.refresh_buffer),
@@ -254,10 +258,19 @@ impl AppState {
         let Some(tenant) = self.store.tenant(&key.tenant_id).await? else {
             return Ok(None);
         };
+        // Keep the write time across cache refreshes, so a key's use is written once a minute.
+        let touched = self
+            .key_cache
+            .read()
+            .get(key_id)
+            .map(|c| c.touched_ms.load(Ordering::Relaxed))
+            .unwrap_or(0)
+            .max(key.last_used_at_ms.unwrap_or(0));
         let entry = CachedKey {
             tenant: Arc::new(tenant),
             key: Arc::new(key),
             fetched_ms: now,
+            touched_ms: Arc::new(AtomicI64::new(touched)),
         };
         let mut cache = self.key_cache.write();
         if cache.len() > 10_000 {
@@ -273,16 +286,18 @@ impl AppState {
     }
 
     /// Records an API key's use, at most once a minute per key.
-    pub async fn touch_key(&self, key_id: &str) {
+    pub async fn touch_key(&self, key: &CachedKey) {
         let now = self.now_ms();
+        let last = key.touched_ms.load(Ordering::Relaxed);
+        if now - last < 60_000
+            || key
+                .touched_ms
+                .compare_exchange(last, now, Ordering::AcqRel, Ordering::Relaxed)
+                .is_err()
         {
-            let mut touches = self.key_touches.lock();
-            if touches.get(key_id).is_some_and(|last| now - last < 60_000) {
-                return;
-            }
-            touches.insert(key_id.to_owned(), now);
+            return;
         }
-        if let Err(e) = self.store.touch_api_key(key_id, now).await {
+        if let Err(e) = self.store.touch_api_key(&key.key.id, now).await {
             tracing::warn!(error = %e, "could not record an API key's last use");
         }
     }

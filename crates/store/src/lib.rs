@@ -126,8 +126,8 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
         at_ms: i64,
     ) -> Result<bool, StoreError>;
     /// Stores a refresh's tokens (only the token columns, `last_refresh_at_ms`, and
-    /// `last_error` cleared), unless the connection was disconnected meanwhile; false then (or
-    /// when unknown).
+    /// `last_error` cleared), unless the connection was disconnected or its refresh token
+    /// replaced (`expected_refresh_token`) meanwhile; false then (or when unknown).
     async fn save_tokens(&self, update: &TokenUpdate) -> Result<bool, StoreError>;
     /// Records a failed refresh: `last_error`, and the new status when given (`needs_reauth`).
     /// Never changes a disconnected connection; false then (or when unknown).
@@ -142,6 +142,8 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     // --- audit trail ---
     /// Appends events in one transaction; their `id` is ignored and assigned.
     async fn insert_audit_events(&self, events: &[AuditEvent]) -> Result<(), StoreError>;
+    /// Deletes events whose last time is before `before_ms`; returns how many.
+    async fn purge_audit_events(&self, before_ms: i64) -> Result<u64, StoreError>;
     /// A page of events, newest first.
     async fn audit_events(&self, filter: &AuditFilter) -> Result<Vec<AuditEvent>, StoreError>;
 

@@ -163,6 +163,9 @@ pub struct ConnectionFilter {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TokenUpdate {
     pub connection_id: String,
+    /// The sealed refresh token the refresh started from: nothing is stored when the row holds
+    /// another one by now (a re-authorization happened meanwhile).
+    pub expected_refresh_token: String,
     /// Sealed refresh token (the same one unless LWA returned a new one).
     pub refresh_token: String,
     /// Sealed access token.

@@ -947,7 +947,7 @@ impl Store for SqliteStore {
         let done = sqlx::query(
             "UPDATE connections SET refresh_token = ?, access_token = ?, access_expires_at_ms = ?, \
              last_refresh_at_ms = ?, last_error = NULL, status = 'active', updated_at_ms = ? \
-             WHERE id = ? AND status <> 'disconnected'",
+             WHERE id = ? AND status <> 'disconnected' AND refresh_token = ?",
         )
         .bind(&u.refresh_token)
         .bind(&u.access_token)
@@ -955,6 +955,7 @@ impl Store for SqliteStore {
         .bind(u.refreshed_at_ms)
         .bind(u.refreshed_at_ms)
         .bind(&u.connection_id)
+        .bind(&u.expected_refresh_token)
         .execute(&self.pool)
         .await?;
         Ok(done.rows_affected() == 1)
@@ -1006,6 +1007,14 @@ impl Store for SqliteStore {
         }
         tx.commit().await?;
         Ok(())
+    }
+
+    async fn purge_audit_events(&self, before_ms: i64) -> Result<u64, StoreError> {
+        Ok(sqlx::query("DELETE FROM audit_events WHERE last_at_ms < ?")
+            .bind(before_ms)
+            .execute(&self.pool)
+            .await?
+            .rows_affected())
     }
 
     async fn audit_events(&self, filter: &AuditFilter) -> Result<Vec<AuditEvent>, StoreError> {

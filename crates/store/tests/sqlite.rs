@@ -1229,11 +1229,18 @@ async fn save_tokens_touches_only_token_columns_and_never_a_disconnected_connect
     );
     let update = TokenUpdate {
         connection_id: "conn_1".into(),
+        expected_refresh_token: "lwa1.fp.cmVmcmVzaA".into(),
         refresh_token: "lwa1.fp.bmV3LXJlZnJlc2g".into(),
         access_token: "lwa1.fp.bmV3LWFjY2Vzcw".into(),
         access_expires_at_ms: 20_000,
         refreshed_at_ms: 8_000,
     };
+    // Started from another refresh token (a re-authorization happened meanwhile): not stored.
+    let stale = TokenUpdate {
+        expected_refresh_token: "lwa1.fp.b2xk".into(),
+        ..update.clone()
+    };
+    assert!(!store.save_tokens(&stale).await.unwrap());
     assert!(store.save_tokens(&update).await.unwrap());
     let got = store.connection("conn_1").await.unwrap().unwrap();
     assert_eq!(got.name.as_deref(), Some("Renamed"));

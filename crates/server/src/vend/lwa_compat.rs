@@ -396,7 +396,7 @@ async fn serve(state: &AppState, headers: &HeaderMap, request: Request) -> Resul
             let (id, secret) = parse_handle(handle).ok_or_else(LwaFailure::invalid_grant)?;
             let token = state
                 .vendor
-                .access_token(state, &auth.tenant.id, &id, secret.as_ref())
+                .access_token(state, &auth.tenant.id, &id, secret.as_ref(), false)
                 .await
                 .map_err(lwa_error)?;
             let now = state.now_ms();

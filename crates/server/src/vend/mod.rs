@@ -70,6 +70,21 @@ pub enum VendError {
     Internal(String),
 }
 
+impl VendError {
+    /// How long this failure keeps answering new callers before Amazon is asked again, so a
+    /// failing or throttling Amazon is not called on every request.
+    pub fn hold_ms(&self) -> i64 {
+        match self {
+            VendError::Unavailable { retry_after_s, .. } | VendError::RateLimited { retry_after_s } => {
+                *retry_after_s as i64 * 1000
+            }
+            VendError::Configuration(_) => 30_000,
+            VendError::Store(_) => 1_000,
+            _ => 0,
+        }
+    }
+}
+
 impl From<lwa_store::StoreError> for VendError {
     fn from(e: lwa_store::StoreError) -> Self {
         VendError::Store(e.to_string())
@@ -100,6 +115,9 @@ impl CachedToken {
 #[derive(Debug, Clone)]
 struct ConnMeta {
     tenant_id: Arc<str>,
+    app: Arc<str>,
+    api: Api,
+    region: Region,
     status: Status,
     tenant_secret: bool,
     checked_at_ms: i64,
@@ -125,7 +143,25 @@ impl Status {
 #[derive(Debug)]
 struct ConnEntry {
     meta: RwLock<ConnMeta>,
-    flight: Flight<CachedToken>,
+    flight: Arc<Flight<CachedToken>>,
+}
+
+impl ConnMeta {
+    fn of(row: &Connection, now: i64) -> Result<ConnMeta, VendError> {
+        Ok(ConnMeta {
+            tenant_id: row.tenant_id.as_str().into(),
+            app: row.app.as_str().into(),
+            api: row
+                .api
+                .parse::<Api>()
+                .map_err(|e| VendError::Internal(format!("connection {}: {e}", row.id)))?,
+            region: Region::parse(&row.region)
+                .map_err(|e| VendError::Internal(format!("connection {}: {e}", row.id)))?,
+            status: Status::of(&row.status),
+            tenant_secret: row.tenant_secret,
+            checked_at_ms: now,
+        })
+    }
 }
 
 /// A map split into shards, each behind its own lock, so that readers on different keys do
@@ -231,22 +267,38 @@ impl Vendor {
     }
 
     /// The connection's access token, refreshed (once, for every concurrent caller) when it has
-    /// less than the buffer left.
+    /// less than the buffer left. With `allow_stale`, a failed refresh still answers with the
+    /// current token while it has more than [`STALE_GRACE_MS`] left.
     pub async fn access_token(
         &self,
         state: &AppState,
         tenant_id: &str,
         id: &str,
         secret: Option<&TokenSecret>,
+        allow_stale: bool,
     ) -> Result<Arc<CachedToken>, VendError> {
+        let (token, _) = self
+            .access_token_meta(state, tenant_id, id, secret, allow_stale)
+            .await?;
+        Ok(token)
+    }
+
+    async fn access_token_meta(
+        &self,
+        state: &AppState,
+        tenant_id: &str,
+        id: &str,
+        secret: Option<&TokenSecret>,
+        allow_stale: bool,
+    ) -> Result<(Arc<CachedToken>, ConnMeta), VendError> {
         let now = state.now_ms();
         let entry = match self.connections.get(id) {
             Some(entry) => entry,
             None => {
                 // Only connections the caller owns enter the cache, so unknown ids cannot fill it.
                 let row = owned_row(state, tenant_id, id).await?;
-                self.connections
-                    .get_or_insert_with(id, || entry_from_row(state, &row, now))
+                let fresh_entry = entry_from_row(state, &row, now)?;
+                self.connections.get_or_insert_with(id, || fresh_entry)
             }
         };
         let mut meta = entry.meta.read().clone();
@@ -254,13 +306,15 @@ impl Vendor {
             return Err(VendError::NotFound);
         }
         if now - meta.checked_at_ms > REVALIDATE_MS {
-            meta = self.revalidate(state, &entry, tenant_id, id, now).await?;
+            meta = self.revalidate(state, &entry, tenant_id, id, meta, now).await?;
         }
         match meta.status {
             Status::Active => {}
             Status::NeedsReauth => return Err(VendError::NeedsReauth),
             Status::Disconnected => return Err(VendError::Disconnected),
         }
+        // A secret sent for a connection without a tenant layer is ignored, never used to seal.
+        let secret = if meta.tenant_secret { secret } else { None };
         let tag = match (meta.tenant_secret, secret) {
             (false, _) => None,
             (true, None) => return Err(VendError::Forbidden),
@@ -269,30 +323,31 @@ impl Vendor {
         let buffer = self.buffer_ms;
         let current = entry.flight.current();
         if let Some(token) = &current {
-            if meta.tenant_secret && token.secret_tag.is_some() && !token.allows(tag.as_ref()) {
+            if !token.allows(tag.as_ref()) {
                 return Err(VendError::Forbidden);
             }
-            if token.allows(tag.as_ref()) && token.expires_at_ms - now > buffer {
-                return Ok(token.clone());
+            if token.expires_at_ms - now > buffer {
+                return Ok((token.clone(), meta));
             }
         }
-        if meta.tenant_secret && current.as_ref().is_none_or(|t| t.secret_tag.is_none()) {
+        if meta.tenant_secret && current.is_none() {
             // Check the secret against the database before joining a refresh, so a wrong secret
             // never becomes the failure every waiter shares.
             check_secret(state, tenant_id, id, secret).await?;
         }
-        let clock = state.clock.clone();
+        let (fresh_clock, hold_clock) = (state.clock.clone(), state.clock.clone());
         let task_state = state.clone();
         let (task_id, task_secret) = (id.to_owned(), secret.cloned());
         let result = entry
             .flight
             .get(
-                move |t| t.expires_at_ms - clock.now_ms() > buffer,
+                move || hold_clock.now_ms(),
+                move |t| t.expires_at_ms - fresh_clock.now_ms() > buffer,
                 move || refresh_connection(task_state, task_id, task_secret, buffer),
             )
             .await;
         match result {
-            Ok(token) if token.allows(tag.as_ref()) => Ok(token),
+            Ok(token) if token.allows(tag.as_ref()) => Ok((token, meta)),
             Ok(_) => Err(VendError::Forbidden),
             Err(VendError::NeedsReauth) => {
                 entry.meta.write().status = Status::NeedsReauth;
@@ -305,10 +360,11 @@ impl Vendor {
             Err(e @ VendError::Unavailable { .. }) => match current {
                 // Amazon is failing, but the token we have still works for a while: use it.
                 Some(token)
-                    if token.allows(tag.as_ref())
+                    if allow_stale
+                        && token.allows(tag.as_ref())
                         && token.expires_at_ms - state.now_ms() > STALE_GRACE_MS =>
                 {
-                    Ok(token)
+                    Ok((token, meta))
                 }
                 _ => Err(e),
             },
@@ -322,27 +378,30 @@ impl Vendor {
         entry: &ConnEntry,
         tenant_id: &str,
         id: &str,
+        cached: ConnMeta,
         now: i64,
     ) -> Result<ConnMeta, VendError> {
         let row = match owned_row(state, tenant_id, id).await {
             Ok(row) => row,
+            Err(VendError::NotFound) => {
+                self.forget(id);
+                return Err(VendError::NotFound);
+            }
             Err(e) => {
-                if e == VendError::NotFound {
-                    self.forget(id);
-                }
-                return Err(e);
+                // The database is down: keep serving what is cached, and look again in a while.
+                tracing::warn!(connection = %id, error = ?e, "could not re-read a connection; using the cache");
+                let mut meta = cached;
+                meta.checked_at_ms = now - REVALIDATE_MS + 5_000;
+                *entry.meta.write() = meta.clone();
+                return Ok(meta);
             }
         };
-        let meta = ConnMeta {
-            tenant_id: row.tenant_id.as_str().into(),
-            status: Status::of(&row.status),
-            tenant_secret: row.tenant_secret,
-            checked_at_ms: now,
-        };
+        let meta = ConnMeta::of(&row, now)?;
         if entry
             .flight
             .current()
             .is_some_and(|t| Some(t.expires_at_ms) != row.access_expires_at_ms)
+            || meta.tenant_secret != cached.tenant_secret
         {
             // Another process refreshed or re-authorized it: read the database's token next.
             entry.flight.clear();
@@ -366,12 +425,13 @@ impl Vendor {
         let key = format!("{app_name}\n{}", scopes.join(" "));
         let flight = self.grantless.get_or_insert_with(&key, Flight::default);
         let buffer = self.buffer_ms;
-        let clock = state.clock.clone();
+        let (fresh_clock, hold_clock) = (state.clock.clone(), state.clock.clone());
         let task_state = state.clone();
         let scopes = scopes.to_vec();
         flight
             .get(
-                move |t| t.expires_at_ms - clock.now_ms() > buffer,
+                move || hold_clock.now_ms(),
+                move |t| t.expires_at_ms - fresh_clock.now_ms() > buffer,
                 move || async move {
                     let started = task_state.now_ms();
                     let scopes: Vec<&str> = scopes.iter().map(String::as_str).collect();
@@ -401,41 +461,46 @@ impl Vendor {
         request: RdtRequest,
     ) -> Result<Arc<CachedToken>, VendError> {
         // Ownership, status and the tenant's secret, checked the way a vend checks them.
-        self.access_token(state, tenant_id, id, secret).await?;
-        let row = owned_row(state, tenant_id, id).await?;
-        if row.api != Api::SpApi.as_str() {
+        let (_, meta) = self
+            .access_token_meta(state, tenant_id, id, secret, false)
+            .await?;
+        if meta.api != Api::SpApi {
             return Err(VendError::BadRequest {
                 code: "not_sp_api",
                 message: "Restricted Data Tokens exist only for SP-API connections".into(),
             });
         }
         let app = state
-            .app(&row.app)
+            .app(&meta.app)
             .cloned()
-            .ok_or_else(|| VendError::Configuration(format!("app {:?} is not configured", row.app)))?;
-        let region = Region::parse(&row.region).map_err(|e| VendError::Internal(e.to_string()))?;
-        let key = format!(
-            "{id}\n{}\n{}",
-            request.target_application.as_deref().unwrap_or(""),
-            serde_json::to_string(&request.resources).unwrap_or_default()
-        );
+            .ok_or_else(|| VendError::Configuration(format!("app {:?} is not configured", meta.app)))?;
+        let region = meta.region;
+        // The key is a hash: a request may list 50 long paths.
+        let mut h = Sha256::new();
+        h.update(id.as_bytes());
+        h.update(b"\0");
+        h.update(request.target_application.as_deref().unwrap_or("").as_bytes());
+        h.update(b"\0");
+        h.update(serde_json::to_vec(&request.resources).unwrap_or_default());
+        let key = hex::encode(h.finalize());
         if self.rdts.len() > 50_000 {
             let now = state.now_ms();
             self.rdts
                 .retain(|f| f.current().is_some_and(|t| t.expires_at_ms > now));
         }
         let flight = self.rdts.get_or_insert_with(&key, Flight::default);
-        let clock = state.clock.clone();
+        let (fresh_clock, hold_clock) = (state.clock.clone(), state.clock.clone());
         let task_state = state.clone();
         let (tenant_id, id, secret) = (tenant_id.to_owned(), id.to_owned(), secret.cloned());
-        flight
+        let result = flight
             .get(
-                move |t| t.expires_at_ms - clock.now_ms() > RDT_MARGIN_MS,
+                move || hold_clock.now_ms(),
+                move |t| t.expires_at_ms - fresh_clock.now_ms() > RDT_MARGIN_MS,
                 move || async move {
                     let vendor = &task_state.vendor;
                     vendor.rdt_rate(&task_state, &id).await?;
                     let access = vendor
-                        .access_token(&task_state, &tenant_id, &id, secret.as_ref())
+                        .access_token(&task_state, &tenant_id, &id, secret.as_ref(), false)
                         .await?;
                     let host = if app.sandbox {
                         region.sp_api_sandbox_host()
@@ -461,7 +526,12 @@ impl Vendor {
                     }))
                 },
             )
-            .await
+            .await;
+        if result.is_err() && flight.failed_empty() && flight.current().is_none() {
+            // Nothing minted: keep no entry for it (failed requests must not fill memory).
+            self.rdts.remove(&key);
+        }
+        result
     }
 
     /// Waits (up to 2 s) for the Tokens API's rate for this connection, else 429.
@@ -506,7 +576,7 @@ async fn owned_row(state: &AppState, tenant_id: &str, id: &str) -> Result<Connec
     }
 }
 
-fn entry_from_row(state: &AppState, row: &Connection, now: i64) -> ConnEntry {
+fn entry_from_row(state: &AppState, row: &Connection, now: i64) -> Result<ConnEntry, VendError> {
     // Without a tenant layer the database's token can be used at once (no LWA call after a
     // restart); with one it waits for a caller with the secret.
     let token = match (&row.access_token, row.access_expires_at_ms, row.tenant_secret) {
@@ -523,15 +593,10 @@ fn entry_from_row(state: &AppState, row: &Connection, now: i64) -> ConnEntry {
             }),
         _ => None,
     };
-    ConnEntry {
-        meta: RwLock::new(ConnMeta {
-            tenant_id: row.tenant_id.as_str().into(),
-            status: Status::of(&row.status),
-            tenant_secret: row.tenant_secret,
-            checked_at_ms: now,
-        }),
-        flight: Flight::with(token),
-    }
+    Ok(ConnEntry {
+        meta: RwLock::new(ConnMeta::of(row, now)?),
+        flight: Arc::new(Flight::with(token)),
+    })
 }
 
 /// SHA-256 over a domain label, the connection id and the secret.
@@ -573,6 +638,12 @@ async fn refresh_connection(
         Status::NeedsReauth => return Err(VendError::NeedsReauth),
         Status::Disconnected => return Err(VendError::Disconnected),
     }
+    // The row decides whether there is a tenant layer: a secret is used only where one is.
+    let secret = match (row.tenant_secret, secret) {
+        (false, _) => None,
+        (true, Some(secret)) => Some(secret),
+        (true, None) => return Err(VendError::Forbidden),
+    };
     let tag = secret.as_ref().map(|s| secret_tag(&id, s));
     let now = state.now_ms();
     let open = |field: &str, sealed: &str| match state.sealer.open(&id, field, sealed, secret.as_ref()) {
@@ -633,6 +704,7 @@ async fn refresh_connection(
     let expires_at_ms = started + tokens.expires_in as i64 * 1000;
     let update = TokenUpdate {
         connection_id: id.clone(),
+        expected_refresh_token: sealed_refresh.to_owned(),
         refresh_token: state
             .sealer
             .seal(&id, "refresh_token", refresh_token.expose(), secret.as_ref()),
@@ -643,7 +715,15 @@ async fn refresh_connection(
         refreshed_at_ms: state.now_ms(),
     };
     if !state.store.save_tokens(&update).await? {
-        return Err(VendError::Disconnected);
+        // Disconnected, or re-authorized while we refreshed: the row's own tokens win.
+        return match state.store.connection(&id).await? {
+            Some(row) if Status::of(&row.status) == Status::Active => Err(VendError::Unavailable {
+                message: "the connection was re-authorized during the refresh; ask again".into(),
+                retry_after_s: 0,
+            }),
+            Some(row) if Status::of(&row.status) == Status::NeedsReauth => Err(VendError::NeedsReauth),
+            _ => Err(VendError::Disconnected),
+        };
     }
     tracing::debug!(connection = %id, "refreshed");
     Ok(Arc::new(CachedToken {

@@ -1,7 +1,8 @@
 //! The `/v1` vending routes: a connection's access token, grantless tokens, and Restricted Data
 //! Tokens.
 
-use axum::extract::State;
+use axum::extract::{FromRequestParts, State};
+use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use lwa::restricted::{self, RestrictedResource};
@@ -27,6 +28,17 @@ pub fn presented_secret(headers: &HeaderMap) -> Option<TokenSecret> {
         .get(TOKEN_SECRET_HEADER)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| TokenSecret::parse(v.trim()))
+}
+
+/// The `x-amazon-token-secret` header, read without copying the other headers.
+#[derive(Debug)]
+pub struct Presented(pub Option<TokenSecret>);
+
+impl<S: Send + Sync> FromRequestParts<S> for Presented {
+    type Rejection = std::convert::Infallible;
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        Ok(Presented(presented_secret(&parts.headers)))
+    }
 }
 
 /// A vending failure on `/v1`.
@@ -130,13 +142,12 @@ pub async fn access_token(
     State(state): State<AppState>,
     auth: TenantAuth,
     PathParam(id): PathParam,
-    headers: HeaderMap,
+    Presented(secret): Presented,
 ) -> Result<Response, ApiError> {
     full_key(&auth)?;
-    let secret = presented_secret(&headers);
     let token = state
         .vendor
-        .access_token(&state, &auth.tenant.id, &id, secret.as_ref())
+        .access_token(&state, &auth.tenant.id, &id, secret.as_ref(), true)
         .await
         .map_err(|e| v1_error(e, Some(&id)))?;
     let now = state.now_ms();
@@ -301,12 +312,11 @@ pub async fn restricted_data_token(
     State(state): State<AppState>,
     auth: TenantAuth,
     PathParam(id): PathParam,
-    headers: HeaderMap,
+    Presented(secret): Presented,
     Json(body): Json<RdtBody>,
 ) -> Result<Response, ApiError> {
     full_key(&auth)?;
     let request = rdt_request(body)?;
-    let secret = presented_secret(&headers);
     let token = state
         .vendor
         .restricted_data_token(&state, &auth.tenant.id, &id, secret.as_ref(), request.clone())

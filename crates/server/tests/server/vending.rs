@@ -827,9 +827,17 @@ async fn amazon_failing_keeps_a_still_valid_token_and_otherwise_answers_503() {
         view["status"], "active",
         "a server error is not the seller's fault"
     );
-    // Amazon back: the next vend refreshes.
+    // The failure holds for a while: callers arriving now do not call Amazon again.
+    app.fake.control().reset_counters().await;
+    for _ in 0..5 {
+        assert_eq!(app.vend(id).await.status(), 503);
+    }
+    assert_eq!(app.lwa_refreshes().await, 0);
+    // Amazon back, and the hold over: the next vend refreshes.
     app.fake.control().clear_faults().await;
+    app.advance(10.0).await;
     assert_ne!(app.vend_ok(id).await["access_token"], token);
+    assert_eq!(app.lwa_refreshes().await, 1);
 }
 
 #[tokio::test]
@@ -1003,4 +1011,66 @@ async fn the_audit_trail_records_every_token_handed_out() {
         .await
         .unwrap();
     assert!(theirs["data"].as_array().unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn a_secret_sent_for_a_connection_without_one_is_ignored() {
+    let app = spawn().await;
+    let (c, _) = app.onboard_sp("na", None).await;
+    let id = c["id"].as_str().unwrap();
+    app.advance(3700.0).await;
+    // The refresh happens for a caller that sends a secret the connection does not have …
+    let r = app.vend_with(id, &app.key, Some(SECRET)).await;
+    assert_eq!(r.status(), 200);
+    let token: Value = r.json().await.unwrap();
+    // … and the connection stays usable without it, now and after the cache is gone.
+    assert_eq!(app.vend_ok(id).await["access_token"], token["access_token"]);
+    app.state.vendor.forget(id);
+    assert_eq!(app.vend_ok(id).await["access_token"], token["access_token"]);
+    let row = app.state.store.connection(id).await.unwrap().unwrap();
+    assert!(
+        app.state
+            .sealer
+            .open(id, "refresh_token", row.refresh_token.as_deref().unwrap(), None)
+            .is_ok()
+    );
+}
+
+#[tokio::test]
+async fn a_reauthorization_during_a_refresh_is_not_overwritten() {
+    let app = spawn().await;
+    let (c, _) = app.onboard_sp("na", Some("A1REAUTHRACE")).await;
+    let id = c["id"].as_str().unwrap().to_owned();
+    app.advance(3700.0).await;
+    let old_refresh = app.refresh_token_of(&id).await;
+    app.fake
+        .control()
+        .add_fault(FaultSpec {
+            target: FaultTarget::Lwa,
+            refresh_token: Some(old_refresh.clone()),
+            latency_ms: Some(1500),
+            ..FaultSpec::default()
+        })
+        .await;
+    let slow = {
+        let (http, url, key) = (
+            app.http.clone(),
+            format!("{}/v1/connections/{id}/access-token", app.url),
+            app.key.clone(),
+        );
+        tokio::spawn(async move { http.post(url).bearer_auth(key).send().await.unwrap().status() })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // The seller authorizes again while the old refresh is at Amazon.
+    let (again, _) = app.onboard_sp("na", Some("A1REAUTHRACE")).await;
+    assert_eq!(again["id"], id.as_str());
+    let new_refresh = app.refresh_token_of(&id).await;
+    assert_ne!(new_refresh, old_refresh);
+    let _ = slow.await.unwrap();
+    assert_eq!(
+        app.refresh_token_of(&id).await,
+        new_refresh,
+        "the late refresh did not put the old refresh token back"
+    );
+    assert_eq!(app.vend(&id).await.status(), 200);
 }
