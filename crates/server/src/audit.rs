@@ -67,7 +67,7 @@ impl Via {
 /// record of a (tenant, key, connection, kind, channel, detail) in a write interval.
 #[derive(Debug)]
 pub struct Auditor {
-    shards: Vec<Mutex<HashMap<u64, Vec<Pending>>>>,
+    shards: Vec<Mutex<PendingMap>>,
     hasher: std::collections::hash_map::RandomState,
     order: AtomicU64,
     store: Arc<dyn Store>,
@@ -78,11 +78,75 @@ pub struct Auditor {
     stop: tokio::sync::Notify,
 }
 
+/// A pending record: shares the tenant and key with the request, so a repeat costs nothing.
 #[derive(Debug)]
 struct Pending {
     order: u64,
-    event: AuditEvent,
+    tenant: Arc<lwa_store::Tenant>,
+    key: Arc<lwa_store::ApiKey>,
+    connection: Option<Box<str>>,
+    kind: Kind,
+    via: Via,
+    detail: Option<String>,
+    at_ms: i64,
+    last_at_ms: i64,
+    count: i64,
 }
+
+impl Pending {
+    fn identity(&self) -> Identity<'_> {
+        (
+            &self.tenant.id,
+            &self.key.id,
+            self.connection.as_deref(),
+            self.kind.as_str(),
+            self.via.as_str(),
+            self.detail.as_deref(),
+        )
+    }
+
+    fn merge(&mut self, from: &Pending) {
+        self.count += from.count;
+        self.at_ms = self.at_ms.min(from.at_ms);
+        self.last_at_ms = self.last_at_ms.max(from.last_at_ms);
+        self.order = self.order.min(from.order);
+    }
+
+    fn event(&self) -> AuditEvent {
+        AuditEvent {
+            id: 0,
+            at_ms: self.at_ms,
+            last_at_ms: self.last_at_ms,
+            count: self.count,
+            tenant_id: self.tenant.id.clone(),
+            key_id: self.key.id.clone(),
+            connection_id: self.connection.as_deref().map(str::to_owned),
+            kind: self.kind.as_str().to_owned(),
+            via: self.via.as_str().to_owned(),
+            detail: self.detail.clone(),
+        }
+    }
+}
+
+/// A map keyed by an already computed hash: the hash itself is the bucket.
+#[derive(Debug, Default, Clone, Copy)]
+struct Prehashed(u64);
+
+impl std::hash::Hasher for Prehashed {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(*b);
+        }
+    }
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n;
+    }
+}
+
+type PendingMap = HashMap<u64, Vec<Pending>, std::hash::BuildHasherDefault<Prehashed>>;
 
 /// How often pending records are written.
 pub const WRITE_INTERVAL: Duration = Duration::from_secs(5);
@@ -100,29 +164,11 @@ type Identity<'a> = (
     Option<&'a str>,
 );
 
-fn identity_of(e: &AuditEvent) -> Identity<'_> {
-    (
-        &e.tenant_id,
-        &e.key_id,
-        e.connection_id.as_deref(),
-        &e.kind,
-        &e.via,
-        e.detail.as_deref(),
-    )
-}
-
-fn merge(into: &mut Pending, from: &Pending) {
-    into.event.count += from.event.count;
-    into.event.at_ms = into.event.at_ms.min(from.event.at_ms);
-    into.event.last_at_ms = into.event.last_at_ms.max(from.event.last_at_ms);
-    into.order = into.order.min(from.order);
-}
-
 impl Auditor {
     /// An auditor writing to `store`, deleting rows older than `retention_days` (0: never).
     pub fn new(store: Arc<dyn Store>, clock: Arc<dyn lwa::Clock>, retention_days: u32) -> Auditor {
         Auditor {
-            shards: (0..16).map(|_| Mutex::new(HashMap::new())).collect(),
+            shards: (0..16).map(|_| Mutex::new(PendingMap::default())).collect(),
             hasher: Default::default(),
             order: AtomicU64::new(0),
             store,
@@ -152,40 +198,31 @@ impl Auditor {
             detail.as_deref(),
         );
         let hash = self.hasher.hash_one(identity);
-        let pending = Pending {
-            order: 0,
-            event: AuditEvent {
-                id: 0,
-                at_ms,
-                last_at_ms: at_ms,
-                count: 1,
-                tenant_id: String::new(),
-                key_id: String::new(),
-                connection_id: None,
-                kind: String::new(),
-                via: String::new(),
-                detail: None,
-            },
-        };
         let mut shard = self.shards[hash as usize % self.shards.len()].lock();
         if let Some(bucket) = shard.get_mut(&hash)
-            && let Some(known) = bucket.iter_mut().find(|p| identity_of(&p.event) == identity)
+            && let Some(known) = bucket.iter_mut().find(|p| p.identity() == identity)
         {
-            merge(known, &pending);
+            known.count += 1;
+            known.at_ms = known.at_ms.min(at_ms);
+            known.last_at_ms = known.last_at_ms.max(at_ms);
             return;
         }
         if shard.len() * self.shards.len() > MAX_PENDING {
             tracing::warn!("audit records could not be written for a long time; a record was dropped");
             return;
         }
-        let mut pending = pending;
-        pending.order = self.order.fetch_add(1, Ordering::Relaxed);
-        pending.event.tenant_id = auth.tenant.id.clone();
-        pending.event.key_id = auth.key.id.clone();
-        pending.event.connection_id = connection_id.map(str::to_owned);
-        pending.event.kind = kind.as_str().to_owned();
-        pending.event.via = via.as_str().to_owned();
-        pending.event.detail = detail;
+        let pending = Pending {
+            order: self.order.fetch_add(1, Ordering::Relaxed),
+            tenant: auth.tenant.clone(),
+            key: auth.key.clone(),
+            connection: connection_id.map(Into::into),
+            kind,
+            via,
+            detail,
+            at_ms,
+            last_at_ms: at_ms,
+            count: 1,
+        };
         shard.entry(hash).or_default().push(pending);
     }
 
@@ -201,14 +238,11 @@ impl Auditor {
 
     fn put_back(&self, batch: Vec<Pending>) {
         for p in batch {
-            let hash = self.hasher.hash_one(identity_of(&p.event));
+            let hash = self.hasher.hash_one(p.identity());
             let mut shard = self.shards[hash as usize % self.shards.len()].lock();
             let bucket = shard.entry(hash).or_default();
-            match bucket
-                .iter_mut()
-                .find(|q| identity_of(&q.event) == identity_of(&p.event))
-            {
-                Some(known) => merge(known, &p),
+            match bucket.iter_mut().find(|q| q.identity() == p.identity()) {
+                Some(known) => known.merge(&p),
                 None => bucket.push(p),
             }
         }
@@ -224,7 +258,7 @@ impl Auditor {
             if batch.is_empty() {
                 return Ok(0);
             }
-            let rows: Vec<AuditEvent> = batch.iter().map(|p| p.event.clone()).collect();
+            let rows: Vec<AuditEvent> = batch.iter().map(Pending::event).collect();
             match auditor.store.insert_audit_events(&rows).await {
                 Ok(()) => Ok(rows.len()),
                 Err(e) => {

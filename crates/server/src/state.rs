@@ -62,6 +62,8 @@ pub const KEY_CACHE_MS: i64 = 5_000;
 pub struct CachedKey {
     pub tenant: Arc<Tenant>,
     pub key: Arc<ApiKey>,
+    /// The stored SHA-256 of the key's secret, decoded (`None` if the row is malformed).
+    pub secret_digest: Option<[u8; 32]>,
     fetched_ms: i64,
     /// When its use was last written (from the database, then this process).
     touched_ms: Arc<AtomicI64>,
@@ -266,8 +268,12 @@ impl AppState {
             .map(|c| c.touched_ms.load(Ordering::Relaxed))
             .unwrap_or(0)
             .max(key.last_used_at_ms.unwrap_or(0));
+        let secret_digest = hex::decode(&key.secret_hash)
+            .ok()
+            .and_then(|d| <[u8; 32]>::try_from(d).ok());
         let entry = CachedKey {
             tenant: Arc::new(tenant),
+            secret_digest,
             key: Arc::new(key),
             fetched_ms: now,
             touched_ms: Arc::new(AtomicI64::new(touched)),

@@ -153,7 +153,12 @@ impl SqliteStore {
             .busy_timeout(BUSY_TIMEOUT)
             .synchronous(SqliteSynchronous::Normal)
             .foreign_keys(true);
-        let pool = SqlitePoolOptions::new().connect_with(options).await?;
+        // SQLite writes one at a time; a few connections serve the readers. Each is a thread
+        // (and a malloc arena), so more would only cost memory.
+        let pool = SqlitePoolOptions::new()
+            .max_connections(4)
+            .connect_with(options)
+            .await?;
         tracing::debug!(path = %path.display(), "opened SQLite database");
         Ok(SqliteStore {
             pool,

@@ -15,7 +15,6 @@ pub mod lwa_compat;
 pub mod routes;
 
 use std::collections::HashMap;
-use std::hash::{BuildHasher, Hash};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -96,11 +95,22 @@ impl From<lwa_store::StoreError> for VendError {
 pub struct CachedToken {
     pub token: AccessToken,
     pub expires_at_ms: i64,
+    /// `expires_at_ms` in RFC 3339, formatted once.
+    pub expires_at: Box<str>,
     /// Tag of the tenant-held secret that opened it (`None`: no tenant layer).
     secret_tag: Option<[u8; 32]>,
 }
 
 impl CachedToken {
+    fn new(token: AccessToken, expires_at_ms: i64, secret_tag: Option<[u8; 32]>) -> Arc<CachedToken> {
+        Arc::new(CachedToken {
+            token,
+            expires_at_ms,
+            expires_at: crate::time::rfc3339(expires_at_ms).into(),
+            secret_tag,
+        })
+    }
+
     /// Whether `tag` (of the secret the caller presented) may have this token.
     fn allows(&self, tag: Option<&[u8; 32]>) -> bool {
         match (&self.secret_tag, tag) {
@@ -159,7 +169,8 @@ impl ConnMeta {
                 .map_err(|e| VendError::Internal(format!("connection {}: {e}", row.id)))?,
             status: Status::of(&row.status),
             tenant_secret: row.tenant_secret,
-            checked_at_ms: now,
+            // Spread over time, so entries filled together are not all re-read together.
+            checked_at_ms: now - rand::random_range(0..REVALIDATE_MS / 3),
         })
     }
 }
@@ -169,22 +180,22 @@ impl ConnMeta {
 #[derive(Debug)]
 struct Shards<V> {
     shards: Vec<RwLock<HashMap<Box<str>, Arc<V>>>>,
-    hasher: std::collections::hash_map::RandomState,
 }
 
 impl<V> Shards<V> {
     fn new(n: usize) -> Self {
         Shards {
             shards: (0..n).map(|_| RwLock::new(HashMap::new())).collect(),
-            hasher: Default::default(),
         }
     }
 
     fn shard(&self, key: &str) -> &RwLock<HashMap<Box<str>, Arc<V>>> {
-        let mut h = self.hasher.build_hasher();
-        key.hash(&mut h);
-        let i = std::hash::Hasher::finish(&h) as usize % self.shards.len();
-        &self.shards[i]
+        // FNV-1a only picks the shard; the map inside keeps its keyed hash.
+        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+        for b in key.bytes() {
+            h = (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
+        }
+        &self.shards[(h % self.shards.len() as u64) as usize]
     }
 
     fn get(&self, key: &str) -> Option<Arc<V>> {
@@ -301,12 +312,31 @@ impl Vendor {
                 self.connections.get_or_insert_with(id, || fresh_entry)
             }
         };
-        let mut meta = entry.meta.read().clone();
+        let meta = entry.meta.read().clone();
         if &*meta.tenant_id != tenant_id {
             return Err(VendError::NotFound);
         }
         if now - meta.checked_at_ms > REVALIDATE_MS {
-            meta = self.revalidate(state, &entry, tenant_id, id, meta, now).await?;
+            // Re-read the row in the background (one request starts it); this request is
+            // served from the cache meanwhile.
+            let claimed = {
+                let mut m = entry.meta.write();
+                let due = now - m.checked_at_ms > REVALIDATE_MS;
+                if due {
+                    m.checked_at_ms = now;
+                }
+                due
+            };
+            if claimed {
+                let (task_state, task_entry) = (state.clone(), entry.clone());
+                let (task_tenant, task_id, cached) = (tenant_id.to_owned(), id.to_owned(), meta.clone());
+                tokio::spawn(async move {
+                    let vendor = &task_state.vendor;
+                    let _ = vendor
+                        .revalidate(&task_state, &task_entry, &task_tenant, &task_id, cached, now)
+                        .await;
+                });
+            }
         }
         match meta.status {
             Status::Active => {}
@@ -440,11 +470,11 @@ impl Vendor {
                         .client_credentials(&app.credentials, &scopes)
                         .await
                         .map_err(lwa_failure)?;
-                    Ok(Arc::new(CachedToken {
-                        token: tokens.access_token,
-                        expires_at_ms: started + tokens.expires_in as i64 * 1000,
-                        secret_tag: None,
-                    }))
+                    Ok(CachedToken::new(
+                        tokens.access_token,
+                        started + tokens.expires_in as i64 * 1000,
+                        None,
+                    ))
                 },
             )
             .await
@@ -519,11 +549,11 @@ impl Vendor {
                     )
                     .await
                     .map_err(rdt_failure)?;
-                    Ok(Arc::new(CachedToken {
-                        token: minted.token,
-                        expires_at_ms: started + minted.expires_in as i64 * 1000,
-                        secret_tag: None,
-                    }))
+                    Ok(CachedToken::new(
+                        minted.token,
+                        started + minted.expires_in as i64 * 1000,
+                        None,
+                    ))
                 },
             )
             .await;
@@ -584,13 +614,7 @@ fn entry_from_row(state: &AppState, row: &Connection, now: i64) -> Result<ConnEn
             .sealer
             .open(&row.id, "access_token", sealed, None)
             .ok()
-            .map(|plain| {
-                Arc::new(CachedToken {
-                    token: AccessToken::new(plain.as_str()),
-                    expires_at_ms,
-                    secret_tag: None,
-                })
-            }),
+            .map(|plain| CachedToken::new(AccessToken::new(plain.as_str()), expires_at_ms, None)),
         _ => None,
     };
     Ok(ConnEntry {
@@ -656,11 +680,11 @@ async fn refresh_connection(
         && expires_at_ms - now > buffer_ms
     {
         let plain = open("access_token", sealed)?;
-        return Ok(Arc::new(CachedToken {
-            token: AccessToken::new(plain.as_str()),
+        return Ok(CachedToken::new(
+            AccessToken::new(plain.as_str()),
             expires_at_ms,
-            secret_tag: tag,
-        }));
+            tag,
+        ));
     }
     let sealed_refresh = row.refresh_token.as_deref().ok_or(VendError::Disconnected)?;
     let refresh_token = RefreshToken::new(open("refresh_token", sealed_refresh)?.as_str());
@@ -726,11 +750,7 @@ async fn refresh_connection(
         };
     }
     tracing::debug!(connection = %id, "refreshed");
-    Ok(Arc::new(CachedToken {
-        token: tokens.access_token,
-        expires_at_ms,
-        secret_tag: tag,
-    }))
+    Ok(CachedToken::new(tokens.access_token, expires_at_ms, tag))
 }
 
 /// An LWA failure, as vending reports it.

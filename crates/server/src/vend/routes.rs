@@ -109,7 +109,7 @@ pub fn full_key(auth: &TenantAuth) -> Result<(), ApiError> {
 struct TokenBody<'a> {
     access_token: &'a str,
     token_type: &'static str,
-    expires_at: String,
+    expires_at: &'a str,
     expires_in: i64,
     #[serde(skip_serializing_if = "Option::is_none")]
     scope: Option<&'a str>,
@@ -120,7 +120,7 @@ fn token_response(token: &CachedToken, now: i64, scope: Option<&str>) -> Respons
     let body = TokenBody {
         access_token: token.token.expose(),
         token_type: "bearer",
-        expires_at: rfc3339(token.expires_at_ms),
+        expires_at: &token.expires_at,
         expires_in: ((token.expires_at_ms - now) / 1000).max(0),
         scope,
     };
