@@ -146,7 +146,35 @@ impl std::hash::Hasher for Prehashed {
     }
 }
 
-type PendingMap = HashMap<u64, Vec<Pending>, std::hash::BuildHasherDefault<Prehashed>>;
+/// One shard: records by the hash of their identity, and the rare record whose hash another
+/// identity already holds.
+#[derive(Debug, Default)]
+struct PendingMap {
+    by_hash: HashMap<u64, Pending, std::hash::BuildHasherDefault<Prehashed>>,
+    collided: Vec<Pending>,
+}
+
+impl PendingMap {
+    fn find(&mut self, hash: u64, identity: Identity<'_>) -> Option<&mut Pending> {
+        match self.by_hash.get_mut(&hash) {
+            Some(p) if p.identity() == identity => Some(p),
+            Some(_) => self.collided.iter_mut().find(|p| p.identity() == identity),
+            None => None,
+        }
+    }
+
+    fn insert(&mut self, hash: u64, pending: Pending) {
+        if self.by_hash.contains_key(&hash) {
+            self.collided.push(pending);
+        } else {
+            self.by_hash.insert(hash, pending);
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.by_hash.len() + self.collided.len()
+    }
+}
 
 /// How often pending records are written.
 pub const WRITE_INTERVAL: Duration = Duration::from_secs(5);
@@ -199,9 +227,7 @@ impl Auditor {
         );
         let hash = self.hasher.hash_one(identity);
         let mut shard = self.shards[hash as usize % self.shards.len()].lock();
-        if let Some(bucket) = shard.get_mut(&hash)
-            && let Some(known) = bucket.iter_mut().find(|p| p.identity() == identity)
-        {
+        if let Some(known) = shard.find(hash, identity) {
             known.count += 1;
             known.at_ms = known.at_ms.min(at_ms);
             known.last_at_ms = known.last_at_ms.max(at_ms);
@@ -223,14 +249,14 @@ impl Auditor {
             last_at_ms: at_ms,
             count: 1,
         };
-        shard.entry(hash).or_default().push(pending);
+        shard.insert(hash, pending);
     }
 
     fn take(&self) -> Vec<Pending> {
         let mut all = Vec::new();
         for shard in &self.shards {
             let taken = std::mem::take(&mut *shard.lock());
-            all.extend(taken.into_values().flatten());
+            all.extend(taken.by_hash.into_values().chain(taken.collided));
         }
         all.sort_by_key(|p| p.order);
         all
@@ -240,10 +266,9 @@ impl Auditor {
         for p in batch {
             let hash = self.hasher.hash_one(p.identity());
             let mut shard = self.shards[hash as usize % self.shards.len()].lock();
-            let bucket = shard.entry(hash).or_default();
-            match bucket.iter_mut().find(|q| q.identity() == p.identity()) {
+            match shard.find(hash, p.identity()) {
                 Some(known) => known.merge(&p),
-                None => bucket.push(p),
+                None => shard.insert(hash, p),
             }
         }
     }
@@ -258,14 +283,19 @@ impl Auditor {
             if batch.is_empty() {
                 return Ok(0);
             }
-            let rows: Vec<AuditEvent> = batch.iter().map(Pending::event).collect();
-            match auditor.store.insert_audit_events(&rows).await {
-                Ok(()) => Ok(rows.len()),
-                Err(e) => {
-                    auditor.put_back(batch);
-                    Err(e)
+            // In chunks, so a large batch is never copied whole.
+            let mut written = 0;
+            let mut rest = batch.into_iter().peekable();
+            while rest.peek().is_some() {
+                let chunk: Vec<Pending> = rest.by_ref().take(1000).collect();
+                let rows: Vec<AuditEvent> = chunk.iter().map(Pending::event).collect();
+                if let Err(e) = auditor.store.insert_audit_events(&rows).await {
+                    auditor.put_back(chunk.into_iter().chain(rest).collect());
+                    return Err(e);
                 }
+                written += rows.len();
             }
+            Ok(written)
         });
         task.await
             .unwrap_or_else(|e| Err(StoreError::Io(format!("the audit write failed: {e}"))))
@@ -401,4 +431,64 @@ pub async fn list(
         axum::Json(json!({"data": page.iter().map(view).collect::<Vec<_>>(), "next_before": next}))
             .into_response(),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn auth(tenant: &str, key: &str) -> TenantAuth {
+        TenantAuth {
+            tenant: Arc::new(lwa_store::Tenant {
+                id: tenant.into(),
+                name: "T".into(),
+                redirect_origins: vec![],
+                sp_app: None,
+                ads_app: None,
+                webhook_url: None,
+                signing_secret: None,
+                created_at_ms: 0,
+            }),
+            key: Arc::new(lwa_store::ApiKey {
+                id: key.into(),
+                tenant_id: tenant.into(),
+                name: None,
+                secret_hash: String::new(),
+                scope: "full".into(),
+                created_at_ms: 0,
+                last_used_at_ms: None,
+                revoked_at_ms: None,
+            }),
+        }
+    }
+
+    #[tokio::test]
+    async fn identical_records_are_one_row_with_a_count_in_first_seen_order() {
+        let store: Arc<dyn Store> = Arc::new(
+            lwa_store::SqliteStore::connect_and_migrate("sqlite::memory:")
+                .await
+                .unwrap(),
+        );
+        let auditor = Arc::new(Auditor::new(store.clone(), Arc::new(lwa::SystemClock), 90));
+        let (a, b) = (auth("ten_a", "ka"), auth("ten_b", "kb"));
+        auditor.record(10, &a, Some("conn_1"), Kind::AccessToken, Via::V1, None);
+        auditor.record(11, &b, None, Kind::GrantlessToken, Via::Lwa, Some("s".into()));
+        auditor.record(12, &a, Some("conn_1"), Kind::AccessToken, Via::V1, None);
+        auditor.record(13, &a, Some("conn_1"), Kind::AccessToken, Via::Lwa, None);
+        auditor.record(9, &a, Some("conn_1"), Kind::AccessToken, Via::V1, None);
+        assert_eq!(auditor.flush().await.unwrap(), 3);
+        assert_eq!(auditor.flush().await.unwrap(), 0);
+        let rows = store
+            .audit_events(&AuditFilter {
+                limit: 10,
+                ..AuditFilter::default()
+            })
+            .await
+            .unwrap();
+        // Newest first: the row first seen last.
+        assert_eq!(rows.len(), 3);
+        assert_eq!((rows[2].count, rows[2].at_ms, rows[2].last_at_ms), (3, 9, 12));
+        assert_eq!(rows[1].tenant_id, "ten_b");
+        assert_eq!((rows[0].via.as_str(), rows[0].count), ("lwa", 1));
+    }
 }

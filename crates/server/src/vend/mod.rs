@@ -157,10 +157,10 @@ struct ConnEntry {
 }
 
 impl ConnMeta {
-    fn of(row: &Connection, now: i64) -> Result<ConnMeta, VendError> {
+    fn of(row: &Connection, now: i64, names: &Names) -> Result<ConnMeta, VendError> {
         Ok(ConnMeta {
-            tenant_id: row.tenant_id.as_str().into(),
-            app: row.app.as_str().into(),
+            tenant_id: names.intern(&row.tenant_id),
+            app: names.intern(&row.app),
             api: row
                 .api
                 .parse::<Api>()
@@ -225,6 +225,23 @@ impl<V> Shards<V> {
     }
 }
 
+/// Tenant ids and app names shared by every cache entry (a few distinct values for 100,000
+/// entries).
+#[derive(Debug, Default)]
+struct Names(Mutex<std::collections::HashSet<Arc<str>>>);
+
+impl Names {
+    fn intern(&self, name: &str) -> Arc<str> {
+        let mut names = self.0.lock();
+        if let Some(known) = names.get(name) {
+            return known.clone();
+        }
+        let name: Arc<str> = name.into();
+        names.insert(name.clone());
+        name
+    }
+}
+
 /// A token bucket on the broker's clock.
 #[derive(Debug)]
 struct Bucket {
@@ -239,6 +256,7 @@ pub struct Vendor {
     grantless: Shards<Flight<CachedToken>>,
     rdts: Shards<Flight<CachedToken>>,
     rdt_buckets: Mutex<HashMap<String, Bucket>>,
+    names: Names,
     buffer_ms: i64,
 }
 
@@ -257,6 +275,7 @@ impl Vendor {
             grantless: Shards::new(4),
             rdts: Shards::new(16),
             rdt_buckets: Mutex::new(HashMap::new()),
+            names: Names::default(),
             buffer_ms: buffer.as_millis() as i64,
         }
     }
@@ -426,7 +445,7 @@ impl Vendor {
                 return Ok(meta);
             }
         };
-        let meta = ConnMeta::of(&row, now)?;
+        let meta = ConnMeta::of(&row, now, &self.names)?;
         if entry
             .flight
             .current()
@@ -618,7 +637,7 @@ fn entry_from_row(state: &AppState, row: &Connection, now: i64) -> Result<ConnEn
         _ => None,
     };
     Ok(ConnEntry {
-        meta: RwLock::new(ConnMeta::of(row, now)?),
+        meta: RwLock::new(ConnMeta::of(row, now, &state.vendor.names)?),
         flight: Arc::new(Flight::with(token)),
     })
 }
