@@ -164,10 +164,11 @@ impl PendingMap {
     }
 
     fn insert(&mut self, hash: u64, pending: Pending) {
-        if self.by_hash.contains_key(&hash) {
-            self.collided.push(pending);
-        } else {
-            self.by_hash.insert(hash, pending);
+        match self.by_hash.entry(hash) {
+            std::collections::hash_map::Entry::Occupied(_) => self.collided.push(pending),
+            std::collections::hash_map::Entry::Vacant(slot) => {
+                slot.insert(pending);
+            }
         }
     }
 
