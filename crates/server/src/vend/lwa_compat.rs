@@ -409,7 +409,7 @@ async fn serve(state: &AppState, headers: &HeaderMap, request: Request) -> Resul
                     access_token: token.token.expose(),
                     refresh_token: Some(handle),
                     token_type: "bearer",
-                    expires_in: ((token.expires_at_ms - now) / 1000).max(0),
+                    expires_in: token.expires_in(now),
                 },
             ))
         }
@@ -447,7 +447,7 @@ async fn serve(state: &AppState, headers: &HeaderMap, request: Request) -> Resul
                     access_token: token.token.expose(),
                     refresh_token: None,
                     token_type: "bearer",
-                    expires_in: ((token.expires_at_ms - now) / 1000).max(0),
+                    expires_in: token.expires_in(now),
                 },
             ))
         }

@@ -111,6 +111,11 @@ impl CachedToken {
         })
     }
 
+    /// Whole seconds left at `now_ms` (never negative).
+    pub fn expires_in(&self, now_ms: i64) -> i64 {
+        ((self.expires_at_ms - now_ms) / 1000).max(0)
+    }
+
     /// Whether `tag` (of the secret the caller presented) may have this token.
     fn allows(&self, tag: Option<&[u8; 32]>) -> bool {
         match (&self.secret_tag, tag) {
@@ -576,7 +581,7 @@ impl Vendor {
                 },
             )
             .await;
-        if result.is_err() && flight.failed_empty() && flight.current().is_none() {
+        if result.is_err() && flight.failed_empty() {
             // Nothing minted: keep no entry for it (failed requests must not fill memory).
             self.rdts.remove(&key);
         }

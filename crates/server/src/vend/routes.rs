@@ -16,7 +16,6 @@ use crate::extract::{Json, PathParam};
 use crate::onboarding::tenant_app;
 use crate::sealing::TokenSecret;
 use crate::state::AppState;
-use crate::time::rfc3339;
 
 /// The header that carries a tenant-held secret on `/v1`.
 pub const TOKEN_SECRET_HEADER: &str = "x-amazon-token-secret";
@@ -121,7 +120,7 @@ fn token_response(token: &CachedToken, now: i64, scope: Option<&str>) -> Respons
         access_token: token.token.expose(),
         token_type: "bearer",
         expires_at: &token.expires_at,
-        expires_in: ((token.expires_at_ms - now) / 1000).max(0),
+        expires_in: token.expires_in(now),
         scope,
     };
     no_store(axum::Json(body).into_response())
@@ -300,7 +299,7 @@ pub fn rdt_request(body: RdtBody) -> Result<RdtRequest, ApiError> {
 #[derive(Serialize)]
 struct RdtAnswer<'a> {
     restricted_data_token: &'a str,
-    expires_at: String,
+    expires_at: &'a str,
     expires_in: i64,
     restricted_resources: &'a [RestrictedResource],
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -345,8 +344,8 @@ pub async fn restricted_data_token(
     );
     let body = RdtAnswer {
         restricted_data_token: token.token.expose(),
-        expires_at: rfc3339(token.expires_at_ms),
-        expires_in: ((token.expires_at_ms - now) / 1000).max(0),
+        expires_at: &token.expires_at,
+        expires_in: token.expires_in(now),
         restricted_resources: &request.resources,
         target_application: request.target_application.as_deref(),
     };
