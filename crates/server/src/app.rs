@@ -227,6 +227,12 @@ impl Application {
         let app = router(self.state.clone());
         let _fake = self.fake;
         let writer = self.state.auditor.spawn_writer();
+        let refresher = self
+            .state
+            .refresher
+            .settings()
+            .enabled
+            .then(|| self.state.refresher.spawn(self.state.clone()));
         let served = axum::serve(
             self.listener,
             app.into_make_service_with_connect_info::<SocketAddr>(),
@@ -234,6 +240,12 @@ impl Application {
         .with_graceful_shutdown(shutdown)
         .await;
         self.state.auditor.stop();
+        self.state.refresher.stop();
+        if let Some(refresher) = refresher
+            && let Err(e) = refresher.await
+        {
+            tracing::warn!(error = %e, "the background refresher failed");
+        }
         if let Err(e) = writer.await {
             tracing::warn!(error = %e, "the audit writer failed");
         }

@@ -153,4 +153,51 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
 
     /// Deletes states, links and claim codes that expired before `before_ms`; returns how many.
     async fn purge_expired(&self, before_ms: i64) -> Result<u64, StoreError>;
+
+    // --- background refresher ---
+    /// Active connections without a tenant-held secret whose refresh is due at `now_ms`, in due
+    /// order, after `after` (`(next_refresh_at_ms, id)` of the previous page's last row).
+    async fn due_refreshes(
+        &self,
+        now_ms: i64,
+        after: Option<(i64, &str)>,
+        limit: u32,
+    ) -> Result<Vec<DueRefresh>, StoreError>;
+    /// The connection's schedule; `None` when unknown.
+    async fn refresh_schedule(&self, id: &str) -> Result<Option<RefreshSchedule>, StoreError>;
+    /// Sets when the refresher looks at it next; false when unknown.
+    async fn set_next_refresh(&self, id: &str, at_ms: i64) -> Result<bool, StoreError>;
+    /// Records a transient refresh failure on an active connection, atomically: one more
+    /// failure in a row, `last_error`, and no LWA call (nor scheduled refresh) before
+    /// `retry_at(failures)`, given the new count. `None` when unknown or not active.
+    async fn record_refresh_failure(
+        &self,
+        id: &str,
+        error: &str,
+        at_ms: i64,
+        retry_at: &(dyn Fn(i64) -> i64 + Send + Sync),
+    ) -> Result<Option<RefreshSchedule>, StoreError>;
+    /// Active Ads connections without a tenant-held secret whose profiles are due to be re-read
+    /// (`profiles_check_at_ms <= now_ms`), soonest first.
+    async fn due_profile_checks(&self, now_ms: i64, limit: u32) -> Result<Vec<String>, StoreError>;
+    /// Stores re-read profiles (when given) and when to read them next; false when unknown.
+    async fn set_profiles(
+        &self,
+        id: &str,
+        profiles: Option<&str>,
+        next_check_at_ms: i64,
+        at_ms: i64,
+    ) -> Result<bool, StoreError>;
+    /// Active SP-API connections authorized at or before `authorized_before_ms` that have not
+    /// yet had a notice of `days` or fewer days, oldest authorization first.
+    async fn expiring_authorizations(
+        &self,
+        authorized_before_ms: i64,
+        days: i64,
+        limit: u32,
+    ) -> Result<Vec<Connection>, StoreError>;
+    /// Records that the `days` notice was sent for the authorization of `authorized_at_ms`
+    /// (nothing when it was re-authorized meanwhile); false then.
+    async fn set_expiry_notice(&self, id: &str, authorized_at_ms: i64, days: i64)
+    -> Result<bool, StoreError>;
 }

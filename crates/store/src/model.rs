@@ -172,6 +172,8 @@ pub struct TokenUpdate {
     pub access_token: String,
     pub access_expires_at_ms: i64,
     pub refreshed_at_ms: i64,
+    /// When the background refresher should refresh it next.
+    pub next_refresh_at_ms: i64,
 }
 
 /// One line of the audit trail: a token handed out. Identical events (same tenant, key,
@@ -212,4 +214,29 @@ pub struct AuditFilter {
     pub before: Option<i64>,
     /// At most this many (the backend caps it at 1000).
     pub limit: u32,
+}
+
+/// A connection the background refresher should look at now.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DueRefresh {
+    pub id: String,
+    /// App name from the config (the refresher's budget is per app).
+    pub app: String,
+    pub next_refresh_at_ms: i64,
+}
+
+/// A connection's place in the background refresher's schedule (columns beside the
+/// connection's, shared by every process).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RefreshSchedule {
+    /// When the refresher should next refresh it (0: now).
+    pub next_refresh_at_ms: i64,
+    /// Transient failures in a row; 0 after a success or a new authorization.
+    pub refresh_failures: i64,
+    /// No LWA call before this time (the backoff after a failure), for vends too.
+    pub retry_at_ms: Option<i64>,
+    /// The smallest "refresh token expiring in N days" notice sent for this authorization.
+    pub expiry_notice_days: Option<i64>,
+    /// When an Ads connection's profiles are next re-read (0: not scheduled yet).
+    pub profiles_check_at_ms: i64,
 }

@@ -19,8 +19,8 @@ use sqlx::sqlite::{
 use sqlx::{QueryBuilder, Row, Sqlite};
 
 use crate::{
-    ApiKey, AuditEvent, AuditFilter, ClaimCode, ConnectLink, Connection, ConnectionFilter, OAuthState, Store,
-    StoreError, Tenant, TokenUpdate,
+    ApiKey, AuditEvent, AuditFilter, ClaimCode, ConnectLink, Connection, ConnectionFilter, DueRefresh,
+    OAuthState, RefreshSchedule, Store, StoreError, Tenant, TokenUpdate,
 };
 
 /// The schema, embedded at build time from `migrations/sqlite/`.
@@ -68,6 +68,12 @@ macro_rules! connection_cols {
          status, refresh_token, access_token, access_expires_at_ms, tenant_secret, profiles, \
          authorized_at_ms, last_refresh_at_ms, last_error, callback_url, claimed_at_ms, \
          created_at_ms, updated_at_ms"
+    };
+}
+
+macro_rules! schedule_cols {
+    () => {
+        "next_refresh_at_ms, refresh_failures, retry_at_ms, expiry_notice_days, profiles_check_at_ms"
     };
 }
 
@@ -435,6 +441,16 @@ fn claim_code_from_row(row: &SqliteRow) -> Result<ClaimCode, sqlx::Error> {
     })
 }
 
+fn schedule_from_row(row: &SqliteRow) -> Result<RefreshSchedule, sqlx::Error> {
+    Ok(RefreshSchedule {
+        next_refresh_at_ms: row.try_get("next_refresh_at_ms")?,
+        refresh_failures: row.try_get("refresh_failures")?,
+        retry_at_ms: row.try_get("retry_at_ms")?,
+        expiry_notice_days: row.try_get("expiry_notice_days")?,
+        profiles_check_at_ms: row.try_get("profiles_check_at_ms")?,
+    })
+}
+
 fn connection_from_row(row: &SqliteRow) -> Result<Connection, sqlx::Error> {
     Ok(Connection {
         id: row.try_get("id")?,
@@ -503,7 +519,11 @@ async fn update_connection_on(conn: &mut sqlx::SqliteConnection, c: &Connection)
         "UPDATE connections SET app = ?, api = ?, region = ?, account_type = ?, marketplace_id = ?, \
          selling_partner_id = ?, name = ?, status = ?, refresh_token = ?, access_token = ?, \
          access_expires_at_ms = ?, tenant_secret = ?, profiles = ?, authorized_at_ms = ?, \
-         last_refresh_at_ms = ?, last_error = ?, callback_url = ?, claimed_at_ms = ?, updated_at_ms = ? \
+         last_refresh_at_ms = ?, last_error = ?, callback_url = ?, claimed_at_ms = ?, updated_at_ms = ?, \
+         refresh_failures = CASE WHEN authorized_at_ms = ? THEN refresh_failures ELSE 0 END, \
+         retry_at_ms = CASE WHEN authorized_at_ms = ? THEN retry_at_ms ELSE NULL END, \
+         expiry_notice_days = CASE WHEN authorized_at_ms = ? THEN expiry_notice_days ELSE NULL END, \
+         next_refresh_at_ms = CASE WHEN authorized_at_ms = ? THEN next_refresh_at_ms ELSE 0 END \
          WHERE id = ?",
     )
     .bind(&c.app)
@@ -525,6 +545,11 @@ async fn update_connection_on(conn: &mut sqlx::SqliteConnection, c: &Connection)
     .bind(&c.callback_url)
     .bind(c.claimed_at_ms)
     .bind(c.updated_at_ms)
+    // A new authorization starts a new schedule (no backoff, no notice sent, look at it now).
+    .bind(c.authorized_at_ms)
+    .bind(c.authorized_at_ms)
+    .bind(c.authorized_at_ms)
+    .bind(c.authorized_at_ms)
     .bind(&c.id)
     .execute(conn)
     .await?;
@@ -951,7 +976,8 @@ impl Store for SqliteStore {
     async fn save_tokens(&self, u: &TokenUpdate) -> Result<bool, StoreError> {
         let done = sqlx::query(
             "UPDATE connections SET refresh_token = ?, access_token = ?, access_expires_at_ms = ?, \
-             last_refresh_at_ms = ?, last_error = NULL, status = 'active', updated_at_ms = ? \
+             last_refresh_at_ms = ?, last_error = NULL, status = 'active', updated_at_ms = ?, \
+             next_refresh_at_ms = ?, refresh_failures = 0, retry_at_ms = NULL \
              WHERE id = ? AND status <> 'disconnected' AND refresh_token = ?",
         )
         .bind(&u.refresh_token)
@@ -959,6 +985,7 @@ impl Store for SqliteStore {
         .bind(u.access_expires_at_ms)
         .bind(u.refreshed_at_ms)
         .bind(u.refreshed_at_ms)
+        .bind(u.next_refresh_at_ms)
         .bind(&u.connection_id)
         .bind(&u.expected_refresh_token)
         .execute(&self.pool)
@@ -1112,6 +1139,173 @@ impl Store for SqliteStore {
         }
         tx.commit().await?;
         Ok(purged)
+    }
+
+    // --- background refresher ---
+
+    async fn due_refreshes(
+        &self,
+        now_ms: i64,
+        after: Option<(i64, &str)>,
+        limit: u32,
+    ) -> Result<Vec<DueRefresh>, StoreError> {
+        let (after_at, after_id) = after.unwrap_or((i64::MIN, ""));
+        let rows = sqlx::query(
+            "SELECT id, app, next_refresh_at_ms FROM connections \
+             WHERE status = 'active' AND tenant_secret = 0 AND next_refresh_at_ms <= ? \
+             AND (next_refresh_at_ms, id) > (?, ?) \
+             ORDER BY next_refresh_at_ms, id LIMIT ?",
+        )
+        .bind(now_ms)
+        .bind(after_at)
+        .bind(after_id)
+        .bind(i64::from(limit.min(10_000)))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(DueRefresh {
+                    id: r.try_get("id")?,
+                    app: r.try_get("app")?,
+                    next_refresh_at_ms: r.try_get("next_refresh_at_ms")?,
+                })
+            })
+            .collect::<Result<_, sqlx::Error>>()
+            .map_err(Into::into)
+    }
+
+    async fn refresh_schedule(&self, id: &str) -> Result<Option<RefreshSchedule>, StoreError> {
+        let row = sqlx::query(concat!(
+            "SELECT ",
+            schedule_cols!(),
+            " FROM connections WHERE id = ?"
+        ))
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.as_ref().map(schedule_from_row).transpose()?)
+    }
+
+    async fn set_next_refresh(&self, id: &str, at_ms: i64) -> Result<bool, StoreError> {
+        let done = sqlx::query("UPDATE connections SET next_refresh_at_ms = ? WHERE id = ?")
+            .bind(at_ms)
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn record_refresh_failure(
+        &self,
+        id: &str,
+        error: &str,
+        at_ms: i64,
+        retry_at: &(dyn Fn(i64) -> i64 + Send + Sync),
+    ) -> Result<Option<RefreshSchedule>, StoreError> {
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let failures: Option<i64> = sqlx::query_scalar(
+            "UPDATE connections SET refresh_failures = refresh_failures + 1, last_error = ?, \
+             updated_at_ms = ? WHERE id = ? AND status = 'active' RETURNING refresh_failures",
+        )
+        .bind(error)
+        .bind(at_ms)
+        .bind(id)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some(failures) = failures else {
+            return Ok(None);
+        };
+        let retry = retry_at(failures);
+        let row = sqlx::query(concat!(
+            "UPDATE connections SET retry_at_ms = ?, next_refresh_at_ms = ? WHERE id = ? RETURNING ",
+            schedule_cols!()
+        ))
+        .bind(retry)
+        .bind(retry)
+        .bind(id)
+        .fetch_one(&mut *tx)
+        .await?;
+        let schedule = schedule_from_row(&row)?;
+        tx.commit().await?;
+        Ok(Some(schedule))
+    }
+
+    async fn due_profile_checks(&self, now_ms: i64, limit: u32) -> Result<Vec<String>, StoreError> {
+        Ok(sqlx::query_scalar(
+            "SELECT id FROM connections WHERE status = 'active' AND tenant_secret = 0 AND api = 'ads' \
+             AND profiles_check_at_ms <= ? ORDER BY profiles_check_at_ms, id LIMIT ?",
+        )
+        .bind(now_ms)
+        .bind(i64::from(limit.min(10_000)))
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
+    async fn set_profiles(
+        &self,
+        id: &str,
+        profiles: Option<&str>,
+        next_check_at_ms: i64,
+        at_ms: i64,
+    ) -> Result<bool, StoreError> {
+        let done = match profiles {
+            Some(profiles) => sqlx::query(
+                "UPDATE connections SET profiles = ?, profiles_check_at_ms = ?, updated_at_ms = ? WHERE id = ?",
+            )
+            .bind(profiles)
+            .bind(next_check_at_ms)
+            .bind(at_ms)
+            .bind(id)
+            .execute(&self.pool)
+            .await?,
+            None => sqlx::query("UPDATE connections SET profiles_check_at_ms = ? WHERE id = ?")
+                .bind(next_check_at_ms)
+                .bind(id)
+                .execute(&self.pool)
+                .await?,
+        };
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn expiring_authorizations(
+        &self,
+        authorized_before_ms: i64,
+        days: i64,
+        limit: u32,
+    ) -> Result<Vec<Connection>, StoreError> {
+        let rows = sqlx::query(concat!(
+            "SELECT ",
+            connection_cols!(),
+            " FROM connections WHERE status = 'active' AND api = 'sp-api' AND authorized_at_ms <= ? \
+             AND (expiry_notice_days IS NULL OR expiry_notice_days > ?) \
+             ORDER BY authorized_at_ms, id LIMIT ?"
+        ))
+        .bind(authorized_before_ms)
+        .bind(days)
+        .bind(i64::from(limit.min(10_000)))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(connection_from_row)
+            .collect::<Result<_, _>>()
+            .map_err(Into::into)
+    }
+
+    async fn set_expiry_notice(
+        &self,
+        id: &str,
+        authorized_at_ms: i64,
+        days: i64,
+    ) -> Result<bool, StoreError> {
+        let done = sqlx::query(
+            "UPDATE connections SET expiry_notice_days = ? WHERE id = ? AND authorized_at_ms = ?",
+        )
+        .bind(days)
+        .bind(id)
+        .bind(authorized_at_ms)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
     }
 }
 

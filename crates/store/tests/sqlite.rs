@@ -5,7 +5,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 
 use lwa_store::{
     ApiKey, AuditEvent, AuditFilter, ClaimCode, ConnectLink, Connection, ConnectionFilter, OAuthState,
-    SqliteStore, Store, StoreError, Tenant, TokenUpdate,
+    RefreshSchedule, SqliteStore, Store, StoreError, Tenant, TokenUpdate,
 };
 
 /// A directory under the system temp dir, removed on drop.
@@ -1234,6 +1234,7 @@ async fn save_tokens_touches_only_token_columns_and_never_a_disconnected_connect
         access_token: "lwa1.fp.bmV3LWFjY2Vzcw".into(),
         access_expires_at_ms: 20_000,
         refreshed_at_ms: 8_000,
+        next_refresh_at_ms: 15_000,
     };
     // Started from another refresh token (a re-authorization happened meanwhile): not stored.
     let stale = TokenUpdate {
@@ -1297,6 +1298,171 @@ async fn save_tokens_touches_only_token_columns_and_never_a_disconnected_connect
             })
             .await
             .unwrap()
+    );
+}
+
+#[tokio::test]
+async fn the_refresh_schedule_follows_refreshes_failures_and_new_authorizations() {
+    let (_dir, store) = fresh("schedule").await;
+    store.insert_tenant(&tenant("ten_1", 1_000)).await.unwrap();
+    for id in ["conn_a", "conn_b", "conn_c"] {
+        let mut c = connection(id, "ten_1");
+        c.tenant_secret = false;
+        store.insert_connection(&c).await.unwrap();
+    }
+    // A tenant-held secret keeps a connection out of the background refresher.
+    store
+        .insert_connection(&connection("conn_held", "ten_1"))
+        .await
+        .unwrap();
+
+    // New connections are due at once; paging walks them in due order without repeats.
+    let first = store.due_refreshes(1_000, None, 2).await.unwrap();
+    assert_eq!(
+        first.iter().map(|d| d.id.as_str()).collect::<Vec<_>>(),
+        ["conn_a", "conn_b"]
+    );
+    let last = first.last().unwrap();
+    let rest = store
+        .due_refreshes(1_000, Some((last.next_refresh_at_ms, &last.id)), 10)
+        .await
+        .unwrap();
+    assert_eq!(rest.iter().map(|d| d.id.as_str()).collect::<Vec<_>>(), ["conn_c"]);
+
+    // A refresh schedules the next one and clears a backoff.
+    let before = store.refresh_schedule("conn_a").await.unwrap().unwrap();
+    assert_eq!(before, RefreshSchedule::default());
+    let retry_at = |failures: i64| 2_000 + failures * 1_000;
+    let failed = store
+        .record_refresh_failure("conn_a", "LWA answered 500", 2_000, &retry_at)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((failed.refresh_failures, failed.retry_at_ms), (1, Some(3_000)));
+    let failed = store
+        .record_refresh_failure("conn_a", "LWA answered 500", 3_000, &retry_at)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (
+            failed.refresh_failures,
+            failed.retry_at_ms,
+            failed.next_refresh_at_ms
+        ),
+        (2, Some(4_000), 4_000)
+    );
+    let due: Vec<String> = store
+        .due_refreshes(3_500, None, 10)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|d| d.id)
+        .collect();
+    assert_eq!(due, ["conn_b", "conn_c"], "a connection in backoff is not due");
+    let row = store.connection("conn_a").await.unwrap().unwrap();
+    assert!(
+        store
+            .save_tokens(&TokenUpdate {
+                connection_id: "conn_a".into(),
+                expected_refresh_token: row.refresh_token.clone().unwrap(),
+                refresh_token: row.refresh_token.clone().unwrap(),
+                access_token: "lwa1.fp.bmV3".into(),
+                access_expires_at_ms: 3_605_000,
+                refreshed_at_ms: 5_000,
+                next_refresh_at_ms: 3_400_000,
+            })
+            .await
+            .unwrap()
+    );
+    let after = store.refresh_schedule("conn_a").await.unwrap().unwrap();
+    assert_eq!(
+        (
+            after.refresh_failures,
+            after.retry_at_ms,
+            after.next_refresh_at_ms
+        ),
+        (0, None, 3_400_000)
+    );
+
+    // A failure on a connection that is not active records nothing.
+    let mut b = store.connection("conn_b").await.unwrap().unwrap();
+    b.status = "needs_reauth".into();
+    store.update_connection(&b).await.unwrap();
+    assert!(
+        store
+            .record_refresh_failure("conn_b", "x", 6_000, &retry_at)
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert!(
+        store
+            .due_refreshes(i64::MAX, None, 10)
+            .await
+            .unwrap()
+            .iter()
+            .all(|d| d.id != "conn_b")
+    );
+
+    // A new authorization starts over: no backoff, no notice, due now.
+    store
+        .record_refresh_failure("conn_c", "x", 6_000, &retry_at)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(store.set_expiry_notice("conn_c", 5_000, 30).await.unwrap());
+    let mut c = store.connection("conn_c").await.unwrap().unwrap();
+    assert!(
+        !store
+            .set_expiry_notice("conn_c", c.authorized_at_ms + 1, 7)
+            .await
+            .unwrap(),
+        "a notice for another authorization is not recorded"
+    );
+    c.name = Some("renamed".into());
+    store.update_connection(&c).await.unwrap();
+    let kept = store.refresh_schedule("conn_c").await.unwrap().unwrap();
+    assert_eq!((kept.refresh_failures, kept.expiry_notice_days), (1, Some(30)));
+    c.authorized_at_ms = 50_000;
+    store.update_connection(&c).await.unwrap();
+    let fresh = store.refresh_schedule("conn_c").await.unwrap().unwrap();
+    assert_eq!(fresh, RefreshSchedule::default());
+
+    // Authorizations nearing their end, once per notice.
+    let expiring = store.expiring_authorizations(10_000, 30, 10).await.unwrap();
+    assert_eq!(
+        expiring.iter().map(|c| c.id.as_str()).collect::<Vec<_>>(),
+        ["conn_a", "conn_held"],
+        "conn_b is not active, conn_c was re-authorized later"
+    );
+    assert!(store.set_expiry_notice("conn_a", 5_000, 30).await.unwrap());
+    assert_eq!(
+        store.expiring_authorizations(10_000, 30, 10).await.unwrap().len(),
+        1
+    );
+    assert_eq!(
+        store.expiring_authorizations(10_000, 7, 10).await.unwrap().len(),
+        2
+    );
+
+    // Ads profiles: due, re-read, rescheduled.
+    let mut ads = connection("conn_ads", "ten_1");
+    ads.api = "ads".into();
+    ads.tenant_secret = false;
+    store.insert_connection(&ads).await.unwrap();
+    assert_eq!(store.due_profile_checks(0, 10).await.unwrap(), ["conn_ads"]);
+    assert!(
+        store
+            .set_profiles("conn_ads", Some(r#"[{"profileId":1}]"#), 90_000, 7_000)
+            .await
+            .unwrap()
+    );
+    assert!(store.due_profile_checks(80_000, 10).await.unwrap().is_empty());
+    assert_eq!(store.due_profile_checks(90_000, 10).await.unwrap(), ["conn_ads"]);
+    assert_eq!(
+        store.connection("conn_ads").await.unwrap().unwrap().profiles,
+        r#"[{"profileId":1}]"#
     );
 }
 

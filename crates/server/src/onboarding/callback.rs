@@ -298,7 +298,19 @@ fn exchange_failure(error: LwaError) -> Failure {
 /// Every profile of the advertiser, from all three regional hosts (`GET /v2/profiles` answers
 /// only its own region's), each tagged with its region. A host that fails is skipped.
 async fn ads_profiles(state: &AppState, app: &AppConfig, access_token: &str) -> Value {
+    read_ads_profiles(state, app, access_token)
+        .await
+        .unwrap_or_else(|| Value::Array(Vec::new()))
+}
+
+/// [`ads_profiles`], or `None` when no host answered (so a daily re-read keeps what it has).
+pub(crate) async fn read_ads_profiles(
+    state: &AppState,
+    app: &AppConfig,
+    access_token: &str,
+) -> Option<Value> {
     let mut all = Vec::new();
+    let mut answered = false;
     for region in Region::ALL {
         let url = state.endpoints.url(region.ads_api_host(), "/v2/profiles");
         let response = state
@@ -311,6 +323,7 @@ async fn ads_profiles(state: &AppState, app: &AppConfig, access_token: &str) -> 
             .await;
         match response {
             Ok(r) if r.status().is_success() => {
+                answered = true;
                 if let Ok(Value::Array(profiles)) = r.json::<Value>().await {
                     for mut p in profiles {
                         if let Value::Object(map) = &mut p {
@@ -330,5 +343,5 @@ async fn ads_profiles(state: &AppState, app: &AppConfig, access_token: &str) -> 
             }
         }
     }
-    Value::Array(all)
+    answered.then_some(Value::Array(all))
 }
