@@ -443,3 +443,31 @@ async fn authorizations_nearing_a_year_are_announced_at_thirty_and_seven_days() 
     assert_eq!(app.run_refresher().await.expiry_notices, 0);
     assert_eq!(app.status_of(id).await["status"], "active");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_loop_in_serve_refreshes_without_being_asked() {
+    let app = spawn_with(|s| s.refresher.enabled = true).await;
+    let connections = app.import_sellers("LOOP", 3).await;
+    app.fake.control().clear_requests().await;
+    app.advance((LIFETIME_S - BUFFER_S / 2 + 5) as f64).await;
+    // Nobody vends and nobody calls run_once: the loop (every second) refreshes all three.
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        let refreshed = app.refresh_grants().await.len();
+        if refreshed == connections.len() {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the loop refreshed {refreshed} of {}",
+            connections.len()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    for (id, _) in &connections {
+        let (status, body) = app.vend_json(id).await;
+        assert_eq!(status, 200);
+        assert!(body["expires_in"].as_i64().unwrap() > LIFETIME_S - 60, "{body}");
+    }
+    assert_eq!(app.refresh_grants().await.len(), connections.len(), "vends found them fresh");
+}
