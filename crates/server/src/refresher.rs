@@ -23,7 +23,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::time::Duration;
 
 use lwa::Api;
@@ -47,8 +47,10 @@ pub const AUTHORIZATION_LIFETIME_MS: i64 = 365 * DAY_MS;
 pub const EXPIRY_NOTICE_DAYS: [i64; 2] = [30, 7];
 /// Due connections read per query.
 const PAGE: u32 = 500;
-/// Profile checks and notices handled per run (the rest wait for the next one).
+/// Profile checks and notices handled per pass (the rest wait for the next one).
 const SIDE_WORK_PER_RUN: u32 = 200;
+/// Profiles and notices are looked at most this often (broker clock): they age in days.
+const SIDE_WORK_EVERY_MS: i64 = 60_000;
 
 /// What one [`Refresher::run_once`] did.
 #[derive(Debug, Default, Clone, PartialEq, Eq, serde::Serialize)]
@@ -102,6 +104,8 @@ pub struct Refresher {
     pacers: Mutex<HashMap<String, Arc<Pacer>>>,
     stopping: AtomicBool,
     wake: Notify,
+    /// When profiles and notices were last looked at (0: never).
+    side_work_at_ms: AtomicI64,
 }
 
 impl Refresher {
@@ -112,6 +116,7 @@ impl Refresher {
             pacers: Mutex::new(HashMap::new()),
             stopping: AtomicBool::new(false),
             wake: Notify::new(),
+            side_work_at_ms: AtomicI64::new(0),
         }
     }
 
@@ -134,12 +139,21 @@ impl Refresher {
     }
 
     /// One pass: refreshes every connection due at the clock's now (in due order, within the
-    /// limits), then re-reads due Ads profiles and records due expiry notices. Returns when
-    /// all of it is done.
+    /// limits), then — at most once a minute of the broker's clock — re-reads due Ads profiles
+    /// and records due expiry notices. Returns when all of it is done.
     pub async fn run_once(&self, state: &AppState) -> RunReport {
         let mut report = RunReport::default();
         let now = state.now_ms();
         self.refresh_due(state, now, &mut report).await;
+        let last = self.side_work_at_ms.load(Ordering::Relaxed);
+        if last != 0 && now - last < SIDE_WORK_EVERY_MS
+            || self
+                .side_work_at_ms
+                .compare_exchange(last, now, Ordering::AcqRel, Ordering::Relaxed)
+                .is_err()
+        {
+            return report;
+        }
         if let Err(e) = self.read_profiles(state, now, &mut report).await {
             tracing::warn!(error = ?e, "re-reading Ads profiles failed");
         }
