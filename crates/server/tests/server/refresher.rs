@@ -469,5 +469,9 @@ async fn the_loop_in_serve_refreshes_without_being_asked() {
         assert_eq!(status, 200);
         assert!(body["expires_in"].as_i64().unwrap() > LIFETIME_S - 60, "{body}");
     }
-    assert_eq!(app.refresh_grants().await.len(), connections.len(), "vends found them fresh");
+    assert_eq!(
+        app.refresh_grants().await.len(),
+        connections.len(),
+        "vends found them fresh"
+    );
 }
