@@ -36,6 +36,8 @@ pub struct ConfigFile {
     pub refresh_buffer_seconds: Option<u64>,
     pub grantless_scopes: Option<Vec<String>>,
     pub audit_retention_days: Option<u32>,
+    pub operator_webhook_url: Option<String>,
+    pub webhook_allow_private: Option<bool>,
     #[serde(default)]
     pub apps: Vec<AppFile>,
 }
@@ -176,6 +178,12 @@ pub struct Settings {
     pub grantless_scopes: Vec<String>,
     /// Audit rows older than this are deleted (default 90; 0 keeps them forever).
     pub audit_retention_days: u32,
+    /// Where operator events (`app.client_secret_expiring`) go.
+    pub operator_webhook_url: Option<String>,
+    /// The operator webhook's signing secret (required with the URL).
+    pub operator_webhook_secret: Option<crate::webhooks::SigningSecret>,
+    /// Webhooks may reach internal addresses (loopback, private ranges, …).
+    pub webhook_allow_private: bool,
 }
 
 /// Default database: `lwa-broker.db` in the working directory.
@@ -297,6 +305,30 @@ impl Settings {
                 .map_err(|_| bad("LWA_BROKER_AUDIT_RETENTION_DAYS must be a whole number of days"))?,
             None => file.audit_retention_days.unwrap_or(90),
         };
+        let webhook_allow_private = match env("LWA_BROKER_WEBHOOK_ALLOW_PRIVATE") {
+            Some(v) => truthy(Some(v)),
+            None => file.webhook_allow_private.unwrap_or(false),
+        };
+        let operator_webhook_url = match env("LWA_BROKER_OPERATOR_WEBHOOK_URL")
+            .or(file.operator_webhook_url.clone())
+            .filter(|u| !u.trim().is_empty())
+        {
+            None => None,
+            Some(text) => Some(
+                crate::webhooks::address::parse_webhook_url(&text, webhook_allow_private)
+                    .map_err(|e| bad(format!("LWA_BROKER_OPERATOR_WEBHOOK_URL: {}", e.message)))?
+                    .to_string(),
+            ),
+        };
+        let operator_webhook_secret = env("LWA_BROKER_OPERATOR_WEBHOOK_SECRET")
+            .filter(|s| !s.trim().is_empty())
+            .map(|s| crate::webhooks::SigningSecret::new(s.trim()));
+        if operator_webhook_url.is_some() && operator_webhook_secret.is_none() {
+            return Err(bad(
+                "LWA_BROKER_OPERATOR_WEBHOOK_SECRET must be set with LWA_BROKER_OPERATOR_WEBHOOK_URL \
+                 (any long random string, e.g. `openssl rand -hex 32`); it signs the operator's webhooks",
+            ));
+        }
         let mut apps = Vec::new();
         for app in &file.apps {
             apps.push(app_from_file(app, env)?);
@@ -324,6 +356,9 @@ impl Settings {
             refresh_buffer: std::time::Duration::from_secs(refresh_buffer),
             grantless_scopes,
             audit_retention_days,
+            operator_webhook_url,
+            operator_webhook_secret,
+            webhook_allow_private,
         })
     }
 }

@@ -31,6 +31,7 @@ pub mod sealing;
 pub mod state;
 pub mod time;
 pub mod vend;
+pub mod webhooks;
 
 pub use app::{Application, ROUTES, open_state, router};
 pub use state::{AppState, StartError};

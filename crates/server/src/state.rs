@@ -51,6 +51,8 @@ pub struct Inner {
     pub auditor: Arc<Auditor>,
     /// Grantless scopes tenants may ask for.
     pub grantless_scopes: Vec<String>,
+    /// Webhook settings, the delivery client and the worker's signals.
+    pub webhooks: Arc<crate::webhooks::Webhooks>,
 }
 
 /// How long an API key read from the database is trusted: a key revoked by another process
@@ -178,6 +180,11 @@ impl AppState {
             vendor: Vendor::new(settings.refresh_buffer),
             auditor,
             grantless_scopes: settings.grantless_scopes.clone(),
+            webhooks: Arc::new(crate::webhooks::Webhooks::new(
+                settings.operator_webhook_url.clone(),
+                settings.operator_webhook_secret.clone(),
+                settings.webhook_allow_private,
+            )),
         }))
     }
 

@@ -736,7 +736,13 @@ async fn refresh_connection(
             };
             if let Err(e) = state
                 .store
-                .record_refresh_error(&id, status, &message, state.now_ms())
+                .record_refresh_error(
+                    &id,
+                    status,
+                    &message,
+                    state.now_ms(),
+                    &crate::webhooks::refresh_error_events(&state, &row, status, &message),
+                )
                 .await
             {
                 tracing::warn!(connection = %id, error = %e, "could not record a failed refresh");
