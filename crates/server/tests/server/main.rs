@@ -9,3 +9,4 @@ mod leaks;
 mod onboarding;
 mod python_sdk;
 mod vending;
+mod webhooks;
