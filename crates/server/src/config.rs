@@ -478,6 +478,72 @@ mod tests {
     }
 
     #[test]
+    fn webhook_settings() {
+        let s = resolve(&[]).unwrap();
+        assert_eq!(
+            (
+                s.operator_webhook_url,
+                s.operator_webhook_secret.is_none(),
+                s.webhook_allow_private
+            ),
+            (None, true, false)
+        );
+        let s = resolve(&[
+            ("LWA_BROKER_OPERATOR_WEBHOOK_URL", "https://ops.example.com/lwa"),
+            ("LWA_BROKER_OPERATOR_WEBHOOK_SECRET", "operator-secret-0123456789"),
+        ])
+        .unwrap();
+        assert_eq!(
+            s.operator_webhook_url.as_deref(),
+            Some("https://ops.example.com/lwa")
+        );
+        assert_eq!(
+            s.operator_webhook_secret.unwrap().expose(),
+            "operator-secret-0123456789"
+        );
+        assert!(
+            !format!(
+                "{:?}",
+                resolve(&[
+                    ("LWA_BROKER_OPERATOR_WEBHOOK_URL", "https://ops.example.com/lwa"),
+                    ("LWA_BROKER_OPERATOR_WEBHOOK_SECRET", "operator-secret-0123456789")
+                ])
+                .unwrap()
+            )
+            .contains("operator-secret")
+        );
+        let missing =
+            resolve(&[("LWA_BROKER_OPERATOR_WEBHOOK_URL", "https://ops.example.com/lwa")]).unwrap_err();
+        assert!(
+            missing
+                .0
+                .contains("LWA_BROKER_OPERATOR_WEBHOOK_SECRET must be set"),
+            "{missing}"
+        );
+        let internal = [
+            ("LWA_BROKER_OPERATOR_WEBHOOK_URL", "http://127.0.0.1:9000/ops"),
+            ("LWA_BROKER_OPERATOR_WEBHOOK_SECRET", "operator-secret-0123456789"),
+        ];
+        let refused = resolve(&internal).unwrap_err();
+        assert!(
+            refused
+                .0
+                .starts_with("LWA_BROKER_OPERATOR_WEBHOOK_URL: url points to an internal address"),
+            "{refused}"
+        );
+        let mut allowed = internal.to_vec();
+        allowed.push(("LWA_BROKER_WEBHOOK_ALLOW_PRIVATE", "1"));
+        let s = resolve(&allowed).unwrap();
+        assert!(s.webhook_allow_private);
+        assert_eq!(
+            s.operator_webhook_url.as_deref(),
+            Some("http://127.0.0.1:9000/ops")
+        );
+        let bad = resolve(&[("LWA_BROKER_OPERATOR_WEBHOOK_URL", "ftp://ops.example.com")]).unwrap_err();
+        assert!(bad.0.contains("http or https"), "{bad}");
+    }
+
+    #[test]
     fn defaults_and_seed_variables() {
         let s = resolve(&[
             ("AMAZON_CLIENT_ID", "amzn1.application-oa2-client.x"),

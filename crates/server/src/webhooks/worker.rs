@@ -289,20 +289,10 @@ fn describe(e: &reqwest::Error) -> String {
     } else if e.is_connect() {
         "could not connect to the receiver".to_owned()
     } else {
-        format!("the request failed: {}", e.without_url_ref())
-    }
-}
-
-trait WithoutUrlRef {
-    fn without_url_ref(&self) -> String;
-}
-
-impl WithoutUrlRef for reqwest::Error {
-    fn without_url_ref(&self) -> String {
-        let mut text = self.to_string();
-        if let Some(url) = self.url() {
+        let mut text = e.to_string();
+        if let Some(url) = e.url() {
             text = text.replace(url.as_str(), "[url]");
         }
-        text
+        format!("the request failed: {text}")
     }
 }

@@ -292,7 +292,8 @@ fn python_verifies(secret: &str, r: &Received, now: i64) -> bool {
         readme_block("python")
     );
     std::fs::write(dir.join("verify.py"), script).unwrap();
-    let out = std::process::Command::new("python3")
+    let python = std::env::var("LWA_BROKER_PYTHON").unwrap_or_else(|_| "python3".into());
+    let out = std::process::Command::new(python)
         .args(["verify.py", secret, &now.to_string()])
         .current_dir(&dir)
         .output()
