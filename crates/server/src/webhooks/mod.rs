@@ -25,7 +25,7 @@ use zeroize::Zeroizing;
 use crate::state::AppState;
 use crate::time::rfc3339;
 
-pub use worker::{RunSummary, Webhooks};
+pub use worker::{RunSummary, Webhooks, run_once, spawn_worker};
 
 /// How long a delivery is retried after its event (or after a manual retry): 24 hours.
 pub const RETRY_FOR_MS: i64 = 24 * 3600 * 1000;
