@@ -20,7 +20,7 @@ use crate::error::ApiError;
 use crate::onboarding::{callback, claims, initialize, links, login_uri};
 use crate::sealing::Sealer;
 use crate::state::{AppState, StartError, check_master_key, load_keyring, open_store};
-use crate::{audit, connections, sandbox, vend};
+use crate::{audit, connections, sandbox, vend, webhooks};
 
 /// Who may call a route.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -60,6 +60,15 @@ pub const ROUTES: &[(&str, &str, Access)] = &[
     ),
     ("POST", "/v1/grantless-tokens", Access::TenantKey),
     ("GET", "/v1/audit", Access::TenantKey),
+    ("GET", "/v1/webhook", Access::TenantKey),
+    ("PUT", "/v1/webhook", Access::TenantKey),
+    ("POST", "/v1/webhook/rotate-secret", Access::TenantKey),
+    ("GET", "/v1/webhook/deliveries", Access::TenantKey),
+    (
+        "POST",
+        "/v1/webhook/deliveries/{delivery_id}/retry",
+        Access::TenantKey,
+    ),
     ("POST", "/auth/o2/token", Access::LwaClient),
 ];
 
@@ -95,6 +104,16 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/v1/grantless-tokens", post(vend::routes::grantless))
         .route("/v1/audit", get(audit::list))
+        .route(
+            "/v1/webhook",
+            get(webhooks::routes::get).put(webhooks::routes::put),
+        )
+        .route("/v1/webhook/rotate-secret", post(webhooks::routes::rotate_secret))
+        .route("/v1/webhook/deliveries", get(webhooks::routes::deliveries))
+        .route(
+            "/v1/webhook/deliveries/{delivery_id}/retry",
+            post(webhooks::routes::retry),
+        )
         .route("/auth/o2/token", post(vend::lwa_compat::token))
         .route("/auth/O2/token", post(vend::lwa_compat::token));
     let reserved: Vec<&str> = ROUTES.iter().map(|r| r.1).collect();
@@ -233,6 +252,7 @@ impl Application {
             .settings()
             .enabled
             .then(|| self.state.refresher.spawn(self.state.clone()));
+        let deliverer = webhooks::worker::spawn_worker(&self.state);
         let served = axum::serve(
             self.listener,
             app.into_make_service_with_connect_info::<SocketAddr>(),
@@ -248,6 +268,10 @@ impl Application {
         }
         if let Err(e) = writer.await {
             tracing::warn!(error = %e, "the audit writer failed");
+        }
+        self.state.webhooks.stop();
+        if let Err(e) = deliverer.await {
+            tracing::warn!(error = %e, "the webhook worker failed");
         }
         served
     }

@@ -40,6 +40,8 @@ pub struct ConfigFile {
     pub refresher: Option<bool>,
     pub refresh_concurrency: Option<usize>,
     pub refresh_budget_per_second: Option<f64>,
+    pub operator_webhook_url: Option<String>,
+    pub webhook_allow_private: Option<bool>,
     #[serde(default)]
     pub apps: Vec<AppFile>,
 }
@@ -192,6 +194,12 @@ pub struct Settings {
     pub audit_retention_days: u32,
     /// The background refresher.
     pub refresher: RefresherSettings,
+    /// Where operator events (`app.client_secret_expiring`) go.
+    pub operator_webhook_url: Option<String>,
+    /// The operator webhook's signing secret (required with the URL).
+    pub operator_webhook_secret: Option<crate::webhooks::SigningSecret>,
+    /// Webhooks may reach internal addresses (loopback, private ranges, …).
+    pub webhook_allow_private: bool,
 }
 
 /// How the background refresher runs.
@@ -378,6 +386,30 @@ impl Settings {
                 "the refresh budget must be a positive number of calls per second",
             ));
         }
+        let webhook_allow_private = match env("LWA_BROKER_WEBHOOK_ALLOW_PRIVATE") {
+            Some(v) => truthy(Some(v)),
+            None => file.webhook_allow_private.unwrap_or(false),
+        };
+        let operator_webhook_url = match env("LWA_BROKER_OPERATOR_WEBHOOK_URL")
+            .or(file.operator_webhook_url.clone())
+            .filter(|u| !u.trim().is_empty())
+        {
+            None => None,
+            Some(text) => Some(
+                crate::webhooks::address::parse_webhook_url(&text, webhook_allow_private)
+                    .map_err(|e| bad(format!("LWA_BROKER_OPERATOR_WEBHOOK_URL: {}", e.message)))?
+                    .to_string(),
+            ),
+        };
+        let operator_webhook_secret = env("LWA_BROKER_OPERATOR_WEBHOOK_SECRET")
+            .filter(|s| !s.trim().is_empty())
+            .map(|s| crate::webhooks::SigningSecret::new(s.trim()));
+        if operator_webhook_url.is_some() && operator_webhook_secret.is_none() {
+            return Err(bad(
+                "LWA_BROKER_OPERATOR_WEBHOOK_SECRET must be set with LWA_BROKER_OPERATOR_WEBHOOK_URL \
+                 (any long random string, e.g. `openssl rand -hex 32`); it signs the operator's webhooks",
+            ));
+        }
         let mut apps = Vec::new();
         for app in &file.apps {
             apps.push(app_from_file(app, env)?);
@@ -406,6 +438,9 @@ impl Settings {
             grantless_scopes,
             audit_retention_days,
             refresher,
+            operator_webhook_url,
+            operator_webhook_secret,
+            webhook_allow_private,
         })
     }
 }
@@ -532,6 +567,72 @@ mod tests {
     fn resolve(vars: &[(&str, &str)]) -> Result<Settings, ConfigError> {
         let map: HashMap<String, String> = vars.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
         Settings::resolve(&Overrides::default(), &|k| map.get(k).cloned())
+    }
+
+    #[test]
+    fn webhook_settings() {
+        let s = resolve(&[]).unwrap();
+        assert_eq!(
+            (
+                s.operator_webhook_url,
+                s.operator_webhook_secret.is_none(),
+                s.webhook_allow_private
+            ),
+            (None, true, false)
+        );
+        let s = resolve(&[
+            ("LWA_BROKER_OPERATOR_WEBHOOK_URL", "https://ops.example.com/lwa"),
+            ("LWA_BROKER_OPERATOR_WEBHOOK_SECRET", "operator-secret-0123456789"),
+        ])
+        .unwrap();
+        assert_eq!(
+            s.operator_webhook_url.as_deref(),
+            Some("https://ops.example.com/lwa")
+        );
+        assert_eq!(
+            s.operator_webhook_secret.unwrap().expose(),
+            "operator-secret-0123456789"
+        );
+        assert!(
+            !format!(
+                "{:?}",
+                resolve(&[
+                    ("LWA_BROKER_OPERATOR_WEBHOOK_URL", "https://ops.example.com/lwa"),
+                    ("LWA_BROKER_OPERATOR_WEBHOOK_SECRET", "operator-secret-0123456789")
+                ])
+                .unwrap()
+            )
+            .contains("operator-secret")
+        );
+        let missing =
+            resolve(&[("LWA_BROKER_OPERATOR_WEBHOOK_URL", "https://ops.example.com/lwa")]).unwrap_err();
+        assert!(
+            missing
+                .0
+                .contains("LWA_BROKER_OPERATOR_WEBHOOK_SECRET must be set"),
+            "{missing}"
+        );
+        let internal = [
+            ("LWA_BROKER_OPERATOR_WEBHOOK_URL", "http://127.0.0.1:9000/ops"),
+            ("LWA_BROKER_OPERATOR_WEBHOOK_SECRET", "operator-secret-0123456789"),
+        ];
+        let refused = resolve(&internal).unwrap_err();
+        assert!(
+            refused
+                .0
+                .starts_with("LWA_BROKER_OPERATOR_WEBHOOK_URL: url points to an internal address"),
+            "{refused}"
+        );
+        let mut allowed = internal.to_vec();
+        allowed.push(("LWA_BROKER_WEBHOOK_ALLOW_PRIVATE", "1"));
+        let s = resolve(&allowed).unwrap();
+        assert!(s.webhook_allow_private);
+        assert_eq!(
+            s.operator_webhook_url.as_deref(),
+            Some("http://127.0.0.1:9000/ops")
+        );
+        let bad = resolve(&[("LWA_BROKER_OPERATOR_WEBHOOK_URL", "ftp://ops.example.com")]).unwrap_err();
+        assert!(bad.0.contains("http or https"), "{bad}");
     }
 
     #[test]

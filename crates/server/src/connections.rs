@@ -215,7 +215,14 @@ pub async fn delete(
     c.access_expires_at_ms = None;
     c.status = "disconnected".into();
     c.updated_at_ms = state.now_ms();
-    state.store.update_connection(&c).await?;
+    let events = crate::webhooks::connection_event(
+        &state,
+        crate::webhooks::EventType::ConnectionDisconnected,
+        &c,
+        json!({"reason": "disconnected_by_tenant"}),
+    );
+    state.store.disconnect_connection(&c, &events).await?;
+    state.webhooks.wake();
     state.vendor.forget(&c.id);
     let mut body = view(&c);
     body["tokens_erased"] = json!(true);

@@ -1,6 +1,7 @@
 //! lwa-broker's server: tenants and API keys, the onboarding flows (seed 003's
 //! `/auth/initialize` and `/auth/redirect`, connect links, Amazon's Login URI, re-authorization
-//! links), claims, and connections, over the [`lwa_store::Store`] interface.
+//! links), claims, connections, token vending and webhooks, over the [`lwa_store::Store`]
+//! interface.
 //!
 //! **Invariant:** plaintext tokens never reach a log line or a database row (see [`sealing`]).
 //!
@@ -32,6 +33,7 @@ pub mod sealing;
 pub mod state;
 pub mod time;
 pub mod vend;
+pub mod webhooks;
 
 pub use app::{Application, ROUTES, open_state, router};
 pub use state::{AppState, StartError};

@@ -28,13 +28,14 @@ use std::time::Duration;
 
 use lwa::Api;
 use parking_lot::Mutex;
-use serde_json::Value;
+use serde_json::{Value, json};
 use tokio::sync::{Notify, Semaphore};
 use tokio::task::JoinSet;
 
 use crate::config::RefresherSettings;
 use crate::state::AppState;
 use crate::vend::{Budget, VendError};
+use crate::webhooks::{self, EventType};
 
 /// How often the loop in `serve` looks for due work (real time).
 pub const TICK: Duration = Duration::from_secs(1);
@@ -286,22 +287,39 @@ impl Refresher {
                 .expiring_authorizations(authorized_before, days, SIDE_WORK_PER_RUN)
                 .await?;
             for row in rows {
+                // Apps without notices (draft, self-authorized) are only marked, so they are
+                // not looked at again.
                 let wanted = state.app(&row.app).is_some_and(|a| a.expiry_notices);
-                if wanted {
-                    let expires_at_ms = row.authorized_at_ms + AUTHORIZATION_LIFETIME_MS;
+                let expires_at_ms = row.authorized_at_ms + AUTHORIZATION_LIFETIME_MS;
+                let days_left = (expires_at_ms - now).div_euclid(DAY_MS).max(0);
+                let events = if wanted {
                     tracing::info!(
                         connection = %row.id,
-                        days_left = (expires_at_ms - now).div_euclid(DAY_MS),
+                        days_left,
                         "authorization nears 365 days: the seller must authorize again"
                     );
-                }
+                    webhooks::connection_event(
+                        state,
+                        EventType::ConnectionRefreshTokenExpiring,
+                        &row,
+                        json!({
+                            "days_left": days_left,
+                            "notice_days": days,
+                            "authorized_at": crate::time::rfc3339(row.authorized_at_ms),
+                            "expires_at": crate::time::rfc3339(expires_at_ms),
+                        }),
+                    )
+                } else {
+                    Vec::new()
+                };
                 if state
                     .store
-                    .set_expiry_notice(&row.id, row.authorized_at_ms, days)
+                    .set_expiry_notice(&row.id, row.authorized_at_ms, days, &events)
                     .await?
                     && wanted
                 {
                     report.expiry_notices += 1;
+                    state.webhooks.wake();
                 }
             }
         }

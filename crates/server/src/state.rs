@@ -57,6 +57,8 @@ pub struct Inner {
     pub grantless_scopes: Vec<String>,
     /// The background refresher (its loop runs in `serve` when enabled).
     pub refresher: Arc<Refresher>,
+    /// Webhook settings, the delivery client and the worker's signals.
+    pub webhooks: Arc<crate::webhooks::Webhooks>,
 }
 
 /// How long an API key read from the database is trusted: a key revoked by another process
@@ -187,6 +189,11 @@ impl AppState {
             auditor,
             grantless_scopes: settings.grantless_scopes.clone(),
             refresher: Arc::new(Refresher::new(settings.refresher)),
+            webhooks: Arc::new(crate::webhooks::Webhooks::new(
+                settings.operator_webhook_url.clone(),
+                settings.operator_webhook_secret.clone(),
+                settings.webhook_allow_private,
+            )),
         }))
     }
 

@@ -240,3 +240,113 @@ pub struct RefreshSchedule {
     /// When an Ads connection's profiles are next re-read (0: not scheduled yet).
     pub profiles_check_at_ms: i64,
 }
+
+// --- webhooks ---
+
+/// Where an event goes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum EventTarget {
+    /// The tenant's webhook URL as it is when the event is written (none: no delivery).
+    TenantWebhook,
+    /// A connection's `callback_url`.
+    Callback(String),
+    /// The operator's webhook URL from the config (app events).
+    Operator(String),
+}
+
+impl EventTarget {
+    /// `tenant`, `callback` or `operator`, as stored.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            EventTarget::TenantWebhook => "tenant",
+            EventTarget::Callback(_) => "callback",
+            EventTarget::Operator(_) => "operator",
+        }
+    }
+}
+
+/// An event to write to the outbox, with its targets. Built by the server's `webhooks` module
+/// and passed to the store method that makes the change it reports, which writes both in one
+/// transaction.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewEvent {
+    /// `evt_…`, stable across attempts.
+    pub id: String,
+    /// `None` for operator events.
+    pub tenant_id: Option<String>,
+    pub connection_id: Option<String>,
+    /// `connection.authorized`, `app.client_secret_expiring`, …
+    pub event_type: String,
+    /// The JSON body exactly as it will be delivered.
+    pub body: String,
+    pub created_at_ms: i64,
+    pub targets: Vec<EventTarget>,
+    /// A failed delivery gives up once this much time has passed since `created_at_ms`.
+    pub retry_for_ms: i64,
+}
+
+/// One event's delivery to one target, with its event.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WebhookDelivery {
+    /// Assigned by the store; increasing.
+    pub id: i64,
+    pub event_id: String,
+    /// The event's place in the order of all events.
+    pub event_seq: i64,
+    pub tenant_id: Option<String>,
+    pub connection_id: Option<String>,
+    pub event_type: String,
+    /// The JSON body exactly as delivered.
+    pub body: String,
+    /// `tenant`, `callback` or `operator`.
+    pub target: String,
+    pub url: String,
+    /// `pending`, `delivered` or `failed`.
+    pub state: String,
+    pub attempts: i64,
+    pub next_attempt_at_ms: i64,
+    pub expires_at_ms: i64,
+    pub last_attempt_at_ms: Option<i64>,
+    /// The HTTP status of the last attempt, if it got one.
+    pub last_status: Option<i64>,
+    pub last_error: Option<String>,
+    pub delivered_at_ms: Option<i64>,
+    /// When the event was written.
+    pub created_at_ms: i64,
+}
+
+/// What became of one attempt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AttemptResult {
+    Delivered,
+    /// Try again at this time.
+    RetryAt(i64),
+    /// Give up: the delivery is `failed`.
+    GaveUp,
+}
+
+/// One attempt's outcome, for [`crate::Store::record_delivery_attempt`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeliveryAttempt {
+    pub delivery_id: i64,
+    pub at_ms: i64,
+    /// The receiver's HTTP status, if it answered.
+    pub status: Option<i64>,
+    /// What went wrong (never a secret), `None` when delivered.
+    pub error: Option<String>,
+    pub result: AttemptResult,
+}
+
+/// Filters and paging for [`crate::Store::webhook_deliveries`]; newest first, `before` is the
+/// last id of the previous page.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DeliveryFilter {
+    /// `None`: every delivery, operator ones included (the operator's view).
+    pub tenant_id: Option<String>,
+    pub connection_id: Option<String>,
+    pub state: Option<String>,
+    pub event_type: Option<String>,
+    pub before: Option<i64>,
+    /// At most this many (the backend caps it at 1000).
+    pub limit: u32,
+}

@@ -19,8 +19,9 @@ use sqlx::sqlite::{
 use sqlx::{QueryBuilder, Row, Sqlite};
 
 use crate::{
-    ApiKey, AuditEvent, AuditFilter, ClaimCode, ConnectLink, Connection, ConnectionFilter, DueRefresh,
-    OAuthState, RefreshSchedule, Store, StoreError, Tenant, TokenUpdate,
+    ApiKey, AttemptResult, AuditEvent, AuditFilter, ClaimCode, ConnectLink, Connection, ConnectionFilter,
+    DeliveryAttempt, DeliveryFilter, DueRefresh, EventTarget, NewEvent, OAuthState, RefreshSchedule, Store,
+    StoreError, Tenant, TokenUpdate, WebhookDelivery,
 };
 
 /// The schema, embedded at build time from `migrations/sqlite/`.
@@ -556,6 +557,144 @@ async fn update_connection_on(conn: &mut sqlx::SqliteConnection, c: &Connection)
     Ok(done.rows_affected() == 1)
 }
 
+macro_rules! delivery_select {
+    () => {
+        "SELECT d.id, e.id AS event_id, d.event_seq, d.tenant_id, e.connection_id, e.event_type, e.body, \
+         d.target, d.url, d.state, d.attempts, d.next_attempt_at_ms, d.expires_at_ms, d.last_attempt_at_ms, \
+         d.last_status, d.last_error, d.delivered_at_ms, e.created_at_ms \
+         FROM webhook_deliveries d JOIN webhook_events e ON e.seq = d.event_seq"
+    };
+}
+
+/// A day in milliseconds: how long a delivery added after the fact is retried.
+const DAY_MS: i64 = 24 * 3600 * 1000;
+
+fn delivery_from_row(row: &SqliteRow) -> Result<WebhookDelivery, sqlx::Error> {
+    Ok(WebhookDelivery {
+        id: row.try_get("id")?,
+        event_id: row.try_get("event_id")?,
+        event_seq: row.try_get("event_seq")?,
+        tenant_id: row.try_get("tenant_id")?,
+        connection_id: row.try_get("connection_id")?,
+        event_type: row.try_get("event_type")?,
+        body: row.try_get("body")?,
+        target: row.try_get("target")?,
+        url: row.try_get("url")?,
+        state: row.try_get("state")?,
+        attempts: row.try_get("attempts")?,
+        next_attempt_at_ms: row.try_get("next_attempt_at_ms")?,
+        expires_at_ms: row.try_get("expires_at_ms")?,
+        last_attempt_at_ms: row.try_get("last_attempt_at_ms")?,
+        last_status: row.try_get("last_status")?,
+        last_error: row.try_get("last_error")?,
+        delivered_at_ms: row.try_get("delivered_at_ms")?,
+        created_at_ms: row.try_get("created_at_ms")?,
+    })
+}
+
+/// Deliveries with the same key go out in event order: one connection's (or, without one, one
+/// tenant's or the operator's) events to one URL.
+fn order_key(connection_id: Option<&str>, tenant_id: Option<&str>, kind: &str, url: &str) -> String {
+    format!("{}|{kind}|{url}", connection_id.or(tenant_id).unwrap_or("-"))
+}
+
+/// The URL a target means now; `None` when the tenant has no webhook URL.
+async fn target_url(
+    conn: &mut sqlx::SqliteConnection,
+    tenant_id: Option<&str>,
+    target: &EventTarget,
+) -> Result<Option<String>, StoreError> {
+    Ok(match target {
+        EventTarget::Callback(url) | EventTarget::Operator(url) => Some(url.clone()),
+        EventTarget::TenantWebhook => match tenant_id {
+            None => None,
+            Some(tenant_id) => {
+                sqlx::query_scalar::<_, Option<String>>("SELECT webhook_url FROM tenants WHERE id = ?")
+                    .bind(tenant_id)
+                    .fetch_optional(&mut *conn)
+                    .await?
+                    .flatten()
+            }
+        },
+    })
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn insert_delivery_on(
+    conn: &mut sqlx::SqliteConnection,
+    event_seq: i64,
+    tenant_id: Option<&str>,
+    kind: &str,
+    url: &str,
+    order_key: &str,
+    now_ms: i64,
+    expires_at_ms: i64,
+) -> Result<(), StoreError> {
+    sqlx::query(
+        "INSERT INTO webhook_deliveries (event_seq, tenant_id, target, url, order_key, state, attempts, \
+         next_attempt_at_ms, expires_at_ms, created_at_ms) VALUES (?, ?, ?, ?, ?, 'pending', 0, ?, ?, ?)",
+    )
+    .bind(event_seq)
+    .bind(tenant_id)
+    .bind(kind)
+    .bind(url)
+    .bind(order_key)
+    .bind(now_ms)
+    .bind(expires_at_ms)
+    .bind(now_ms)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// Writes events and one delivery per target on any executor (the caller's transaction).
+async fn insert_events_on(conn: &mut sqlx::SqliteConnection, events: &[NewEvent]) -> Result<(), StoreError> {
+    for event in events {
+        let seq: i64 = sqlx::query_scalar(
+            "INSERT INTO webhook_events (id, tenant_id, connection_id, event_type, body, created_at_ms) \
+             VALUES (?, ?, ?, ?, ?, ?) RETURNING seq",
+        )
+        .bind(&event.id)
+        .bind(&event.tenant_id)
+        .bind(&event.connection_id)
+        .bind(&event.event_type)
+        .bind(&event.body)
+        .bind(event.created_at_ms)
+        .fetch_one(&mut *conn)
+        .await
+        .map_err(|e| conflict_or(e, || format!("event {}", event.id)))?;
+        let mut urls: Vec<String> = Vec::new();
+        for target in &event.targets {
+            let Some(url) = target_url(conn, event.tenant_id.as_deref(), target).await? else {
+                continue;
+            };
+            // The same URL as tenant webhook and callback gets the event once.
+            if urls.contains(&url) {
+                continue;
+            }
+            let key = order_key(
+                event.connection_id.as_deref(),
+                event.tenant_id.as_deref(),
+                target.kind(),
+                &url,
+            );
+            insert_delivery_on(
+                conn,
+                seq,
+                event.tenant_id.as_deref(),
+                target.kind(),
+                &url,
+                &key,
+                event.created_at_ms,
+                event.created_at_ms.saturating_add(event.retry_for_ms),
+            )
+            .await?;
+            urls.push(url);
+        }
+    }
+    Ok(())
+}
+
 #[async_trait]
 impl Store for SqliteStore {
     fn backend(&self) -> &'static str {
@@ -929,6 +1068,7 @@ impl Store for SqliteStore {
         connection: &Connection,
         is_new: bool,
         claim: &ClaimCode,
+        events: &[NewEvent],
     ) -> Result<(), StoreError> {
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
         if is_new {
@@ -951,6 +1091,7 @@ impl Store for SqliteStore {
         .execute(&mut *tx)
         .await
         .map_err(|e| conflict_or(e, || "claim code with this hash".to_string()))?;
+        insert_events_on(&mut tx, events).await?;
         tx.commit().await?;
         Ok(())
     }
@@ -999,18 +1140,50 @@ impl Store for SqliteStore {
         status: Option<&str>,
         error: &str,
         at_ms: i64,
+        events: &[NewEvent],
     ) -> Result<bool, StoreError> {
-        let done = sqlx::query(
-            "UPDATE connections SET status = COALESCE(?, status), last_error = ?, updated_at_ms = ? \
-             WHERE id = ? AND status <> 'disconnected'",
-        )
-        .bind(status)
-        .bind(error)
-        .bind(at_ms)
-        .bind(connection_id)
-        .execute(&self.pool)
-        .await?;
-        Ok(done.rows_affected() == 1)
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let before: Option<String> =
+            sqlx::query_scalar("SELECT status FROM connections WHERE id = ? AND status <> 'disconnected'")
+                .bind(connection_id)
+                .fetch_optional(&mut *tx)
+                .await?;
+        let Some(before) = before else {
+            return Ok(false);
+        };
+        sqlx::query("UPDATE connections SET status = COALESCE(?, status), last_error = ?, updated_at_ms = ? WHERE id = ?")
+            .bind(status)
+            .bind(error)
+            .bind(at_ms)
+            .bind(connection_id)
+            .execute(&mut *tx)
+            .await?;
+        if status.is_some_and(|s| s != before) {
+            insert_events_on(&mut tx, events).await?;
+        }
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    async fn disconnect_connection(
+        &self,
+        connection: &Connection,
+        events: &[NewEvent],
+    ) -> Result<bool, StoreError> {
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let before: Option<String> = sqlx::query_scalar("SELECT status FROM connections WHERE id = ?")
+            .bind(&connection.id)
+            .fetch_optional(&mut *tx)
+            .await?;
+        let Some(before) = before else {
+            return Ok(false);
+        };
+        update_connection_on(&mut tx, connection).await?;
+        if before != "disconnected" {
+            insert_events_on(&mut tx, events).await?;
+        }
+        tx.commit().await?;
+        Ok(true)
     }
 
     async fn insert_audit_events(&self, events: &[AuditEvent]) -> Result<(), StoreError> {
@@ -1296,16 +1469,198 @@ impl Store for SqliteStore {
         id: &str,
         authorized_at_ms: i64,
         days: i64,
+        events: &[NewEvent],
     ) -> Result<bool, StoreError> {
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
         let done = sqlx::query(
             "UPDATE connections SET expiry_notice_days = ? WHERE id = ? AND authorized_at_ms = ?",
         )
         .bind(days)
         .bind(id)
         .bind(authorized_at_ms)
+        .execute(&mut *tx)
+        .await?;
+        if done.rows_affected() != 1 {
+            return Ok(false);
+        }
+        insert_events_on(&mut tx, events).await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    async fn enqueue_events(&self, events: &[NewEvent]) -> Result<(), StoreError> {
+        if events.is_empty() {
+            return Ok(());
+        }
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        insert_events_on(&mut tx, events).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn claim_deliveries(
+        &self,
+        now_ms: i64,
+        lease_ms: i64,
+        limit: u32,
+    ) -> Result<Vec<WebhookDelivery>, StoreError> {
+        let limit = limit.clamp(1, MAX_PAGE);
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        // The first pending delivery of each order key, if it is due. An earlier one that is
+        // pending (even if not due, or claimed by another worker) holds the later ones back.
+        let ids: Vec<i64> = sqlx::query_scalar(
+            "UPDATE webhook_deliveries SET next_attempt_at_ms = ? WHERE id IN ( \
+               SELECT d.id FROM webhook_deliveries d \
+               WHERE d.state = 'pending' AND d.next_attempt_at_ms <= ? \
+                 AND NOT EXISTS (SELECT 1 FROM webhook_deliveries e \
+                                 WHERE e.order_key = d.order_key AND e.state = 'pending' AND e.id < d.id) \
+               ORDER BY d.id LIMIT ?) \
+             RETURNING id",
+        )
+        .bind(now_ms.saturating_add(lease_ms))
+        .bind(now_ms)
+        .bind(i64::from(limit))
+        .fetch_all(&mut *tx)
+        .await?;
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut query = QueryBuilder::<Sqlite>::new(concat!(delivery_select!(), " WHERE d.id IN ("));
+        let mut list = query.separated(", ");
+        for id in &ids {
+            list.push_bind(*id);
+        }
+        query.push(") ORDER BY d.id");
+        let rows = query.build().fetch_all(&mut *tx).await?;
+        tx.commit().await?;
+        Ok(rows.iter().map(delivery_from_row).collect::<Result<_, _>>()?)
+    }
+
+    async fn record_delivery_attempt(&self, a: &DeliveryAttempt) -> Result<bool, StoreError> {
+        let (state, next, delivered) = match a.result {
+            AttemptResult::Delivered => ("delivered", a.at_ms, Some(a.at_ms)),
+            AttemptResult::RetryAt(at) => ("pending", at, None),
+            AttemptResult::GaveUp => ("failed", a.at_ms, None),
+        };
+        let done = sqlx::query(
+            "UPDATE webhook_deliveries SET state = ?, attempts = attempts + 1, next_attempt_at_ms = ?, \
+             last_attempt_at_ms = ?, last_status = ?, last_error = ?, delivered_at_ms = ? \
+             WHERE id = ? AND state = 'pending'",
+        )
+        .bind(state)
+        .bind(next)
+        .bind(a.at_ms)
+        .bind(a.status)
+        .bind(&a.error)
+        .bind(delivered)
+        .bind(a.delivery_id)
         .execute(&self.pool)
         .await?;
         Ok(done.rows_affected() == 1)
+    }
+
+    async fn webhook_delivery(&self, id: i64) -> Result<Option<WebhookDelivery>, StoreError> {
+        let row = sqlx::query(concat!(delivery_select!(), " WHERE d.id = ?"))
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.as_ref().map(delivery_from_row).transpose()?)
+    }
+
+    async fn webhook_deliveries(&self, filter: &DeliveryFilter) -> Result<Vec<WebhookDelivery>, StoreError> {
+        let limit = match filter.limit {
+            0 => DEFAULT_PAGE,
+            n => n.min(MAX_PAGE),
+        };
+        let mut query = QueryBuilder::<Sqlite>::new(concat!(delivery_select!(), " WHERE 1 = 1"));
+        if let Some(v) = &filter.tenant_id {
+            query.push(" AND d.tenant_id = ").push_bind(v.clone());
+        }
+        if let Some(v) = &filter.connection_id {
+            query.push(" AND e.connection_id = ").push_bind(v.clone());
+        }
+        if let Some(v) = &filter.state {
+            query.push(" AND d.state = ").push_bind(v.clone());
+        }
+        if let Some(v) = &filter.event_type {
+            query.push(" AND e.event_type = ").push_bind(v.clone());
+        }
+        if let Some(v) = filter.before {
+            query.push(" AND d.id < ").push_bind(v);
+        }
+        query
+            .push(" ORDER BY d.id DESC LIMIT ")
+            .push_bind(i64::from(limit));
+        let rows = query.build().fetch_all(&self.pool).await?;
+        Ok(rows.iter().map(delivery_from_row).collect::<Result<_, _>>()?)
+    }
+
+    async fn retry_delivery(
+        &self,
+        id: i64,
+        tenant_id: Option<&str>,
+        now_ms: i64,
+        expires_at_ms: i64,
+    ) -> Result<bool, StoreError> {
+        let done = sqlx::query(
+            "UPDATE webhook_deliveries SET state = 'pending', next_attempt_at_ms = ?, expires_at_ms = ? \
+             WHERE id = ? AND state = 'failed' AND (? IS NULL OR tenant_id = ?)",
+        )
+        .bind(now_ms)
+        .bind(expires_at_ms)
+        .bind(id)
+        .bind(tenant_id)
+        .bind(tenant_id)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn add_connection_event_target(
+        &self,
+        connection_id: &str,
+        since_ms: i64,
+        target: &EventTarget,
+        now_ms: i64,
+    ) -> Result<u64, StoreError> {
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let events: Vec<(i64, Option<String>, i64)> = sqlx::query_as(
+            "SELECT seq, tenant_id, created_at_ms FROM webhook_events WHERE connection_id = ? AND created_at_ms >= ? ORDER BY seq",
+        )
+        .bind(connection_id)
+        .bind(since_ms)
+        .fetch_all(&mut *tx)
+        .await?;
+        let mut added = 0;
+        for (seq, tenant_id, _) in events {
+            let Some(url) = target_url(&mut tx, tenant_id.as_deref(), target).await? else {
+                continue;
+            };
+            let exists: Option<i64> =
+                sqlx::query_scalar("SELECT id FROM webhook_deliveries WHERE event_seq = ? AND url = ?")
+                    .bind(seq)
+                    .bind(&url)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+            if exists.is_some() {
+                continue;
+            }
+            let key = order_key(Some(connection_id), tenant_id.as_deref(), target.kind(), &url);
+            insert_delivery_on(
+                &mut tx,
+                seq,
+                tenant_id.as_deref(),
+                target.kind(),
+                &url,
+                &key,
+                now_ms,
+                now_ms + DAY_MS,
+            )
+            .await?;
+            added += 1;
+        }
+        tx.commit().await?;
+        Ok(added)
     }
 }
 

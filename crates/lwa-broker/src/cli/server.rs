@@ -65,6 +65,20 @@ pub enum TenantsCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Set a tenant's webhook URL. The first time, prints the new signing secret (shown once).
+    SetWebhook {
+        #[arg(long)]
+        tenant: String,
+        /// An http(s) URL that receives the tenant's events
+        #[arg(long)]
+        url: String,
+        /// Also replace the signing secret and print the new one
+        #[arg(long)]
+        rotate_secret: bool,
+        /// Print JSON
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 /// `keys …`.
@@ -281,6 +295,40 @@ pub async fn tenants(
                 println!("{:<26} {:<24} REDIRECT ORIGINS", "ID", "NAME");
                 for t in tenants {
                     println!("{:<26} {:<24} {}", t.id, t.name, t.redirect_origins.join(", "));
+                }
+            }
+        }
+        TenantsCommand::SetWebhook {
+            tenant,
+            url,
+            rotate_secret,
+            json,
+        } => {
+            let (t, mut secret) = lwa_server::webhooks::routes::set_webhook_url(&state, &tenant, Some(&url))
+                .await
+                .map_err(api_failure)?;
+            if rotate_secret && secret.is_none() {
+                secret = Some(
+                    lwa_server::webhooks::routes::rotate_signing_secret(&state, &tenant)
+                        .await
+                        .map_err(api_failure)?,
+                );
+            }
+            let url = t.webhook_url.unwrap_or_default();
+            if json {
+                let mut out = serde_json::json!({"tenant_id": t.id, "url": url});
+                if let Some(secret) = &secret {
+                    out["signing_secret"] = serde_json::json!(secret.expose());
+                }
+                println!("{out}");
+            } else {
+                println!("tenant: {}\nwebhook url: {url}", t.id);
+                match &secret {
+                    Some(secret) => println!(
+                        "signing secret: {}\n(the signing secret is shown only now; store it safely)",
+                        secret.expose()
+                    ),
+                    None => println!("signing secret: unchanged (use --rotate-secret for a new one)"),
                 }
             }
         }

@@ -7,3 +7,4 @@ mod login;
 mod readme;
 mod server;
 mod storm;
+mod webhooks;

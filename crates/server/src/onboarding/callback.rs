@@ -15,6 +15,7 @@ use crate::error::{ApiError, Shape};
 use crate::ids;
 use crate::sealing::TokenSecret;
 use crate::state::AppState;
+use crate::webhooks::{self, EventType};
 
 fn page(status: StatusCode, message: &str) -> Response {
     ApiError::new(status, "authorization_failed", message)
@@ -228,6 +229,7 @@ async fn complete(
         (None, None) => None,
     };
     let is_new = existing.is_none();
+    let previous_status = existing.as_ref().map(|c| c.status.clone());
     let mut connection = existing.unwrap_or_else(|| {
         let mut c = crate::connections::new_connection(&flow.tenant_id, &app, region, now);
         c.account_type = flow.account_type.clone();
@@ -268,10 +270,20 @@ async fn complete(
         expires_at_ms: now + CLAIM_TTL_MS,
         used_at_ms: None,
     };
+    let (kind, data) = if is_new {
+        (EventType::ConnectionAuthorized, json!({"origin": flow.origin}))
+    } else {
+        (
+            EventType::ConnectionReauthorized,
+            json!({"origin": flow.origin, "previous_status": previous_status}),
+        )
+    };
+    let events = webhooks::connection_event(state, kind, &connection, data);
     state
         .store
-        .save_authorization(&connection, is_new, &claim)
+        .save_authorization(&connection, is_new, &claim, &events)
         .await?;
+    state.webhooks.wake();
     state.vendor.forget(&id);
     tracing::info!(connection = %id, tenant = %flow.tenant_id, new = is_new, origin = %flow.origin, "authorization stored");
     Ok((id, code))

@@ -852,7 +852,13 @@ async fn refresh_connection(
                     "LWA refused the refresh token (invalid_grant): the seller must authorize again";
                 if let Err(e) = state
                     .store
-                    .record_refresh_error(&id, Some("needs_reauth"), message, state.now_ms())
+                    .record_refresh_error(
+                        &id,
+                        Some("needs_reauth"),
+                        message,
+                        state.now_ms(),
+                        &crate::webhooks::refresh_error_events(&state, &row, Some("needs_reauth"), message),
+                    )
                     .await
                 {
                     tracing::warn!(connection = %id, error = %e, "could not record a failed refresh");

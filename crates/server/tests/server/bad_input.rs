@@ -124,6 +124,8 @@ fn concrete(path: &str, id: &str) -> String {
         | "/v1/connections"
         | "/v1/connections/import" => path.to_owned(),
         "/v1/grantless-tokens" | "/v1/audit" | "/auth/o2/token" => path.to_owned(),
+        "/v1/webhook" | "/v1/webhook/rotate-secret" | "/v1/webhook/deliveries" => path.to_owned(),
+        "/v1/webhook/deliveries/{delivery_id}/retry" => path.replace("{delivery_id}", "1"),
         "/auth/connect/{token}" => "/auth/connect/garbage-token".to_owned(),
         "/v1/connections/{id}"
         | "/v1/connections/{id}/reauthorize-link"
@@ -146,6 +148,11 @@ fn valid_body(method: &str, path: &str) -> Option<Value> {
         ("POST", "/v1/connections/{id}/access-token") => None,
         ("POST", "/v1/connections/{id}/restricted-data-token") => Some(rdt_body("/orders/v0/orders")),
         ("POST", "/v1/grantless-tokens") => Some(json!({"scope": NOTIFICATIONS})),
+        ("PUT", "/v1/webhook") => Some(json!({"url": "https://tenant.example.com/hooks"})),
+        // Take no body.
+        ("POST", "/v1/webhook/rotate-secret") | ("POST", "/v1/webhook/deliveries/{delivery_id}/retry") => {
+            None
+        }
         other => panic!("bad_input.rs does not know a body for {other:?}: teach it"),
     }
 }
@@ -611,7 +618,7 @@ async fn every_keyed_route_refuses_missing_malformed_wrong_and_revoked_keys() {
             assert_eq!(&a.json(), expected, "{method} {path}: {what}");
         }
     }
-    assert_eq!(keyed, 13, "every keyed route was tried");
+    assert_eq!(keyed, 18, "every keyed route was tried");
     assert_eq!(
         lwa_clients, 1,
         "every route with LWA client credentials was tried"
@@ -702,6 +709,17 @@ async fn every_json_route_refuses_bad_bodies() {
                     "the request body has a wrong or missing field: unknown field `extra`, expected `scope` at line 1 column 8",
                 ),
             ),
+            ("PUT", "/v1/webhook") => (
+                json!({"url": 5}),
+                "the request body has a wrong or missing field: invalid type: integer `5`, expected a string at line 1 column 8",
+                json!({"url": "https://tenant.example.com/hooks", "extra": 1}),
+                Some(
+                    "the request body has a wrong or missing field: unknown field `extra`, expected `url` at line 1 column 8",
+                ),
+            ),
+            // No body: rotating the secret and retrying a delivery take none.
+            ("POST", "/v1/webhook/rotate-secret")
+            | ("POST", "/v1/webhook/deliveries/{delivery_id}/retry") => continue,
             // No JSON body: the access token takes none (`the_vending_routes_refuse_bad_input`
             // shows a body is ignored), and `/auth/o2/token` speaks LWA
             // (`the_token_endpoint_answers_bad_bodies_in_lwas_shape`).
@@ -858,7 +876,7 @@ async fn every_json_route_refuses_bad_bodies() {
             );
         }
     }
-    assert_eq!(json_routes, 8, "every JSON route was tried");
+    assert_eq!(json_routes, 9, "every JSON route was tried");
     let after = app.state.store.connection(&id).await.unwrap().unwrap();
     assert_eq!(after.name, before.name);
     assert_eq!(after.refresh_token, before.refresh_token);

@@ -11,12 +11,13 @@ use lwa_server::sealing::TokenSecret;
 use lwa_store::ConnectionFilter;
 use serde_json::{Value, json};
 
-use crate::support::{RETURN, TestApp, logs, spawn, spawn_with};
+use crate::support::{RETURN, TestApp, logs, spawn_with};
 
 const SEED_SECRET: &str = "q8m+/3Xz0aB1cD2eF3gH4iJ5kL6mN7oP8qR9sT0uvw==";
 const LINK_SECRET: &str = "LinkSecret-0123456789abcdefghijklmnopqrstu";
 const IMPORT_SECRET: &str = "ImportSecret/0123456789+abcdefghijklmnopq=";
 const VEND_SECRET: &str = "VendSecret+0123456789/abcdefghijklmnopqrs=";
+const OPERATOR_WEBHOOK_SECRET: &str = "OperatorWebhookSecret-0123456789abcdefghij";
 
 /// Every secret, by value, with what it is.
 #[derive(Default)]
@@ -166,7 +167,13 @@ async fn claim_v1(app: &TestApp, code: &str, secrets: &mut Secrets) -> Value {
 
 #[tokio::test]
 async fn no_secret_reaches_the_logs_or_the_database() {
-    let app = spawn().await;
+    let operator_hooks = crate::webhooks::Receiver::start().await;
+    let operator_url = operator_hooks.url("/operator");
+    let app = spawn_with(|s| {
+        s.operator_webhook_url = Some(operator_url.clone());
+        s.operator_webhook_secret = Some(lwa_server::webhooks::SigningSecret::new(OPERATOR_WEBHOOK_SECRET));
+    })
+    .await;
     let (_, b_key) = app.other_tenant().await;
     let mut secrets = Secrets::default();
     add_key(&mut secrets, &app.key);
@@ -381,10 +388,75 @@ async fn no_secret_reaches_the_logs_or_the_database() {
         .unwrap();
     assert_eq!(r.status(), 400);
 
+    // Webhooks: a tenant's signing secret, made and rotated, signs deliveries of connection
+    // events; the operator's signs an app event.
+    secrets.add("signing secret", OPERATOR_WEBHOOK_SECRET);
+    let hooks = crate::webhooks::Receiver::start().await;
+    let r = app
+        .http
+        .put(format!("{}/v1/webhook", app.url))
+        .bearer_auth(&app.key)
+        .json(&json!({"url": hooks.url("/hooks")}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let first: Value = r.json().await.unwrap();
+    secrets.add("signing secret", first["signing_secret"].as_str().unwrap());
+    let r = app
+        .http
+        .post(format!("{}/v1/webhook/rotate-secret", app.url))
+        .bearer_auth(&app.key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let rotated: Value = r.json().await.unwrap();
+    secrets.add("signing secret", rotated["signing_secret"].as_str().unwrap());
+    let (webhooked, _) = app.onboard_sp("na", Some("A1LEAKWEBHOOK")).await;
+    let r = app
+        .http
+        .delete(format!(
+            "{}/v1/connections/{}",
+            app.url,
+            webhooked["id"].as_str().unwrap()
+        ))
+        .bearer_auth(&app.key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let app_event = lwa_server::webhooks::operator_event(
+        &app.state,
+        lwa_server::webhooks::EventType::AppClientSecretExpiring,
+        json!({"app": "sp", "days_left": 30}),
+    );
+    assert_eq!(app_event.len(), 1);
+    app.state.store.enqueue_events(&app_event).await.unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    while hooks.received().len() < 2 || operator_hooks.received().is_empty() {
+        lwa_server::webhooks::worker::run_once(&app.state).await;
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the webhooks were not delivered"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert!(
+        operator_hooks.received()[0]
+            .header("lwa-broker-signature")
+            .starts_with("t=")
+    );
+    assert_eq!(
+        operator_hooks.received()[0].json()["type"],
+        "app.client_secret_expiring"
+    );
+
     // Everything Amazon saw, and the store's last tokens.
     harvest_fake(&app, &mut secrets).await;
     harvest_store(&app, &mut secrets).await;
     for (what, at_least) in [
+        ("signing secret", 3),
         ("refresh_token", 8),
         ("access_token", 6),
         ("authorization code", 6),

@@ -10,3 +10,4 @@ mod onboarding;
 mod python_sdk;
 mod refresher;
 mod vending;
+mod webhooks;

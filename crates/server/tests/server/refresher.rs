@@ -12,6 +12,7 @@ use lwa_server::refresher::RunReport;
 use serde_json::{Value, json};
 
 use crate::support::{RETURN, TestApp, spawn, spawn_with};
+use crate::webhooks::{Receiver, deliver_until, set_webhook};
 
 const BUFFER_S: i64 = 300;
 const LIFETIME_S: i64 = 3600;
@@ -267,6 +268,8 @@ async fn a_connection_failing_for_a_day_costs_under_fifty_attempts_and_recovers_
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn invalid_grant_makes_one_call_then_silence_until_the_seller_authorizes_again() {
     let app = spawn().await;
+    let receiver = Receiver::start().await;
+    set_webhook(&app, &receiver.url("/hooks")).await;
     let (c, _) = app.onboard_sp("na", Some("A1REVOKEDBYSELLER")).await;
     let id = c["id"].as_str().unwrap().to_owned();
     let control = app.fake.control();
@@ -282,13 +285,21 @@ async fn invalid_grant_makes_one_call_then_silence_until_the_seller_authorizes_a
     let report = app.run_refresher().await;
     assert_eq!((report.due, report.needs_reauth), (1, 1), "{report:?}");
     assert_eq!(app.status_of(&id).await["status"], "needs_reauth");
-    // Silence: neither the refresher nor vends ask again.
+    deliver_until(&app, "connection.needs_reauth", || {
+        !receiver.events("connection.needs_reauth").is_empty()
+    })
+    .await;
+    // Silence: neither the refresher nor vends ask again, and no second webhook.
     for _ in 0..5 {
         app.advance(3600.0).await;
         assert_eq!(app.run_refresher().await.due, 0);
         assert_eq!(app.vend_json(&id).await.0, 409);
+        lwa_server::webhooks::run_once(&app.state).await;
     }
     assert_eq!(app.refresh_grants().await.len(), 1, "one call, then silence");
+    let events = receiver.events("connection.needs_reauth");
+    assert_eq!(events.len(), 1, "{events:?}");
+    assert_eq!(events[0]["connection"]["id"], id.as_str());
 
     // The seller authorizes again through a re-authorization link: active, and kept fresh.
     let r = app
@@ -307,6 +318,10 @@ async fn invalid_grant_makes_one_call_then_silence_until_the_seller_authorizes_a
         .await;
     assert!(landing.q.contains_key("code"), "{landing:?}");
     assert_eq!(app.status_of(&id).await["status"], "active");
+    deliver_until(&app, "connection.reauthorized", || {
+        receiver.events("connection.reauthorized").len() == 1
+    })
+    .await;
     control.clear_requests().await;
     app.advance((LIFETIME_S - BUFFER_S / 2 + 60) as f64).await;
     let report = app.run_refresher().await;
@@ -426,6 +441,8 @@ async fn ads_profiles_are_read_again_daily() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn authorizations_nearing_a_year_are_announced_at_thirty_and_seven_days() {
     let app = spawn().await;
+    let receiver = Receiver::start().await;
+    set_webhook(&app, &receiver.url("/hooks")).await;
     let (c, _) = app.onboard_sp("na", Some("A1AGINGSELLER")).await;
     let id = c["id"].as_str().unwrap();
     let day = 86_400.0;
@@ -442,6 +459,15 @@ async fn authorizations_nearing_a_year_are_announced_at_thirty_and_seven_days() 
     app.advance(day).await;
     assert_eq!(app.run_refresher().await.expiry_notices, 0);
     assert_eq!(app.status_of(id).await["status"], "active");
+    let kind = "connection.refresh_token_expiring";
+    deliver_until(&app, kind, || receiver.events(kind).len() >= 2).await;
+    let events = receiver.events(kind);
+    assert_eq!(events.len(), 2, "{events:?}");
+    assert_eq!(events[0]["data"]["notice_days"], 30);
+    assert_eq!(events[0]["data"]["days_left"], 29);
+    assert_eq!(events[1]["data"]["notice_days"], 7);
+    assert_eq!(events[1]["data"]["days_left"], 6);
+    assert_eq!(events[1]["connection"]["id"], id);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
