@@ -20,7 +20,7 @@ use crate::error::ApiError;
 use crate::onboarding::{callback, claims, initialize, links, login_uri};
 use crate::sealing::Sealer;
 use crate::state::{AppState, StartError, check_master_key, load_keyring, open_store};
-use crate::{audit, connections, sandbox, vend};
+use crate::{apps, audit, connections, sandbox, vend};
 
 /// Who may call a route.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -33,6 +33,8 @@ pub enum Access {
     CompatKey,
     /// A tenant's key id and secret as LWA client credentials (body or HTTP Basic).
     LwaClient,
+    /// The operator's admin token as `Authorization: Bearer` (`lwa-broker admin-token`).
+    Admin,
 }
 
 /// Every route the router serves (besides the Amazon callback paths from the config), so
@@ -61,6 +63,7 @@ pub const ROUTES: &[(&str, &str, Access)] = &[
     ("POST", "/v1/grantless-tokens", Access::TenantKey),
     ("GET", "/v1/audit", Access::TenantKey),
     ("POST", "/auth/o2/token", Access::LwaClient),
+    ("POST", "/admin/api/app-secret-notifications", Access::Admin),
 ];
 
 /// The whole HTTP surface.
@@ -96,7 +99,11 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/grantless-tokens", post(vend::routes::grantless))
         .route("/v1/audit", get(audit::list))
         .route("/auth/o2/token", post(vend::lwa_compat::token))
-        .route("/auth/O2/token", post(vend::lwa_compat::token));
+        .route("/auth/O2/token", post(vend::lwa_compat::token))
+        .route(
+            "/admin/api/app-secret-notifications",
+            post(apps::notification_route),
+        );
     let reserved: Vec<&str> = ROUTES.iter().map(|r| r.1).collect();
     for path in state.callback_paths() {
         if path == "/auth/redirect" || !reserved.contains(&path.as_str()) {
@@ -265,9 +272,9 @@ pub async fn open_state(settings: &Settings, public_url: Url) -> Result<AppState
     let store = open_store(&settings.database_url).await?;
     let sealer = Sealer::new(load_keyring(settings)?);
     check_master_key(store.as_ref(), &sealer).await?;
-    Ok(AppState::new(
-        store, sealer, settings, endpoints, clock, public_url,
-    ))
+    let state = AppState::new(store, sealer, settings, endpoints, clock, public_url);
+    crate::apps::sync_config_secrets(&state).await?;
+    Ok(state)
 }
 
 fn check_apps(apps: &[AppConfig]) -> Result<(), StartError> {

@@ -18,6 +18,7 @@
 
 pub mod admin;
 pub mod app;
+pub mod apps;
 pub mod audit;
 pub mod auth;
 pub mod config;
@@ -26,6 +27,7 @@ pub mod error;
 pub mod extract;
 pub mod ids;
 pub mod onboarding;
+pub mod operator;
 pub mod sandbox;
 pub mod sealing;
 pub mod state;

@@ -10,6 +10,7 @@ use lwa_store::{ApiKey, SqliteStore, Store, StoreError, Tenant};
 use parking_lot::RwLock;
 use url::Url;
 
+use crate::apps::LiveSecrets;
 use crate::audit::Auditor;
 use crate::config::{AppConfig, ConfigError, Settings, TrustedProxy};
 use crate::onboarding::ratelimit::SlidingWindow;
@@ -51,6 +52,8 @@ pub struct Inner {
     pub auditor: Arc<Auditor>,
     /// Grantless scopes tenants may ask for.
     pub grantless_scopes: Vec<String>,
+    /// Every app's client secrets as last read from the database (see `crate::apps`).
+    pub secrets: LiveSecrets,
 }
 
 /// How long an API key read from the database is trusted: a key revoked by another process
@@ -178,6 +181,7 @@ impl AppState {
             vendor: Vendor::new(settings.refresh_buffer),
             auditor,
             grantless_scopes: settings.grantless_scopes.clone(),
+            secrets: LiveSecrets::default(),
         }))
     }
 

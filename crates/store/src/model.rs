@@ -230,6 +230,8 @@ pub struct AppSecret {
     pub previous_issued_at_ms: Option<i64>,
     /// When Amazon stops accepting the previous secret; after it the broker never sends it.
     pub previous_expires_at_ms: Option<i64>,
+    /// SHA-256 (hex) of the configuration's secret when it was last applied.
+    pub config_secret_sha256: Option<String>,
     /// The expiry announced by Amazon's `APPLICATION_OAUTH_CLIENT_SECRET_EXPIRY`.
     pub announced_expiry_at_ms: Option<i64>,
     /// Expiry warnings given for the newest secret, in days before its deadline.

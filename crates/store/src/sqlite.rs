@@ -60,7 +60,8 @@ macro_rules! connect_link_cols {
 macro_rules! app_secret_cols {
     () => {
         "app, client_id, secret, secret_issued_at_ms, previous_secret, previous_issued_at_ms, \
-         previous_expires_at_ms, announced_expiry_at_ms, warnings_sent, version, updated_at_ms"
+         previous_expires_at_ms, config_secret_sha256, announced_expiry_at_ms, warnings_sent, version, \
+         updated_at_ms"
     };
 }
 macro_rules! claim_code_cols {
@@ -1147,7 +1148,7 @@ impl Store for SqliteStore {
         let query = sqlx::query(concat!(
             "INSERT INTO app_secrets (",
             app_secret_cols!(),
-            ") VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (app) DO NOTHING"
+            ") VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (app) DO NOTHING"
         ));
         let done = bind_app_secret(query, s).execute(&self.pool).await?;
         Ok(done.rows_affected() == 1)
@@ -1157,7 +1158,7 @@ impl Store for SqliteStore {
         let query = sqlx::query(
             "UPDATE app_secrets SET app = ?, client_id = ?, secret = ?, secret_issued_at_ms = ?, \
              previous_secret = ?, previous_issued_at_ms = ?, previous_expires_at_ms = ?, \
-             announced_expiry_at_ms = ?, warnings_sent = ?, version = ?, updated_at_ms = ? \
+             config_secret_sha256 = ?, announced_expiry_at_ms = ?, warnings_sent = ?, version = ?, updated_at_ms = ? \
              WHERE app = ? AND version = ?",
         );
         let done = bind_app_secret(query, s)
@@ -1202,6 +1203,7 @@ fn bind_app_secret<'q>(
         .bind(&s.previous_secret)
         .bind(s.previous_issued_at_ms)
         .bind(s.previous_expires_at_ms)
+        .bind(&s.config_secret_sha256)
         .bind(s.announced_expiry_at_ms)
         .bind(warnings.join(","))
         .bind(s.version)
@@ -1218,6 +1220,7 @@ fn app_secret_from_row(r: &SqliteRow) -> Result<AppSecret, StoreError> {
         previous_secret: r.try_get("previous_secret")?,
         previous_issued_at_ms: r.try_get("previous_issued_at_ms")?,
         previous_expires_at_ms: r.try_get("previous_expires_at_ms")?,
+        config_secret_sha256: r.try_get("config_secret_sha256")?,
         announced_expiry_at_ms: r.try_get("announced_expiry_at_ms")?,
         warnings_sent: warnings
             .split(',')

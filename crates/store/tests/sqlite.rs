@@ -1409,6 +1409,7 @@ fn app_secret(app: &str, issued: i64) -> AppSecret {
         previous_secret: None,
         previous_issued_at_ms: None,
         previous_expires_at_ms: None,
+        config_secret_sha256: Some("ab".repeat(32)),
         announced_expiry_at_ms: None,
         warnings_sent: Vec::new(),
         version: 1,

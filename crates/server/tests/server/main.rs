@@ -8,4 +8,5 @@ mod isolation;
 mod leaks;
 mod onboarding;
 mod python_sdk;
+mod secrets;
 mod vending;

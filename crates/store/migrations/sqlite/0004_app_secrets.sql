@@ -14,6 +14,10 @@ CREATE TABLE app_secrets (
     previous_expires_at_ms INTEGER,
     -- `clientSecretExpiryTime` of the last APPLICATION_OAUTH_CLIENT_SECRET_EXPIRY notification.
     announced_expiry_at_ms INTEGER,
+    -- SHA-256 (hex) of the secret the configuration held when it was last applied: a configured
+    -- secret counts as newly set only when the configuration changes, never because the
+    -- database moved on through rotations.
+    config_secret_sha256   TEXT,
     -- Expiry warnings already given for the current secret: days before the 180-day deadline,
     -- comma-separated (`30,7`).
     warnings_sent          TEXT NOT NULL DEFAULT '',
