@@ -899,9 +899,15 @@ pub async fn rotate_secret_at_amazon(
         .unwrap_or("no error message")
         .to_owned();
     let code = body["errors"][0]["code"].as_str().unwrap_or("").to_owned();
+    // Amazon's 4xx is about the app or the request: worth no retry. 429 and 5xx are.
+    let (status_out, code_out) = if status.is_client_error() && status.as_u16() != 429 {
+        (axum::http::StatusCode::BAD_REQUEST, "amazon_refused")
+    } else {
+        (axum::http::StatusCode::BAD_GATEWAY, "amazon_error")
+    };
     Err(ApiError::new(
-        axum::http::StatusCode::BAD_GATEWAY,
-        "amazon_error",
+        status_out,
+        code_out,
         format!(
             "rotateApplicationClientSecret answered HTTP {}{}: {message}",
             status.as_u16(),
