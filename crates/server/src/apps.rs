@@ -12,8 +12,9 @@
 //!   know (neither newest nor previous) is taken as newly set. An unchanged configuration left
 //!   behind after rotations is harmless (the database remembers the configured secret's
 //!   SHA-256, not the secret).
-//! - [`due_secret_warnings`] gives the 30- and 7-day warnings before the 180-day deadline, each
-//!   once per secret across every process.
+//! - [`due_secret_warnings`] gives the 30- and 7-day warnings before the 180-day deadline of
+//!   SP-API apps (SPAPI-ROTATE; AMAZON.md states no deadline for Ads apps), each once per secret
+//!   across every process.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -705,10 +706,10 @@ pub struct AppSecretStatus {
     pub previous_expires_at: Option<String>,
     /// Amazon's announced expiry of the newest secret, if a notification said so.
     pub announced_expiry_at: Option<String>,
-    /// 180 days after the newest secret's issue.
-    pub rotation_deadline: String,
+    /// SP-API apps: 180 days after the newest secret's issue (Ads apps have no deadline).
+    pub rotation_deadline: Option<String>,
     /// Whole days left until the deadline (negative: overdue).
-    pub days_until_deadline: i64,
+    pub days_until_deadline: Option<i64>,
 }
 
 /// Every configured app's secret dates.
@@ -719,7 +720,8 @@ pub async fn secret_status(state: &AppState) -> Result<Vec<AppSecretStatus>, Api
         let Some(record) = state.store.app_secret(&app.name).await? else {
             continue;
         };
-        let deadline = record.secret_issued_at_ms + SECRET_DEADLINE_MS;
+        let deadline =
+            (app.kind == lwa::Api::SpApi).then_some(record.secret_issued_at_ms + SECRET_DEADLINE_MS);
         let previous_live =
             record.previous_secret.is_some() && record.previous_expires_at_ms.is_some_and(|e| now < e);
         out.push(AppSecretStatus {
@@ -743,8 +745,8 @@ pub async fn secret_status(state: &AppState) -> Result<Vec<AppSecretStatus>, Api
                 .and(record.previous_expires_at_ms)
                 .map(rfc3339),
             announced_expiry_at: record.announced_expiry_at_ms.map(rfc3339),
-            rotation_deadline: rfc3339(deadline),
-            days_until_deadline: (deadline - now).div_euclid(DAY_MS),
+            rotation_deadline: deadline.map(rfc3339),
+            days_until_deadline: deadline.map(|d| (d - now).div_euclid(DAY_MS)),
         });
     }
     Ok(out)
@@ -787,7 +789,7 @@ impl SecretWarning {
 pub async fn due_secret_warnings(state: &AppState) -> Result<Vec<SecretWarning>, lwa_store::StoreError> {
     let now = state.now_ms();
     let mut due = Vec::new();
-    for app in &state.apps {
+    for app in state.apps.iter().filter(|a| a.kind == lwa::Api::SpApi) {
         let Some(record) = state.store.app_secret(&app.name).await? else {
             continue;
         };

@@ -67,6 +67,8 @@ pub async fn run(common: &CommonArgs, server: &ServerArgs, command: AppsCommand)
                         a.in_use,
                         a.previous_expires_at.as_deref().unwrap_or("-"),
                         a.days_until_deadline
+                            .map(|d| d.to_string())
+                            .unwrap_or_else(|| "-".into())
                     );
                 }
             }

@@ -360,14 +360,13 @@ async fn expiry_warnings_fire_at_30_and_7_days_before_180_once_each() {
     assert!(due().await.is_empty(), "31 days left: nothing yet");
     app.advance(86_400.0 + 60.0).await;
     let warnings = due().await;
-    // Both apps were seeded at start: one warning each, at 30 days.
-    assert_eq!(warnings.len(), 2, "{warnings:?}");
-    assert!(
-        warnings
-            .iter()
-            .all(|w| w.threshold_days == 30 && w.days_left == 29)
+    // The SP-API app's secret, seeded at start; the Ads app has no deadline.
+    assert_eq!(warnings.len(), 1, "{warnings:?}");
+    let sp = &warnings[0];
+    assert_eq!(
+        (sp.app.as_str(), sp.threshold_days, sp.days_left),
+        (SP_APP, 30, 29)
     );
-    let sp = warnings.iter().find(|w| w.app == SP_APP).unwrap();
     assert_eq!(sp.client_id, defaults::SP_API_CLIENT_ID);
     assert_eq!(sp.event_data()["threshold_days"], 30);
     assert_eq!(apps::SecretWarning::EVENT, "app.client_secret_expiring");
@@ -378,8 +377,8 @@ async fn expiry_warnings_fire_at_30_and_7_days_before_180_once_each() {
     );
     app.advance(23.0 * 86_400.0).await;
     let warnings = due().await;
-    assert_eq!(warnings.len(), 2, "{warnings:?}");
-    assert!(warnings.iter().all(|w| w.threshold_days == 7 && w.days_left == 6));
+    assert_eq!(warnings.len(), 1, "{warnings:?}");
+    assert_eq!((warnings[0].threshold_days, warnings[0].days_left), (7, 6));
     assert!(due().await.is_empty());
     assert!(logs().contains("must be rotated before Amazon's 180-day deadline"));
 
@@ -397,12 +396,19 @@ async fn expiry_warnings_fire_at_30_and_7_days_before_180_once_each() {
     .unwrap();
     app.advance(175.0 * 86_400.0).await;
     let warnings = due().await;
-    let sp: Vec<_> = warnings.iter().filter(|w| w.app == SP_APP).collect();
-    assert_eq!(sp.len(), 1, "{warnings:?}");
-    assert_eq!(sp[0].threshold_days, 7);
+    assert_eq!(warnings.len(), 1, "{warnings:?}");
+    assert_eq!(warnings[0].threshold_days, 7);
     assert!(due().await.is_empty());
     let stored = app.state.store.app_secret(SP_APP).await.unwrap().unwrap();
     assert_eq!(stored.warnings_sent.len(), 2);
+    let listed = apps::secret_status(&app.state).await.unwrap();
+    let ads = listed.iter().find(|a| a.kind == "ads").unwrap();
+    assert_eq!(
+        (ads.rotation_deadline.as_ref(), ads.days_until_deadline),
+        (None, None)
+    );
+    let sp = listed.iter().find(|a| a.name == SP_APP).unwrap();
+    assert_eq!(sp.days_until_deadline, Some(4));
 }
 
 #[tokio::test]
