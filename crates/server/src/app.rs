@@ -20,7 +20,7 @@ use crate::error::ApiError;
 use crate::onboarding::{callback, claims, initialize, links, login_uri};
 use crate::sealing::Sealer;
 use crate::state::{AppState, StartError, check_master_key, load_keyring, open_store};
-use crate::{audit, connections, sandbox, vend, webhooks};
+use crate::{apps, audit, connections, sandbox, vend, webhooks};
 
 /// Who may call a route.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -33,6 +33,8 @@ pub enum Access {
     CompatKey,
     /// A tenant's key id and secret as LWA client credentials (body or HTTP Basic).
     LwaClient,
+    /// The operator's admin token as `Authorization: Bearer` (`lwa-broker admin-token`).
+    Admin,
 }
 
 /// Every route the router serves (besides the Amazon callback paths from the config), so
@@ -70,6 +72,7 @@ pub const ROUTES: &[(&str, &str, Access)] = &[
         Access::TenantKey,
     ),
     ("POST", "/auth/o2/token", Access::LwaClient),
+    ("POST", "/admin/api/app-secret-notifications", Access::Admin),
 ];
 
 /// The whole HTTP surface.
@@ -115,7 +118,11 @@ pub fn router(state: AppState) -> Router {
             post(webhooks::routes::retry),
         )
         .route("/auth/o2/token", post(vend::lwa_compat::token))
-        .route("/auth/O2/token", post(vend::lwa_compat::token));
+        .route("/auth/O2/token", post(vend::lwa_compat::token))
+        .route(
+            "/admin/api/app-secret-notifications",
+            post(apps::notification_route),
+        );
     let reserved: Vec<&str> = ROUTES.iter().map(|r| r.1).collect();
     for path in state.callback_paths() {
         if path == "/auth/redirect" || !reserved.contains(&path.as_str()) {
@@ -301,9 +308,9 @@ pub async fn open_state(settings: &Settings, public_url: Url) -> Result<AppState
     let store = open_store(&settings.database_url).await?;
     let sealer = Sealer::new(load_keyring(settings)?);
     check_master_key(store.as_ref(), &sealer).await?;
-    Ok(AppState::new(
-        store, sealer, settings, endpoints, clock, public_url,
-    ))
+    let state = AppState::new(store, sealer, settings, endpoints, clock, public_url);
+    crate::apps::sync_config_secrets(&state).await?;
+    Ok(state)
 }
 
 fn check_apps(apps: &[AppConfig]) -> Result<(), StartError> {

@@ -372,7 +372,11 @@ pub async fn import_one(
     let refresh_token = RefreshToken::new(token);
     let tokens = state
         .lwa
-        .refresh(state.token_host(&app, region), &app.credentials, &refresh_token)
+        .refresh(
+            state.token_host(&app, region),
+            &state.credentials(&app).await,
+            &refresh_token,
+        )
         .await
         .map_err(|e| match e {
             lwa::LwaError::Reauthorize { .. } => ApiError::bad_request(

@@ -19,6 +19,7 @@
 
 pub mod admin;
 pub mod app;
+pub mod apps;
 pub mod audit;
 pub mod auth;
 pub mod config;
@@ -27,6 +28,7 @@ pub mod error;
 pub mod extract;
 pub mod ids;
 pub mod onboarding;
+pub mod operator;
 pub mod refresher;
 pub mod sandbox;
 pub mod sealing;

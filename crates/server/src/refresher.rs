@@ -1,7 +1,8 @@
 //! The background refresher: keeps every connection the broker can open fresh by itself, so
-//! that a vend rarely waits for Amazon, and looks after what ages: Ads profiles (re-read daily)
-//! and SP-API authorizations nearing 365 days (`connection.refresh_token_expiring` at 30 and 7
-//! days).
+//! that a vend rarely waits for Amazon, and looks after what ages: Ads profiles (re-read daily),
+//! SP-API authorizations nearing 365 days (`connection.refresh_token_expiring` at 30 and 7
+//! days) and apps' client secrets nearing Amazon's 180-day deadline
+//! (`app.client_secret_expiring`, see [`crate::apps::due_secret_warnings`]).
 //!
 //! **Schedule:** each connection's next refresh is a column beside it (`next_refresh_at_ms`),
 //! set by every refresh to a random point in the first half of the new token's buffer (see
@@ -68,6 +69,9 @@ pub struct RunReport {
     pub profiles_read: usize,
     /// `connection.refresh_token_expiring` notices recorded.
     pub expiry_notices: usize,
+    /// `app.client_secret_expiring` warnings given (30 and 7 days before Amazon's 180-day
+    /// rotation deadline).
+    pub secret_warnings: usize,
 }
 
 /// Paces one app's LWA calls at most `per_second`, evenly.
@@ -160,6 +164,15 @@ impl Refresher {
         }
         if let Err(e) = self.expiry_notices(state, now, &mut report).await {
             tracing::warn!(error = ?e, "checking authorizations nearing 365 days failed");
+        }
+        match crate::apps::due_secret_warnings(state).await {
+            Ok(warnings) => {
+                report.secret_warnings = warnings.len();
+                if !warnings.is_empty() {
+                    state.webhooks.wake();
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "checking client secrets' age failed"),
         }
         report
     }

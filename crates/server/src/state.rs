@@ -10,6 +10,7 @@ use lwa_store::{ApiKey, SqliteStore, Store, StoreError, Tenant};
 use parking_lot::RwLock;
 use url::Url;
 
+use crate::apps::LiveSecrets;
 use crate::audit::Auditor;
 use crate::config::{AppConfig, ConfigError, Settings, TrustedProxy};
 use crate::onboarding::ratelimit::SlidingWindow;
@@ -59,6 +60,8 @@ pub struct Inner {
     pub refresher: Arc<Refresher>,
     /// Webhook settings, the delivery client and the worker's signals.
     pub webhooks: Arc<crate::webhooks::Webhooks>,
+    /// Every app's client secrets as last read from the database (see `crate::apps`).
+    pub secrets: LiveSecrets,
 }
 
 /// How long an API key read from the database is trusted: a key revoked by another process
@@ -194,6 +197,7 @@ impl AppState {
                 settings.operator_webhook_secret.clone(),
                 settings.webhook_allow_private,
             )),
+            secrets: LiveSecrets::default(),
         }))
     }
 

@@ -260,4 +260,27 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
         target: &EventTarget,
         now_ms: i64,
     ) -> Result<u64, StoreError>;
+    // --- app client secrets (LWA client-secret rotation) ---
+    /// One app's client secrets.
+    async fn app_secret(&self, app: &str) -> Result<Option<AppSecret>, StoreError>;
+    /// Every app's client secrets, by app name.
+    async fn app_secrets(&self) -> Result<Vec<AppSecret>, StoreError>;
+    /// Adds an app's row unless it has one; true when added. Of two concurrent first starts one
+    /// adds the row and the other reads it.
+    async fn insert_app_secret(&self, secret: &AppSecret) -> Result<bool, StoreError>;
+    /// Overwrites an app's row (every column, `version` included) only if its stored version is
+    /// still `expected_version`; false when another writer came first.
+    async fn replace_app_secret(&self, secret: &AppSecret, expected_version: i64)
+    -> Result<bool, StoreError>;
+    /// Records that the warning `days` before the deadline of the secret issued at
+    /// `secret_issued_at_ms` was given; true only for the one caller that records it first
+    /// (false if already recorded or if the secret changed meanwhile). Its events are written
+    /// in the same transaction, only when it is recorded.
+    async fn mark_app_secret_warning(
+        &self,
+        app: &str,
+        secret_issued_at_ms: i64,
+        days: u32,
+        events: &[NewEvent],
+    ) -> Result<bool, StoreError>;
 }

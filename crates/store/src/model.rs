@@ -350,3 +350,30 @@ pub struct DeliveryFilter {
     /// At most this many (the backend caps it at 1000).
     pub limit: u32,
 }
+
+/// An app's LWA client secrets (AMAZON.md §3.7): the newest and the one it replaced, both sealed
+/// under the owner `app:<name>`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AppSecret {
+    /// The app's name in the configuration.
+    pub app: String,
+    pub client_id: String,
+    /// Sealed newest client secret (field `client_secret`).
+    pub secret: String,
+    /// When the broker learned the newest secret (taken as its issue date).
+    pub secret_issued_at_ms: i64,
+    /// Sealed previous client secret (field `previous_client_secret`).
+    pub previous_secret: Option<String>,
+    pub previous_issued_at_ms: Option<i64>,
+    /// When Amazon stops accepting the previous secret; after it the broker never sends it.
+    pub previous_expires_at_ms: Option<i64>,
+    /// SHA-256 (hex) of the configuration's secret when it was last applied.
+    pub config_secret_sha256: Option<String>,
+    /// The expiry announced by Amazon's `APPLICATION_OAUTH_CLIENT_SECRET_EXPIRY`.
+    pub announced_expiry_at_ms: Option<i64>,
+    /// Expiry warnings given for the newest secret, in days before its deadline.
+    pub warnings_sent: Vec<u32>,
+    /// Increases on every write ([`crate::Store::replace_app_secret`] checks it).
+    pub version: i64,
+    pub updated_at_ms: i64,
+}

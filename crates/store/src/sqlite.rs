@@ -19,9 +19,9 @@ use sqlx::sqlite::{
 use sqlx::{QueryBuilder, Row, Sqlite};
 
 use crate::{
-    ApiKey, AttemptResult, AuditEvent, AuditFilter, ClaimCode, ConnectLink, Connection, ConnectionFilter,
-    DeliveryAttempt, DeliveryFilter, DueRefresh, EventTarget, NewEvent, OAuthState, RefreshSchedule, Store,
-    StoreError, Tenant, TokenUpdate, WebhookDelivery,
+    ApiKey, AppSecret, AttemptResult, AuditEvent, AuditFilter, ClaimCode, ConnectLink, Connection,
+    ConnectionFilter, DeliveryAttempt, DeliveryFilter, DueRefresh, EventTarget, NewEvent, OAuthState,
+    RefreshSchedule, Store, StoreError, Tenant, TokenUpdate, WebhookDelivery,
 };
 
 /// The schema, embedded at build time from `migrations/sqlite/`.
@@ -56,6 +56,13 @@ macro_rules! connect_link_cols {
     () => {
         "token_hash, tenant_id, app, api, region, account_type, marketplace_id, client_state, \
          redirect_url, token_secret, connection_id, created_at_ms, expires_at_ms, used_at_ms"
+    };
+}
+macro_rules! app_secret_cols {
+    () => {
+        "app, client_id, secret, secret_issued_at_ms, previous_secret, previous_issued_at_ms, \
+         previous_expires_at_ms, config_secret_sha256, announced_expiry_at_ms, warnings_sent, version, \
+         updated_at_ms"
     };
 }
 macro_rules! claim_code_cols {
@@ -1559,6 +1566,81 @@ impl Store for SqliteStore {
         Ok(done.rows_affected() == 1)
     }
 
+    async fn app_secret(&self, app: &str) -> Result<Option<AppSecret>, StoreError> {
+        let row = sqlx::query(concat!(
+            "SELECT ",
+            app_secret_cols!(),
+            " FROM app_secrets WHERE app = ?"
+        ))
+        .bind(app)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(|r| app_secret_from_row(&r)).transpose()
+    }
+
+    async fn app_secrets(&self) -> Result<Vec<AppSecret>, StoreError> {
+        let rows = sqlx::query(concat!(
+            "SELECT ",
+            app_secret_cols!(),
+            " FROM app_secrets ORDER BY app"
+        ))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(app_secret_from_row).collect()
+    }
+
+    async fn insert_app_secret(&self, s: &AppSecret) -> Result<bool, StoreError> {
+        let query = sqlx::query(concat!(
+            "INSERT INTO app_secrets (",
+            app_secret_cols!(),
+            ") VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (app) DO NOTHING"
+        ));
+        let done = bind_app_secret(query, s).execute(&self.pool).await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn replace_app_secret(&self, s: &AppSecret, expected_version: i64) -> Result<bool, StoreError> {
+        let query = sqlx::query(
+            "UPDATE app_secrets SET app = ?, client_id = ?, secret = ?, secret_issued_at_ms = ?, \
+             previous_secret = ?, previous_issued_at_ms = ?, previous_expires_at_ms = ?, \
+             config_secret_sha256 = ?, announced_expiry_at_ms = ?, warnings_sent = ?, version = ?, updated_at_ms = ? \
+             WHERE app = ? AND version = ?",
+        );
+        let done = bind_app_secret(query, s)
+            .bind(&s.app)
+            .bind(expected_version)
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn mark_app_secret_warning(
+        &self,
+        app: &str,
+        secret_issued_at_ms: i64,
+        days: u32,
+        events: &[NewEvent],
+    ) -> Result<bool, StoreError> {
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let done = sqlx::query(
+            "UPDATE app_secrets SET \
+             warnings_sent = CASE warnings_sent WHEN '' THEN ?1 ELSE warnings_sent || ',' || ?1 END \
+             WHERE app = ?2 AND secret_issued_at_ms = ?3 \
+             AND instr(',' || warnings_sent || ',', ',' || ?1 || ',') = 0",
+        )
+        .bind(days.to_string())
+        .bind(app)
+        .bind(secret_issued_at_ms)
+        .execute(&mut *tx)
+        .await?;
+        if done.rows_affected() != 1 {
+            return Ok(false);
+        }
+        insert_events_on(&mut tx, events).await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
     async fn webhook_delivery(&self, id: i64) -> Result<Option<WebhookDelivery>, StoreError> {
         let row = sqlx::query(concat!(delivery_select!(), " WHERE d.id = ?"))
             .bind(id)
@@ -1662,6 +1744,47 @@ impl Store for SqliteStore {
         tx.commit().await?;
         Ok(added)
     }
+}
+
+fn bind_app_secret<'q>(
+    query: sqlx::query::Query<'q, Sqlite, sqlx::sqlite::SqliteArguments>,
+    s: &'q AppSecret,
+) -> sqlx::query::Query<'q, Sqlite, sqlx::sqlite::SqliteArguments> {
+    let warnings: Vec<String> = s.warnings_sent.iter().map(u32::to_string).collect();
+    query
+        .bind(&s.app)
+        .bind(&s.client_id)
+        .bind(&s.secret)
+        .bind(s.secret_issued_at_ms)
+        .bind(&s.previous_secret)
+        .bind(s.previous_issued_at_ms)
+        .bind(s.previous_expires_at_ms)
+        .bind(&s.config_secret_sha256)
+        .bind(s.announced_expiry_at_ms)
+        .bind(warnings.join(","))
+        .bind(s.version)
+        .bind(s.updated_at_ms)
+}
+
+fn app_secret_from_row(r: &SqliteRow) -> Result<AppSecret, StoreError> {
+    let warnings: String = r.try_get("warnings_sent")?;
+    Ok(AppSecret {
+        app: r.try_get("app")?,
+        client_id: r.try_get("client_id")?,
+        secret: r.try_get("secret")?,
+        secret_issued_at_ms: r.try_get("secret_issued_at_ms")?,
+        previous_secret: r.try_get("previous_secret")?,
+        previous_issued_at_ms: r.try_get("previous_issued_at_ms")?,
+        previous_expires_at_ms: r.try_get("previous_expires_at_ms")?,
+        config_secret_sha256: r.try_get("config_secret_sha256")?,
+        announced_expiry_at_ms: r.try_get("announced_expiry_at_ms")?,
+        warnings_sent: warnings
+            .split(',')
+            .filter_map(|d| d.trim().parse().ok())
+            .collect(),
+        version: r.try_get("version")?,
+        updated_at_ms: r.try_get("updated_at_ms")?,
+    })
 }
 
 #[cfg(test)]

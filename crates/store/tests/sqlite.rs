@@ -4,9 +4,9 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, Ordering};
 
 use lwa_store::{
-    ApiKey, AttemptResult, AuditEvent, AuditFilter, ClaimCode, ConnectLink, Connection, ConnectionFilter,
-    DeliveryAttempt, DeliveryFilter, EventTarget, NewEvent, OAuthState, RefreshSchedule, SqliteStore, Store,
-    StoreError, Tenant, TokenUpdate,
+    ApiKey, AppSecret, AttemptResult, AuditEvent, AuditFilter, ClaimCode, ConnectLink, Connection,
+    ConnectionFilter, DeliveryAttempt, DeliveryFilter, EventTarget, NewEvent, OAuthState, RefreshSchedule,
+    SqliteStore, Store, StoreError, Tenant, TokenUpdate,
 };
 
 /// A directory under the system temp dir, removed on drop.
@@ -2090,4 +2090,105 @@ async fn a_callback_url_given_later_receives_the_connections_recent_events() {
         ]
     );
     assert_eq!(got[2].next_attempt_at_ms, 6_000);
+}
+fn app_secret(app: &str, issued: i64) -> AppSecret {
+    AppSecret {
+        app: app.into(),
+        client_id: "amzn1.application-oa2-client.x".into(),
+        secret: "lwa1.fp.bmV3".into(),
+        secret_issued_at_ms: issued,
+        previous_secret: None,
+        previous_issued_at_ms: None,
+        previous_expires_at_ms: None,
+        config_secret_sha256: Some("ab".repeat(32)),
+        announced_expiry_at_ms: None,
+        warnings_sent: Vec::new(),
+        version: 1,
+        updated_at_ms: issued,
+    }
+}
+
+#[tokio::test]
+async fn app_secrets_are_added_once_replaced_by_version_and_warned_once() {
+    let (dir, store) = fresh("app-secrets").await;
+    assert_eq!(store.app_secret("main").await.unwrap(), None);
+    let first = app_secret("main", 1_000);
+    assert!(store.insert_app_secret(&first).await.unwrap());
+    let mut other = app_secret("main", 2_000);
+    other.secret = "lwa1.fp.b3RoZXI".into();
+    assert!(
+        !store.insert_app_secret(&other).await.unwrap(),
+        "a second first start adds nothing"
+    );
+    assert_eq!(store.app_secret("main").await.unwrap(), Some(first.clone()));
+
+    // A rotation: the newest becomes the previous one.
+    let rotated = AppSecret {
+        secret: "lwa1.fp.cm90YXRlZA".into(),
+        secret_issued_at_ms: 5_000,
+        previous_secret: Some(first.secret.clone()),
+        previous_issued_at_ms: Some(1_000),
+        previous_expires_at_ms: Some(5_000 + 7 * 86_400_000),
+        announced_expiry_at_ms: Some(9_000),
+        version: 2,
+        updated_at_ms: 5_000,
+        ..first.clone()
+    };
+    assert!(store.replace_app_secret(&rotated, 1).await.unwrap());
+    // A writer that read version 1 lost the race.
+    assert!(!store.replace_app_secret(&other, 1).await.unwrap());
+    assert_eq!(store.app_secret("main").await.unwrap(), Some(rotated.clone()));
+
+    // Each warning is recorded once, and only for the secret it was computed for.
+    assert!(
+        store
+            .mark_app_secret_warning("main", 5_000, 30, &[])
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .mark_app_secret_warning("main", 5_000, 30, &[])
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .mark_app_secret_warning("main", 1_000, 7, &[])
+            .await
+            .unwrap()
+    );
+    assert!(
+        store
+            .mark_app_secret_warning("main", 5_000, 7, &[])
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .mark_app_secret_warning("other", 5_000, 7, &[])
+            .await
+            .unwrap()
+    );
+    let stored = store.app_secret("main").await.unwrap().unwrap();
+    assert_eq!(stored.warnings_sent, vec![30, 7]);
+
+    store.insert_app_secret(&app_secret("ads", 3_000)).await.unwrap();
+    let names: Vec<String> = store
+        .app_secrets()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|s| s.app)
+        .collect();
+    assert_eq!(names, vec!["ads".to_owned(), "main".to_owned()]);
+
+    // The rows survive a reopen.
+    drop(store);
+    let store = SqliteStore::open_path(&dir.file("broker.db")).await.unwrap();
+    store.migrate().await.unwrap();
+    assert_eq!(
+        store.app_secret("main").await.unwrap().unwrap().warnings_sent,
+        vec![30, 7]
+    );
 }

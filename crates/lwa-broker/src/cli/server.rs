@@ -171,7 +171,7 @@ fn settings(
     Ok(settings)
 }
 
-async fn state(common: &CommonArgs, server: &ServerArgs) -> Result<AppState, Failure> {
+pub(super) async fn state(common: &CommonArgs, server: &ServerArgs) -> Result<AppState, Failure> {
     let sources = Sources::load();
     let settings = settings(&sources, common, server, None)?;
     let public = settings.public_url.clone().unwrap_or_else(|| {
@@ -182,7 +182,7 @@ async fn state(common: &CommonArgs, server: &ServerArgs) -> Result<AppState, Fai
         .map_err(|e| Failure::config(e.to_string()))
 }
 
-fn api_failure(e: lwa_server::error::ApiError) -> Failure {
+pub(super) fn api_failure(e: lwa_server::error::ApiError) -> Failure {
     if e.status.is_client_error() {
         Failure::config(e.message)
     } else {

@@ -176,7 +176,7 @@ async fn complete(
         .lwa
         .exchange_code(
             state.token_host(&app, region),
-            &app.credentials,
+            &state.credentials(&app).await,
             &AuthorizationCode::new(code.as_str()),
             Some(&redirect_uri),
             verifier.as_ref(),

@@ -544,9 +544,10 @@ impl Vendor {
                 move || async move {
                     let started = task_state.now_ms();
                     let scopes: Vec<&str> = scopes.iter().map(String::as_str).collect();
+                    let credentials = task_state.credentials(&app).await;
                     let tokens = task_state
                         .lwa
-                        .client_credentials(&app.credentials, &scopes)
+                        .client_credentials(&credentials, &scopes)
                         .await
                         .map_err(lwa_failure)?;
                     Ok(CachedToken::new(
@@ -841,7 +842,11 @@ async fn refresh_connection(
     };
     let started = state.now_ms();
     let result = lwa
-        .refresh(state.token_host(&app, region), &app.credentials, &refresh_token)
+        .refresh(
+            state.token_host(&app, region),
+            &state.credentials(&app).await,
+            &refresh_token,
+        )
         .await;
     let tokens = match result {
         Ok(tokens) => tokens,

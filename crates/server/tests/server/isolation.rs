@@ -942,6 +942,26 @@ async fn every_route_keeps_tenants_apart() {
                 assert_eq!(status, 200, "{answer}");
                 a_unchanged().await;
             }
+            ("POST", "/admin/api/app-secret-notifications") => {
+                // An operator route: no tenant's key opens it, whoever's app it names.
+                let before = app.state.store.app_secrets().await.unwrap();
+                let body = json!({"notificationType": "APPLICATION_OAUTH_CLIENT_NEW_SECRET", "payload": {
+                "applicationOAuthClientNewSecret": {
+                    "clientId": defaults::SP_API_CLIENT_ID,
+                    "newClientSecret": "amzn1.oa2-cs.v1.from-a-tenant",
+                    "oldClientSecretExpiryTime": "2030-01-01T00:00:00Z",
+                }}});
+                lwa_server::operator::create_admin_token(&app.state)
+                    .await
+                    .unwrap();
+                for key in [&app.key, &b_key] {
+                    let (status, answer) = call(&app, method, path, key, false, Some(&body)).await;
+                    assert_eq!(status, 401, "{answer}");
+                    assert_eq!(answer["error"]["message"], "invalid admin token");
+                }
+                assert_eq!(app.state.store.app_secrets().await.unwrap(), before);
+                a_unchanged().await;
+            }
             other => panic!("isolation.rs does not know how to check {other:?}: teach it"),
         }
         covered.push((method, path));

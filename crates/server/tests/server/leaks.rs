@@ -11,7 +11,7 @@ use lwa_server::sealing::TokenSecret;
 use lwa_store::ConnectionFilter;
 use serde_json::{Value, json};
 
-use crate::support::{RETURN, TestApp, logs, spawn_with};
+use crate::support::{RETURN, TestApp, logs, spawn, spawn_with};
 
 const SEED_SECRET: &str = "q8m+/3Xz0aB1cD2eF3gH4iJ5kL6mN7oP8qR9sT0uvw==";
 const LINK_SECRET: &str = "LinkSecret-0123456789abcdefghijklmnopqrstu";
@@ -968,4 +968,142 @@ async fn no_vended_token_or_secret_reaches_the_logs_or_the_database() {
     }
     let found = secrets.found_in(&db);
     assert!(found.is_empty(), "in the database: {found:#?}");
+}
+
+/// Client-secret rotation: the configured secrets, the rotated one from Amazon's notification,
+/// one set by hand, a refused malformed one, the rotation's grantless token and the operator's
+/// admin token reach neither the logs nor the database in clear.
+#[tokio::test]
+async fn no_client_secret_or_admin_token_reaches_the_logs_or_the_database() {
+    let app = spawn().await;
+    let mut secrets = Secrets::default();
+    secrets.add("client secret", defaults::SP_API_CLIENT_SECRET);
+    secrets.add("client secret", defaults::ADS_CLIENT_SECRET);
+    let admin = lwa_server::operator::create_admin_token(&app.state)
+        .await
+        .unwrap()
+        .to_string();
+    secrets.add("admin token", &admin);
+    let refresh = app
+        .fake
+        .control()
+        .self_authorize(defaults::SP_API_CLIENT_ID, "A1LEAKROTATE")
+        .await;
+    secrets.add("refresh_token", &refresh);
+    let r = app
+        .post_json(
+            "/v1/connections/import",
+            &json!([{"region": "na", "refresh_token": refresh, "selling_partner_id": "A1LEAKROTATE"}]),
+        )
+        .await;
+    assert_eq!(r.status(), 200);
+    let id = r.json::<Value>().await.unwrap()["results"][0]["connection"]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let post = |body: Value, token: String| {
+        app.http
+            .post(format!("{}/admin/api/app-secret-notifications", app.url))
+            .bearer_auth(token)
+            .json(&body)
+            .send()
+    };
+
+    // Rotation at Amazon, the new secret posted by the operator.
+    lwa_server::apps::rotate_secret_at_amazon(&app.state, "sandbox-sp-api", lwa::Region::Na)
+        .await
+        .unwrap();
+    let notification = app
+        .fake
+        .control()
+        .notifications()
+        .await
+        .into_iter()
+        .rfind(|n| n["notificationType"] == "APPLICATION_OAUTH_CLIENT_NEW_SECRET")
+        .unwrap();
+    let rotated = notification["payload"]["applicationOAuthClientNewSecret"]["newClientSecret"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    secrets.add("client secret", &rotated);
+    assert_eq!(post(notification, admin.clone()).await.unwrap().status(), 200);
+    // A malformed secret and a wrong admin token are refused without being repeated.
+    let malformed = format!("amzn1.oa2-cs.v1.{}", random(40));
+    secrets.add("malformed client secret", &malformed);
+    let bad = json!({"notificationType": "APPLICATION_OAUTH_CLIENT_NEW_SECRET", "payload": {
+        "applicationOAuthClientNewSecret": {"clientId": defaults::SP_API_CLIENT_ID,
+            "newClientSecret": format!("{malformed} tail")}}});
+    assert_eq!(post(bad, admin.clone()).await.unwrap().status(), 400);
+    let wrong_admin = format!("lwaadm_{}", random(64));
+    secrets.add("wrong admin token", &wrong_admin);
+    let refused = post(json!({}), wrong_admin).await.unwrap();
+    assert_eq!(refused.status(), 401);
+
+    // Refreshes with the new secret, one falling back to the old one, then a secret set by hand.
+    app.advance(3600.0).await;
+    assert_eq!(vend_v1(&app, &id, None).await.0, 200);
+    fault(
+        &app,
+        FaultSpec {
+            target: FaultTarget::Lwa,
+            client_id: Some(defaults::SP_API_CLIENT_ID.into()),
+            script: Some(FaultScript {
+                count: 1,
+                status: Some(401),
+                error: Some("invalid_client".into()),
+                drop: false,
+            }),
+            ..FaultSpec::default()
+        },
+    )
+    .await;
+    app.advance(3600.0).await;
+    assert_eq!(vend_v1(&app, &id, None).await.0, 200);
+    app.fake.control().clear_faults().await;
+    let by_hand = format!("amzn1.oa2-cs.v1.{}", random(48));
+    secrets.add("client secret", &by_hand);
+    lwa_server::apps::set_secret(
+        &app.state,
+        "sandbox-sp-api",
+        lwa_server::apps::NewSecret {
+            secret: by_hand.as_str().into(),
+            old_secret_expires_at_ms: None,
+        },
+    )
+    .await
+    .unwrap();
+    // The warnings and the listing.
+    app.advance(151.0 * 86_400.0).await;
+    assert!(
+        !lwa_server::apps::due_secret_warnings(&app.state)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let listed = serde_json::to_string(&lwa_server::apps::secret_status(&app.state).await.unwrap()).unwrap();
+    harvest_fake(&app, &mut secrets).await;
+    assert!(secrets.count("client secret") >= 4);
+    assert!(
+        secrets.count("access_token") >= 1,
+        "the rotation's grantless token"
+    );
+    let found = secrets.found_in(listed.as_bytes());
+    assert!(found.is_empty(), "listed: {found:#?}");
+
+    let logged = logs();
+    assert!(logged.contains("a new client secret was set"), "{logged}");
+    assert!(logged.contains("newest client secret refused"), "{logged}");
+    let found = secrets.found_in(logged.as_bytes());
+    assert!(found.is_empty(), "logged: {found:#?}");
+    let mut db = std::fs::read(app.db_path()).unwrap();
+    if let Ok(bytes) = std::fs::read(app.db_path().with_file_name("broker.db-wal")) {
+        db.extend(bytes);
+    }
+    let found = secrets.found_in(&db);
+    assert!(found.is_empty(), "in the database: {found:#?}");
+    let admin_hash = lwa_server::ids::hash(&admin);
+    assert!(
+        db.windows(admin_hash.len()).any(|w| w == admin_hash.as_bytes()),
+        "the admin token is stored as its SHA-256"
+    );
 }

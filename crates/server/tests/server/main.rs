@@ -9,5 +9,6 @@ mod leaks;
 mod onboarding;
 mod python_sdk;
 mod refresher;
+mod secrets;
 mod vending;
 mod webhooks;

@@ -501,3 +501,46 @@ async fn the_loop_in_serve_refreshes_without_being_asked() {
         "vends found them fresh"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_secrets_nearing_180_days_warn_the_operator_at_30_and_7_days() {
+    let receiver = Receiver::start().await;
+    let operator_url = receiver.url("/operator");
+    let app = spawn_with(|s| {
+        s.operator_webhook_url = Some(operator_url.clone());
+        s.operator_webhook_secret = Some(lwa_server::webhooks::SigningSecret::new(
+            "OperatorSigningSecret-0123456789abcdefghij",
+        ));
+    })
+    .await;
+    let day = 86_400.0;
+    app.run_refresher().await;
+    app.advance(149.0 * day).await;
+    assert_eq!(app.run_refresher().await.secret_warnings, 0);
+    app.advance(day + 60.0).await;
+    assert_eq!(app.run_refresher().await.secret_warnings, 1);
+    app.advance(60.0).await;
+    assert_eq!(app.run_refresher().await.secret_warnings, 0, "once");
+    app.advance(23.0 * day).await;
+    assert_eq!(app.run_refresher().await.secret_warnings, 1);
+    let kind = "app.client_secret_expiring";
+    deliver_until(&app, kind, || receiver.events(kind).len() >= 2).await;
+    let events = receiver.events(kind);
+    assert_eq!(events.len(), 2, "{events:?}");
+    assert_eq!(
+        (
+            &events[0]["data"]["threshold_days"],
+            &events[0]["data"]["days_left"]
+        ),
+        (&json!(30), &json!(29))
+    );
+    assert_eq!(events[1]["data"]["threshold_days"], 7);
+    assert_eq!(events[1]["data"]["client_id"], defaults::SP_API_CLIENT_ID);
+    assert!(
+        receiver
+            .received()
+            .iter()
+            .all(|r| r.header("webhook-id").starts_with("evt_")),
+        "signed deliveries with stable ids"
+    );
+}
