@@ -39,6 +39,15 @@ pub const DAY_MS: i64 = 86_400_000;
 pub const SECRET_RELOAD_MS: i64 = 30_000;
 /// Amazon wants every client secret rotated within 180 days of its issue (SPAPI-ROTATE).
 pub const SECRET_DEADLINE_MS: i64 = 180 * DAY_MS;
+
+/// When the newest secret must be replaced: 180 days after the broker got it, or sooner when
+/// Amazon announced an earlier expiry (`newClientSecretExpiryTime`, or an
+/// `APPLICATION_OAUTH_CLIENT_SECRET_EXPIRY` notification) — a notification applied late, or a
+/// secret that was already old when the broker first saw it.
+pub fn rotation_deadline(record: &AppSecret) -> i64 {
+    let by_age = record.secret_issued_at_ms + SECRET_DEADLINE_MS;
+    record.announced_expiry_at_ms.map_or(by_age, |at| at.min(by_age))
+}
 /// A replaced secret keeps working this long unless Amazon's notification says otherwise.
 pub const RETIRED_SECRET_GRACE_MS: i64 = 7 * DAY_MS;
 /// Warnings are given this many days before the deadline.
@@ -604,6 +613,7 @@ pub async fn apply_notification(
         SecretNotification::NewSecret {
             secret,
             old_secret_expires_at_ms,
+            new_secret_expires_at_ms,
             ..
         } => {
             let outcome = set_secret(
@@ -615,6 +625,10 @@ pub async fn apply_notification(
                 },
             )
             .await?;
+            if let (SetOutcome::SecretSet { .. }, Some(at)) = (&outcome, new_secret_expires_at_ms) {
+                // Amazon's own deadline for the new secret drives the expiry warnings.
+                record_announced_expiry(state, &app.name, at).await?;
+            }
             Ok(NotificationOutcome {
                 app: app.name.clone(),
                 notification_type: NEW_SECRET_NOTIFICATION,
@@ -720,8 +734,7 @@ pub async fn secret_status(state: &AppState) -> Result<Vec<AppSecretStatus>, Api
         let Some(record) = state.store.app_secret(&app.name).await? else {
             continue;
         };
-        let deadline =
-            (app.kind == lwa::Api::SpApi).then_some(record.secret_issued_at_ms + SECRET_DEADLINE_MS);
+        let deadline = (app.kind == lwa::Api::SpApi).then_some(rotation_deadline(&record));
         let previous_live =
             record.previous_secret.is_some() && record.previous_expires_at_ms.is_some_and(|e| now < e);
         out.push(AppSecretStatus {
@@ -793,7 +806,7 @@ pub async fn due_secret_warnings(state: &AppState) -> Result<Vec<SecretWarning>,
         let Some(record) = state.store.app_secret(&app.name).await? else {
             continue;
         };
-        let deadline = record.secret_issued_at_ms + SECRET_DEADLINE_MS;
+        let deadline = rotation_deadline(&record);
         let crossed: Vec<u32> = WARNING_DAYS
             .iter()
             .copied()

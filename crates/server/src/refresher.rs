@@ -47,8 +47,11 @@ const DAY_MS: i64 = 24 * 3_600_000;
 pub const AUTHORIZATION_LIFETIME_MS: i64 = 365 * DAY_MS;
 /// `connection.refresh_token_expiring` goes out when this many days are left, once each.
 pub const EXPIRY_NOTICE_DAYS: [i64; 2] = [30, 7];
-/// Due connections read per query.
+/// Due connections claimed per query, at most.
 const PAGE: u32 = 500;
+/// How long a claimed connection is left to this process: another process (or this one after
+/// a restart) takes it again only after this, so pages are sized to be done well within it.
+pub const LEASE_MS: i64 = 120_000;
 /// Profile checks and notices handled per pass (the rest wait for the next one).
 const SIDE_WORK_PER_RUN: u32 = 200;
 /// Profiles and notices are looked at most this often (broker clock): they age in days.
@@ -150,19 +153,28 @@ impl Refresher {
         let mut report = RunReport::default();
         let now = state.now_ms();
         self.refresh_due(state, now, &mut report).await;
+        if self.side_work_due(now) {
+            self.side_work(state, now, &mut report).await;
+        }
+        report
+    }
+
+    /// Whether profiles and notices are due at `now`; claims them if so.
+    fn side_work_due(&self, now: i64) -> bool {
         let last = self.side_work_at_ms.load(Ordering::Relaxed);
-        if last != 0 && now - last < SIDE_WORK_EVERY_MS
-            || self
+        !(last != 0 && now - last < SIDE_WORK_EVERY_MS)
+            && self
                 .side_work_at_ms
                 .compare_exchange(last, now, Ordering::AcqRel, Ordering::Relaxed)
-                .is_err()
-        {
-            return report;
-        }
-        if let Err(e) = self.read_profiles(state, now, &mut report).await {
+                .is_ok()
+    }
+
+    /// Ads profiles, authorizations nearing a year, client secrets nearing 180 days.
+    async fn side_work(&self, state: &AppState, now: i64, report: &mut RunReport) {
+        if let Err(e) = self.read_profiles(state, now, report).await {
             tracing::warn!(error = ?e, "re-reading Ads profiles failed");
         }
-        if let Err(e) = self.expiry_notices(state, now, &mut report).await {
+        if let Err(e) = self.expiry_notices(state, now, report).await {
             tracing::warn!(error = ?e, "checking authorizations nearing 365 days failed");
         }
         match crate::apps::due_secret_warnings(state).await {
@@ -174,13 +186,20 @@ impl Refresher {
             }
             Err(e) => tracing::warn!(error = %e, "checking client secrets' age failed"),
         }
-        report
+    }
+
+    /// Connections claimed per query: enough to keep every permit busy, few enough that the
+    /// budget gets through them in half a lease.
+    fn page(&self) -> u32 {
+        let by_budget = self.settings.budget_per_second * (LEASE_MS / 2_000) as f64;
+        (self.settings.concurrency as u32 * 2)
+            .min(by_budget as u32)
+            .clamp(1, PAGE)
     }
 
     async fn refresh_due(&self, state: &AppState, now: i64, report: &mut RunReport) {
         let permits = Arc::new(Semaphore::new(self.settings.concurrency));
         let mut tasks: JoinSet<Result<(), VendError>> = JoinSet::new();
-        let mut after: Option<(i64, String)> = None;
         let tally = |report: &mut RunReport, done: Result<Result<(), VendError>, tokio::task::JoinError>| {
             match done {
                 Ok(Ok(())) => report.fresh += 1,
@@ -190,19 +209,17 @@ impl Refresher {
             }
         };
         while !self.stopping.load(Ordering::Relaxed) {
-            let page = match state
-                .store
-                .due_refreshes(now, after.as_ref().map(|(at, id)| (*at, id.as_str())), PAGE)
-                .await
-            {
+            // Claimed rows leave the due set (their lease is in the future), so this ends.
+            let page = match state.store.claim_due_refreshes(now, LEASE_MS, self.page()).await {
                 Ok(page) => page,
                 Err(e) => {
                     tracing::warn!(error = %e, "the refresher could not read due connections");
                     break;
                 }
             };
-            let Some(last) = page.last() else { break };
-            after = Some((last.next_refresh_at_ms, last.id.clone()));
+            if page.is_empty() {
+                break;
+            }
             for due in page {
                 let permit = permits
                     .clone()
@@ -272,7 +289,9 @@ impl Refresher {
                     continue;
                 }
             };
-            match crate::onboarding::callback::read_ads_profiles(state, &app, token.token.expose()).await {
+            match crate::onboarding::callback::read_ads_profiles(state, &app, token.token.expose(), true)
+                .await
+            {
                 Some(profiles) => {
                     let text = Value::to_string(&profiles);
                     state.store.set_profiles(&id, Some(&text), next(now), now).await?;
@@ -339,14 +358,29 @@ impl Refresher {
         Ok(())
     }
 
-    /// Runs [`Refresher::run_once`] every [`TICK`] until [`Refresher::stop`].
+    /// Runs [`Refresher::run_once`]'s work every [`TICK`] until [`Refresher::stop`]: the
+    /// refresh pass in this loop, the slower side work (profiles, notices) in a task of its
+    /// own, so Amazon's Ads hosts being slow never holds refreshes back.
     pub fn spawn(self: &Arc<Self>, state: AppState) -> tokio::task::JoinHandle<()> {
         let refresher = self.clone();
+        let side_running = Arc::new(AtomicBool::new(false));
         tokio::spawn(async move {
             while !refresher.stopping.load(Ordering::Relaxed) {
-                let report = refresher.run_once(&state).await;
+                let now = state.now_ms();
+                let mut report = RunReport::default();
+                refresher.refresh_due(&state, now, &mut report).await;
                 if report.due > 0 {
                     tracing::debug!(?report, "background refresh pass");
+                }
+                if !side_running.load(Ordering::Acquire) && refresher.side_work_due(now) {
+                    side_running.store(true, Ordering::Release);
+                    let (refresher, state, running) =
+                        (refresher.clone(), state.clone(), side_running.clone());
+                    tokio::spawn(async move {
+                        let mut report = RunReport::default();
+                        refresher.side_work(&state, now, &mut report).await;
+                        running.store(false, Ordering::Release);
+                    });
                 }
                 tokio::select! {
                     _ = tokio::time::sleep(TICK) => {}

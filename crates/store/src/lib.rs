@@ -134,7 +134,9 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     /// Records a failed refresh: `last_error`, and the new status when given (`needs_reauth`).
     /// Never changes a disconnected connection; false then (or when unknown). `events`
     /// (`connection.needs_reauth`) are written in the same transaction, and only when the
-    /// status given is a change: a connection already in it raises nothing again.
+    /// status given is a change: a connection already in it raises nothing again. With
+    /// `authorized_at_ms`, only the authorization the refresh started from is touched: a late
+    /// `invalid_grant` never marks a connection the seller has just authorized again.
     async fn record_refresh_error(
         &self,
         connection_id: &str,
@@ -142,6 +144,7 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
         error: &str,
         at_ms: i64,
         events: &[NewEvent],
+        authorized_at_ms: Option<i64>,
     ) -> Result<bool, StoreError>;
     /// Writes a disconnected connection (every field but `id`, `tenant_id` and
     /// `created_at_ms`, as [`Store::update_connection`]) and `events`
@@ -169,12 +172,14 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     async fn purge_expired(&self, before_ms: i64) -> Result<u64, StoreError>;
 
     // --- background refresher ---
-    /// Active connections without a tenant-held secret whose refresh is due at `now_ms`, in due
-    /// order, after `after` (`(next_refresh_at_ms, id)` of the previous page's last row).
-    async fn due_refreshes(
+    /// Claims up to `limit` active connections without a tenant-held secret whose refresh is due
+    /// at `now_ms`, soonest first, by moving their `next_refresh_at_ms` to `now_ms + lease_ms`
+    /// in the same statement: a second process (or a second pass) does not get them again
+    /// unless the lease runs out first. The refresh that follows sets the real next time.
+    async fn claim_due_refreshes(
         &self,
         now_ms: i64,
-        after: Option<(i64, &str)>,
+        lease_ms: i64,
         limit: u32,
     ) -> Result<Vec<DueRefresh>, StoreError>;
     /// The connection's schedule; `None` when unknown.
@@ -183,14 +188,25 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     async fn set_next_refresh(&self, id: &str, at_ms: i64) -> Result<bool, StoreError>;
     /// Records a transient refresh failure on an active connection, atomically: one more
     /// failure in a row, `last_error`, and no LWA call (nor scheduled refresh) before
-    /// `retry_at(failures)`, given the new count. `None` when unknown or not active.
+    /// `retry_at(failures)`, given the new count. `None` when unknown, not active, or
+    /// authorized again since `authorized_at_ms` (a new authorization starts without backoff).
     async fn record_refresh_failure(
         &self,
         id: &str,
+        authorized_at_ms: i64,
         error: &str,
         at_ms: i64,
         retry_at: &(dyn Fn(i64) -> i64 + Send + Sync),
     ) -> Result<Option<RefreshSchedule>, StoreError>;
+    /// A claim's own fields: the name and callback URL when given (others unchanged) and the
+    /// claim time, so that a refresh stored meanwhile is never overwritten; false when unknown.
+    async fn mark_claimed(
+        &self,
+        id: &str,
+        name: Option<&str>,
+        callback_url: Option<&str>,
+        at_ms: i64,
+    ) -> Result<bool, StoreError>;
     /// Active Ads connections without a tenant-held secret whose profiles are due to be re-read
     /// (`profiles_check_at_ms <= now_ms`), soonest first.
     async fn due_profile_checks(&self, now_ms: i64, limit: u32) -> Result<Vec<String>, StoreError>;

@@ -1148,13 +1148,18 @@ impl Store for SqliteStore {
         error: &str,
         at_ms: i64,
         events: &[NewEvent],
+        authorized_at_ms: Option<i64>,
     ) -> Result<bool, StoreError> {
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
-        let before: Option<String> =
-            sqlx::query_scalar("SELECT status FROM connections WHERE id = ? AND status <> 'disconnected'")
-                .bind(connection_id)
-                .fetch_optional(&mut *tx)
-                .await?;
+        let before: Option<String> = sqlx::query_scalar(
+            "SELECT status FROM connections WHERE id = ? AND status <> 'disconnected' \
+             AND (? IS NULL OR authorized_at_ms = ?)",
+        )
+        .bind(connection_id)
+        .bind(authorized_at_ms)
+        .bind(authorized_at_ms)
+        .fetch_optional(&mut *tx)
+        .await?;
         let Some(before) = before else {
             return Ok(false);
         };
@@ -1323,22 +1328,23 @@ impl Store for SqliteStore {
 
     // --- background refresher ---
 
-    async fn due_refreshes(
+    async fn claim_due_refreshes(
         &self,
         now_ms: i64,
-        after: Option<(i64, &str)>,
+        lease_ms: i64,
         limit: u32,
     ) -> Result<Vec<DueRefresh>, StoreError> {
-        let (after_at, after_id) = after.unwrap_or((i64::MIN, ""));
+        // One statement: atomic against another process claiming the same rows. The partial
+        // index is named, since without statistics SQLite prefers the one on `status`.
         let rows = sqlx::query(
-            "SELECT id, app, next_refresh_at_ms FROM connections \
-             WHERE status = 'active' AND tenant_secret = 0 AND next_refresh_at_ms <= ? \
-             AND (next_refresh_at_ms, id) > (?, ?) \
-             ORDER BY next_refresh_at_ms, id LIMIT ?",
+            "UPDATE connections SET next_refresh_at_ms = ? WHERE id IN ( \
+               SELECT id FROM connections INDEXED BY connections_due \
+               WHERE status = 'active' AND tenant_secret = 0 AND next_refresh_at_ms <= ? \
+               ORDER BY next_refresh_at_ms, id LIMIT ?) \
+             RETURNING id, app, next_refresh_at_ms",
         )
+        .bind(now_ms.saturating_add(lease_ms))
         .bind(now_ms)
-        .bind(after_at)
-        .bind(after_id)
         .bind(i64::from(limit.min(10_000)))
         .fetch_all(&self.pool)
         .await?;
@@ -1366,6 +1372,27 @@ impl Store for SqliteStore {
         Ok(row.as_ref().map(schedule_from_row).transpose()?)
     }
 
+    async fn mark_claimed(
+        &self,
+        id: &str,
+        name: Option<&str>,
+        callback_url: Option<&str>,
+        at_ms: i64,
+    ) -> Result<bool, StoreError> {
+        let done = sqlx::query(
+            "UPDATE connections SET name = COALESCE(?, name), callback_url = COALESCE(?, callback_url), \
+             claimed_at_ms = ?, updated_at_ms = ? WHERE id = ?",
+        )
+        .bind(name)
+        .bind(callback_url)
+        .bind(at_ms)
+        .bind(at_ms)
+        .bind(id)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
     async fn set_next_refresh(&self, id: &str, at_ms: i64) -> Result<bool, StoreError> {
         let done = sqlx::query("UPDATE connections SET next_refresh_at_ms = ? WHERE id = ?")
             .bind(at_ms)
@@ -1378,6 +1405,7 @@ impl Store for SqliteStore {
     async fn record_refresh_failure(
         &self,
         id: &str,
+        authorized_at_ms: i64,
         error: &str,
         at_ms: i64,
         retry_at: &(dyn Fn(i64) -> i64 + Send + Sync),
@@ -1385,11 +1413,13 @@ impl Store for SqliteStore {
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
         let failures: Option<i64> = sqlx::query_scalar(
             "UPDATE connections SET refresh_failures = refresh_failures + 1, last_error = ?, \
-             updated_at_ms = ? WHERE id = ? AND status = 'active' RETURNING refresh_failures",
+             updated_at_ms = ? WHERE id = ? AND status = 'active' AND authorized_at_ms = ? \
+             RETURNING refresh_failures",
         )
         .bind(error)
         .bind(at_ms)
         .bind(id)
+        .bind(authorized_at_ms)
         .fetch_optional(&mut *tx)
         .await?;
         let Some(failures) = failures else {
@@ -1412,7 +1442,8 @@ impl Store for SqliteStore {
 
     async fn due_profile_checks(&self, now_ms: i64, limit: u32) -> Result<Vec<String>, StoreError> {
         Ok(sqlx::query_scalar(
-            "SELECT id FROM connections WHERE status = 'active' AND tenant_secret = 0 AND api = 'ads' \
+            "SELECT id FROM connections INDEXED BY connections_profiles_due \
+             WHERE status = 'active' AND tenant_secret = 0 AND api = 'ads' \
              AND profiles_check_at_ms <= ? ORDER BY profiles_check_at_ms, id LIMIT ?",
         )
         .bind(now_ms)
@@ -1456,7 +1487,8 @@ impl Store for SqliteStore {
         let rows = sqlx::query(concat!(
             "SELECT ",
             connection_cols!(),
-            " FROM connections WHERE status = 'active' AND api = 'sp-api' AND authorized_at_ms <= ? \
+            " FROM connections INDEXED BY connections_authorized \
+             WHERE status = 'active' AND api = 'sp-api' AND authorized_at_ms <= ? \
              AND (expiry_notice_days IS NULL OR expiry_notice_days > ?) \
              ORDER BY authorized_at_ms, id LIMIT ?"
         ))
@@ -1480,11 +1512,13 @@ impl Store for SqliteStore {
     ) -> Result<bool, StoreError> {
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
         let done = sqlx::query(
-            "UPDATE connections SET expiry_notice_days = ? WHERE id = ? AND authorized_at_ms = ?",
+            "UPDATE connections SET expiry_notice_days = ? WHERE id = ? AND authorized_at_ms = ? \
+             AND (expiry_notice_days IS NULL OR expiry_notice_days > ?)",
         )
         .bind(days)
         .bind(id)
         .bind(authorized_at_ms)
+        .bind(days)
         .execute(&mut *tx)
         .await?;
         if done.rows_affected() != 1 {

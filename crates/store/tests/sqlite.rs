@@ -1262,7 +1262,7 @@ async fn save_tokens_touches_only_token_columns_and_never_a_disconnected_connect
     // A failure is recorded; invalid_grant changes the status.
     assert!(
         store
-            .record_refresh_error("conn_1", None, "LWA is down", 9_000, &[])
+            .record_refresh_error("conn_1", None, "LWA is down", 9_000, &[], None)
             .await
             .unwrap()
     );
@@ -1273,7 +1273,7 @@ async fn save_tokens_touches_only_token_columns_and_never_a_disconnected_connect
     );
     assert!(
         store
-            .record_refresh_error("conn_1", Some("needs_reauth"), "invalid_grant", 9_500, &[])
+            .record_refresh_error("conn_1", Some("needs_reauth"), "invalid_grant", 9_500, &[], None)
             .await
             .unwrap()
     );
@@ -1291,7 +1291,7 @@ async fn save_tokens_touches_only_token_columns_and_never_a_disconnected_connect
     assert!(!store.save_tokens(&update).await.unwrap());
     assert!(
         !store
-            .record_refresh_error("conn_1", Some("needs_reauth"), "x", 10_000, &[])
+            .record_refresh_error("conn_1", Some("needs_reauth"), "x", 10_000, &[], None)
             .await
             .unwrap()
     );
@@ -1323,31 +1323,51 @@ async fn the_refresh_schedule_follows_refreshes_failures_and_new_authorizations(
         .await
         .unwrap();
 
-    // New connections are due at once; paging walks them in due order without repeats.
-    let first = store.due_refreshes(1_000, None, 2).await.unwrap();
+    // New connections are due at once; a claim takes each once (a lease), in due order.
+    let first = store.claim_due_refreshes(1_000, 60_000, 2).await.unwrap();
     assert_eq!(
         first.iter().map(|d| d.id.as_str()).collect::<Vec<_>>(),
         ["conn_a", "conn_b"]
     );
-    let last = first.last().unwrap();
-    let rest = store
-        .due_refreshes(1_000, Some((last.next_refresh_at_ms, &last.id)), 10)
-        .await
-        .unwrap();
+    assert!(first.iter().all(|d| d.next_refresh_at_ms == 61_000));
+    let rest = store.claim_due_refreshes(1_000, 60_000, 10).await.unwrap();
     assert_eq!(rest.iter().map(|d| d.id.as_str()).collect::<Vec<_>>(), ["conn_c"]);
+    assert!(
+        store
+            .claim_due_refreshes(1_000, 60_000, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    // A lease that runs out (its process died) makes them due again.
+    assert_eq!(
+        store.claim_due_refreshes(61_000, 60_000, 10).await.unwrap().len(),
+        3
+    );
+    for id in ["conn_a", "conn_b", "conn_c"] {
+        assert!(store.set_next_refresh(id, 0).await.unwrap());
+    }
 
     // A refresh schedules the next one and clears a backoff.
     let before = store.refresh_schedule("conn_a").await.unwrap().unwrap();
     assert_eq!(before, RefreshSchedule::default());
+    // A failure recorded for an older authorization is not this one's.
+    assert!(
+        store
+            .record_refresh_failure("conn_a", 4_999, "late", 2_000, &|_| 9_999)
+            .await
+            .unwrap()
+            .is_none()
+    );
     let retry_at = |failures: i64| 2_000 + failures * 1_000;
     let failed = store
-        .record_refresh_failure("conn_a", "LWA answered 500", 2_000, &retry_at)
+        .record_refresh_failure("conn_a", 5_000, "LWA answered 500", 2_000, &retry_at)
         .await
         .unwrap()
         .unwrap();
     assert_eq!((failed.refresh_failures, failed.retry_at_ms), (1, Some(3_000)));
     let failed = store
-        .record_refresh_failure("conn_a", "LWA answered 500", 3_000, &retry_at)
+        .record_refresh_failure("conn_a", 5_000, "LWA answered 500", 3_000, &retry_at)
         .await
         .unwrap()
         .unwrap();
@@ -1360,7 +1380,7 @@ async fn the_refresh_schedule_follows_refreshes_failures_and_new_authorizations(
         (2, Some(4_000), 4_000)
     );
     let due: Vec<String> = store
-        .due_refreshes(3_500, None, 10)
+        .claim_due_refreshes(3_500, 0, 10)
         .await
         .unwrap()
         .into_iter()
@@ -1398,14 +1418,14 @@ async fn the_refresh_schedule_follows_refreshes_failures_and_new_authorizations(
     store.update_connection(&b).await.unwrap();
     assert!(
         store
-            .record_refresh_failure("conn_b", "x", 6_000, &retry_at)
+            .record_refresh_failure("conn_b", 5_000, "x", 6_000, &retry_at)
             .await
             .unwrap()
             .is_none()
     );
     assert!(
         store
-            .due_refreshes(i64::MAX, None, 10)
+            .claim_due_refreshes(i64::MAX - 1, 0, 10)
             .await
             .unwrap()
             .iter()
@@ -1414,7 +1434,7 @@ async fn the_refresh_schedule_follows_refreshes_failures_and_new_authorizations(
 
     // A new authorization starts over: no backoff, no notice, due now.
     store
-        .record_refresh_failure("conn_c", "x", 6_000, &retry_at)
+        .record_refresh_failure("conn_c", 5_000, "x", 6_000, &retry_at)
         .await
         .unwrap()
         .unwrap();
@@ -1435,6 +1455,17 @@ async fn the_refresh_schedule_follows_refreshes_failures_and_new_authorizations(
     store.update_connection(&c).await.unwrap();
     let fresh = store.refresh_schedule("conn_c").await.unwrap().unwrap();
     assert_eq!(fresh, RefreshSchedule::default());
+    // A late invalid_grant for the old authorization leaves the new one alone.
+    assert!(
+        !store
+            .record_refresh_error("conn_c", Some("needs_reauth"), "late", 60_000, &[], Some(5_000))
+            .await
+            .unwrap()
+    );
+    assert_eq!(
+        store.connection("conn_c").await.unwrap().unwrap().status,
+        "active"
+    );
 
     // Authorizations nearing their end, once per notice.
     let expiring = store.expiring_authorizations(10_000, 30, 10).await.unwrap();
@@ -1444,6 +1475,10 @@ async fn the_refresh_schedule_follows_refreshes_failures_and_new_authorizations(
         "conn_b is not active, conn_c was re-authorized later"
     );
     assert!(store.set_expiry_notice("conn_a", 5_000, 30, &[]).await.unwrap());
+    assert!(
+        !store.set_expiry_notice("conn_a", 5_000, 30, &[]).await.unwrap(),
+        "a second process marking the same notice gets false"
+    );
     assert_eq!(
         store.expiring_authorizations(10_000, 30, 10).await.unwrap().len(),
         1
@@ -1452,6 +1487,39 @@ async fn the_refresh_schedule_follows_refreshes_failures_and_new_authorizations(
         store.expiring_authorizations(10_000, 7, 10).await.unwrap().len(),
         2
     );
+    assert!(store.set_expiry_notice("conn_a", 5_000, 7, &[]).await.unwrap());
+    assert!(
+        !store.set_expiry_notice("conn_a", 5_000, 30, &[]).await.unwrap(),
+        "a stale 30-day pass never moves a 7-day notice back"
+    );
+    assert_eq!(
+        store
+            .refresh_schedule("conn_a")
+            .await
+            .unwrap()
+            .unwrap()
+            .expiry_notice_days,
+        Some(7)
+    );
+
+    // A claim sets only its own fields.
+    assert!(
+        store
+            .mark_claimed("conn_a", Some("Claimed"), None, 12_000)
+            .await
+            .unwrap()
+    );
+    let a = store.connection("conn_a").await.unwrap().unwrap();
+    assert_eq!(
+        (a.name.as_deref(), a.callback_url.as_deref(), a.claimed_at_ms),
+        (Some("Claimed"), Some("https://wms.example.com/cb"), Some(12_000))
+    );
+    assert_eq!(
+        a.access_token.as_deref(),
+        Some("lwa1.fp.bmV3"),
+        "the refresh's token stays"
+    );
+    assert!(!store.mark_claimed("conn_nope", None, None, 1).await.unwrap());
 
     // Ads profiles: due, re-read, rescheduled.
     let mut ads = connection("conn_ads", "ten_1");
@@ -1735,7 +1803,7 @@ async fn needs_reauth_and_disconnect_raise_their_event_once() {
     // A transient failure (no status) raises nothing, even if handed an event.
     assert!(
         store
-            .record_refresh_error("conn_1", None, "LWA is down", 8_000, &needs(0))
+            .record_refresh_error("conn_1", None, "LWA is down", 8_000, &needs(0), None)
             .await
             .unwrap()
     );
@@ -1743,7 +1811,14 @@ async fn needs_reauth_and_disconnect_raise_their_event_once() {
     for n in 1..=3 {
         assert!(
             store
-                .record_refresh_error("conn_1", Some("needs_reauth"), "invalid_grant", 9_000, &needs(n))
+                .record_refresh_error(
+                    "conn_1",
+                    Some("needs_reauth"),
+                    "invalid_grant",
+                    9_000,
+                    &needs(n),
+                    None
+                )
                 .await
                 .unwrap()
         );
@@ -1777,7 +1852,7 @@ async fn needs_reauth_and_disconnect_raise_their_event_once() {
     // Disconnected: a late refresh error records nothing and raises nothing.
     assert!(
         !store
-            .record_refresh_error("conn_1", Some("needs_reauth"), "x", 11_000, &needs(9))
+            .record_refresh_error("conn_1", Some("needs_reauth"), "x", 11_000, &needs(9), None)
             .await
             .unwrap()
     );

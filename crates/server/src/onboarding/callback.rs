@@ -310,19 +310,22 @@ fn exchange_failure(error: LwaError) -> Failure {
 /// Every profile of the advertiser, from all three regional hosts (`GET /v2/profiles` answers
 /// only its own region's), each tagged with its region. A host that fails is skipped.
 async fn ads_profiles(state: &AppState, app: &AppConfig, access_token: &str) -> Value {
-    read_ads_profiles(state, app, access_token)
+    read_ads_profiles(state, app, access_token, false)
         .await
         .unwrap_or_else(|| Value::Array(Vec::new()))
 }
 
-/// [`ads_profiles`], or `None` when no host answered (so a daily re-read keeps what it has).
+/// [`ads_profiles`], or `None` when no host answered — or, with `every_host`, when any host
+/// failed (so a daily re-read keeps the list it has rather than a partial one). Each host gets
+/// 10 s.
 pub(crate) async fn read_ads_profiles(
     state: &AppState,
     app: &AppConfig,
     access_token: &str,
+    every_host: bool,
 ) -> Option<Value> {
     let mut all = Vec::new();
-    let mut answered = false;
+    let (mut answered, mut failed) = (false, false);
     for region in Region::ALL {
         let url = state.endpoints.url(region.ads_api_host(), "/v2/profiles");
         let response = state
@@ -331,6 +334,7 @@ pub(crate) async fn read_ads_profiles(
             .get(&url)
             .header("Authorization", format!("Bearer {access_token}"))
             .header("Amazon-Advertising-API-ClientId", &app.credentials.client_id)
+            .timeout(std::time::Duration::from_secs(10))
             .send()
             .await;
         match response {
@@ -345,15 +349,19 @@ pub(crate) async fn read_ads_profiles(
                     }
                 }
             }
-            Ok(r) => tracing::warn!(
-                status = r.status().as_u16(),
-                region = region.as_str(),
-                "reading Ads profiles failed"
-            ),
+            Ok(r) => {
+                failed = true;
+                tracing::warn!(
+                    status = r.status().as_u16(),
+                    region = region.as_str(),
+                    "reading Ads profiles failed"
+                );
+            }
             Err(e) => {
-                tracing::warn!(error = %e.without_url(), region = region.as_str(), "reading Ads profiles failed")
+                failed = true;
+                tracing::warn!(error = %e.without_url(), region = region.as_str(), "reading Ads profiles failed");
             }
         }
     }
-    answered.then_some(Value::Array(all))
+    (answered && !(every_host && failed)).then_some(Value::Array(all))
 }

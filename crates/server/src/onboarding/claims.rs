@@ -93,7 +93,16 @@ async fn claim(
     }
     connection.claimed_at_ms = Some(now);
     connection.updated_at_ms = now;
-    state.store.update_connection(&connection).await?;
+    // Only the claim's own fields: a refresh stored since the row was read stays.
+    state
+        .store
+        .mark_claimed(
+            &connection.id,
+            connection.name.as_deref(),
+            new_callback.as_deref(),
+            now,
+        )
+        .await?;
     // The authorization's event was written before the callback URL was known: it goes there
     // too.
     if let Some(url) = new_callback {

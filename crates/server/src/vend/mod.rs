@@ -397,7 +397,7 @@ impl Vendor {
             .get(
                 move || hold_clock.now_ms(),
                 move |t| t.expires_at_ms - fresh_clock.now_ms() > buffer,
-                move || refresh_connection(task_state, task_id, task_secret, buffer, None),
+                move || refresh_connection(task_state, task_id, task_secret, buffer, false),
             )
             .await;
         match result {
@@ -428,7 +428,9 @@ impl Vendor {
 
     /// The background refresher's step for one due connection: joins the refresh a vend may
     /// already have in flight (never a second one), else refreshes it — or, when another process
-    /// already stored a fresh token, only reschedules it. `budget` is awaited just before the
+    /// already stored a fresh token, only reschedules it. `budget` is awaited before the LWA
+    /// call is joined or started (outside the flight, so a vend never waits for the
+    /// refresher's budget); a token found fresh costs no budget.
     /// LWA call. Answers whether this call refreshed it, and how.
     pub async fn refresh_due(
         &self,
@@ -437,20 +439,31 @@ impl Vendor {
         budget: Option<Budget>,
     ) -> Result<Arc<CachedToken>, VendError> {
         let now = state.now_ms();
-        let entry = match self.connections.get(id) {
+        let mut entry = match self.connections.get(id) {
             Some(entry) => entry,
-            None => {
-                let row = state.store.connection(id).await?.ok_or(VendError::NotFound)?;
-                let fresh_entry = entry_from_row(state, &row, now)?;
-                self.connections.get_or_insert_with(id, || fresh_entry)
-            }
+            None => self.entry_from_database(state, id, now).await?,
         };
-        let meta = entry.meta.read().clone();
-        if meta.tenant_secret {
-            // The broker cannot open it: refreshed on demand only.
-            return Err(VendError::Forbidden);
+        if entry.meta.read().tenant_secret {
+            // The database chose it, so it has no tenant layer by now (re-authorized elsewhere):
+            // the cache is stale.
+            self.forget(id);
+            entry = self.entry_from_database(state, id, now).await?;
+            if entry.meta.read().tenant_secret {
+                // The broker cannot open it: refreshed on demand only.
+                return Err(VendError::Forbidden);
+            }
         }
         let buffer = self.buffer_ms;
+        if let Some(token) = entry.flight.current().filter(|t| t.expires_at_ms - now > buffer) {
+            state
+                .store
+                .set_next_refresh(id, next_refresh_at(now, token.expires_at_ms, buffer))
+                .await?;
+            return Ok(token);
+        }
+        if let Some(budget) = &budget {
+            budget().await;
+        }
         let ran = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let (fresh_clock, hold_clock) = (state.clock.clone(), state.clock.clone());
         let (task_state, task_id, task_ran) = (state.clone(), id.to_owned(), ran.clone());
@@ -461,7 +474,7 @@ impl Vendor {
                 move |t| t.expires_at_ms - fresh_clock.now_ms() > buffer,
                 move || {
                     task_ran.store(true, std::sync::atomic::Ordering::Relaxed);
-                    refresh_connection(task_state, task_id, None, buffer, budget)
+                    refresh_connection(task_state, task_id, None, buffer, true)
                 },
             )
             .await;
@@ -479,6 +492,17 @@ impl Vendor {
             _ => {}
         }
         result
+    }
+
+    async fn entry_from_database(
+        &self,
+        state: &AppState,
+        id: &str,
+        now: i64,
+    ) -> Result<Arc<ConnEntry>, VendError> {
+        let row = state.store.connection(id).await?.ok_or(VendError::NotFound)?;
+        let fresh_entry = entry_from_row(state, &row, now)?;
+        Ok(self.connections.get_or_insert_with(id, || fresh_entry))
     }
 
     async fn revalidate(
@@ -757,7 +781,7 @@ pub fn backoff_ms(failures: i64) -> i64 {
 }
 
 /// Waits for the caller's turn in a budget of LWA calls (the background refresher's per-app
-/// budget); vends pass none.
+/// budget).
 pub type Budget =
     Arc<dyn Fn() -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>> + Send + Sync>;
 
@@ -765,13 +789,15 @@ pub type Budget =
 ///
 /// A connection in backoff (a failed refresh, here or in another process) is not refreshed
 /// before its retry time: the caller gets `Unavailable` with the time left. After a first
-/// failure the library's retries are not used either, so each backoff step costs one call.
+/// failure the library's retries are not used either, so each backoff step costs one call;
+/// nor in the `background` (the refresher schedules its own retries, and each call must fit
+/// its budget).
 async fn refresh_connection(
     state: AppState,
     id: String,
     secret: Option<TokenSecret>,
     buffer_ms: i64,
-    budget: Option<Budget>,
+    background: bool,
 ) -> Result<Arc<CachedToken>, VendError> {
     let row = state.store.connection(&id).await?.ok_or(VendError::NotFound)?;
     match Status::of(&row.status) {
@@ -798,7 +824,7 @@ async fn refresh_connection(
         && expires_at_ms - now > buffer_ms
     {
         let plain = open("access_token", sealed)?;
-        if !row.tenant_secret && schedule.next_refresh_at_ms <= now {
+        if !row.tenant_secret {
             state
                 .store
                 .set_next_refresh(&id, next_refresh_at(now, expires_at_ms, buffer_ms))
@@ -824,18 +850,18 @@ async fn refresh_connection(
     let sealed_refresh = row.refresh_token.as_deref().ok_or(VendError::Disconnected)?;
     let started_from = match open("refresh_token", sealed_refresh) {
         Ok(plain) => plain,
-        Err(e) => return Err(note_failure(&state, &id, e, 0).await),
+        Err(e) => return Err(note_failure(&state, &row, e, 0).await),
     };
     let refresh_token = RefreshToken::new(started_from.as_str());
     let Some(app) = state.app(&row.app).cloned() else {
         let failure = VendError::Configuration(format!("app {:?} is not configured", row.app));
-        return Err(note_failure(&state, &id, failure, 0).await);
+        return Err(note_failure(&state, &row, failure, 0).await);
     };
-    let region = Region::parse(&row.region).map_err(|e| VendError::Internal(e.to_string()))?;
-    if let Some(budget) = &budget {
-        budget().await;
-    }
-    let lwa = if schedule.refresh_failures > 0 {
+    let region = match Region::parse(&row.region) {
+        Ok(region) => region,
+        Err(e) => return Err(note_failure(&state, &row, VendError::Internal(e.to_string()), 0).await),
+    };
+    let lwa = if background || schedule.refresh_failures > 0 {
         &state.lwa_single
     } else {
         &state.lwa
@@ -855,7 +881,7 @@ async fn refresh_connection(
             if matches!(error, LwaError::Reauthorize { .. }) {
                 let message =
                     "LWA refused the refresh token (invalid_grant): the seller must authorize again";
-                if let Err(e) = state
+                let recorded = state
                     .store
                     .record_refresh_error(
                         &id,
@@ -863,21 +889,39 @@ async fn refresh_connection(
                         message,
                         state.now_ms(),
                         &crate::webhooks::refresh_error_events(&state, &row, Some("needs_reauth"), message),
+                        Some(row.authorized_at_ms),
                     )
-                    .await
-                {
-                    tracing::warn!(connection = %id, error = %e, "could not record a failed refresh");
-                }
-                return Err(VendError::NeedsReauth);
+                    .await;
+                return match recorded {
+                    Ok(true) => Err(VendError::NeedsReauth),
+                    // Authorized again (or disconnected) meanwhile: the refused token is gone.
+                    Ok(false) => match state.store.connection(&id).await? {
+                        Some(r) if Status::of(&r.status) == Status::Active => Err(VendError::Unavailable {
+                            message: "the connection was re-authorized during the refresh; ask again".into(),
+                            retry_after_s: 0,
+                        }),
+                        Some(r) if Status::of(&r.status) == Status::NeedsReauth => {
+                            Err(VendError::NeedsReauth)
+                        }
+                        _ => Err(VendError::Disconnected),
+                    },
+                    Err(e) => {
+                        // Not stored: keep it from being asked again every second meanwhile.
+                        tracing::warn!(connection = %id, error = %e, "could not record a failed refresh");
+                        let later = state.now_ms() + BACKOFF_CAP_MS;
+                        let _ = state.store.set_next_refresh(&id, later).await;
+                        Err(VendError::NeedsReauth)
+                    }
+                };
             }
             let retry_after_ms = match &error {
                 LwaError::Transient {
                     retry_after: Some(after),
                     ..
-                } => after.as_millis() as i64,
+                } => after.as_millis().min(BACKOFF_CAP_MS as u128) as i64,
                 _ => 0,
             };
-            return Err(note_failure(&state, &id, lwa_failure(error), retry_after_ms).await);
+            return Err(note_failure(&state, &row, lwa_failure(error), retry_after_ms).await);
         }
     };
     let refresh_token = match (&tokens.refresh_token, tokens.refresh_token_changed) {
@@ -941,7 +985,13 @@ async fn refresh_connection(
 /// Amazon's `Retry-After`) kept in the database, so every process and the background refresher
 /// wait for it. An `Unavailable` answer carries the backoff's time left as its `retry_after_s`,
 /// which is also how long this process's flight holds it. Other failures pass unchanged.
-async fn note_failure(state: &AppState, id: &str, failure: VendError, retry_after_ms: i64) -> VendError {
+async fn note_failure(
+    state: &AppState,
+    row: &Connection,
+    failure: VendError,
+    retry_after_ms: i64,
+) -> VendError {
+    let id = row.id.as_str();
     let message = match &failure {
         VendError::Unavailable { message, .. }
         | VendError::Configuration(message)
@@ -949,10 +999,10 @@ async fn note_failure(state: &AppState, id: &str, failure: VendError, retry_afte
         _ => return failure,
     };
     let now = state.now_ms();
-    let retry_at = move |failures: i64| now + backoff_ms(failures).max(retry_after_ms);
+    let retry_at = move |failures: i64| now + backoff_ms(failures).max(retry_after_ms.min(BACKOFF_CAP_MS));
     match state
         .store
-        .record_refresh_failure(id, &message, now, &retry_at)
+        .record_refresh_failure(id, row.authorized_at_ms, &message, now, &retry_at)
         .await
     {
         Ok(Some(schedule)) => match failure {

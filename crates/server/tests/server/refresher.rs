@@ -544,3 +544,78 @@ async fn client_secrets_nearing_180_days_warn_the_operator_at_30_and_7_days() {
         "signed deliveries with stable ids"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_secret_whose_amazon_deadline_is_sooner_warns_by_amazons_date() {
+    let app = spawn().await;
+    let token = lwa_server::operator::create_admin_token(&app.state)
+        .await
+        .unwrap();
+    // The notification arrives late: Amazon says the new secret expires in 40 days.
+    let now = app.state.now_ms();
+    let expires = lwa_server::time::rfc3339(now + 40 * 86_400_000);
+    let body = json!({
+        "notificationVersion": "1.0",
+        "notificationType": "APPLICATION_OAUTH_CLIENT_NEW_SECRET",
+        "payload": {"applicationOAuthClientNewSecret": {
+            "clientId": defaults::SP_API_CLIENT_ID,
+            "newClientSecret": "amzn1.oa2-cs.v1.0123456789abcdef-late-notice",
+            "newClientSecretExpiryTime": expires,
+            "oldClientSecretExpiryTime": lwa_server::time::rfc3339(now + 7 * 86_400_000),
+        }},
+    });
+    let r = app
+        .http
+        .post(format!("{}/admin/api/app-secret-notifications", app.url))
+        .bearer_auth(token.as_str())
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
+    app.advance(9.0 * 86_400.0).await;
+    assert_eq!(app.run_refresher().await.secret_warnings, 0, "31 days left");
+    app.advance(86_400.0 + 60.0).await;
+    assert_eq!(
+        app.run_refresher().await.secret_warnings,
+        1,
+        "30 days before Amazon's date, not 180 days after the broker got it"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_processes_on_one_database_refresh_each_connection_once() {
+    let mut captured = None;
+    let app = spawn_with(|s| {
+        s.refresher.budget_per_second = 10_000.0;
+        captured = Some(s.clone());
+    })
+    .await;
+    let other = lwa_server::open_state(&captured.unwrap(), url::Url::parse(&app.url).unwrap())
+        .await
+        .unwrap();
+    let connections = app.import_sellers("TWICE", 200).await;
+    app.run_refresher().await;
+    let control = app.fake.control();
+    control
+        .add_fault(FaultSpec {
+            target: FaultTarget::Lwa,
+            latency_ms: Some(100),
+            ..FaultSpec::default()
+        })
+        .await;
+    app.advance((LIFETIME_S - BUFFER_S / 2 + 5) as f64).await;
+    control.clear_requests().await;
+    let counted = control.counters().await.lwa_calls("refresh_token");
+    let (a, b) = tokio::join!(
+        app.state.refresher.run_once(&app.state),
+        other.refresher.run_once(&other)
+    );
+    assert_eq!(a.fresh + b.fresh, connections.len(), "{a:?} {b:?}");
+    assert!(a.fresh > 0 && b.fresh > 0, "both took part: {a:?} {b:?}");
+    assert_eq!(
+        control.counters().await.lwa_calls("refresh_token") - counted,
+        connections.len() as u64,
+        "one LWA call per connection"
+    );
+}
