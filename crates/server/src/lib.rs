@@ -26,6 +26,7 @@ pub mod error;
 pub mod extract;
 pub mod ids;
 pub mod onboarding;
+pub mod rotation;
 pub mod sandbox;
 pub mod sealing;
 pub mod state;

@@ -3,6 +3,7 @@
 mod commands;
 mod dotenv;
 mod login;
+mod rotate;
 mod server;
 mod settings;
 
@@ -59,7 +60,7 @@ enum Command {
     /// Manage the server's tenants.
     #[command(subcommand)]
     Tenants(server::TenantsCommand),
-    /// Manage tenants' API keys.
+    /// Manage tenants' API keys, and the master keys (`new-master`, `rotate`, `status`).
     #[command(subcommand)]
     Keys(server::KeysCommand),
     /// Manage the server's connections.
