@@ -5,5 +5,6 @@ mod support;
 mod accounts;
 mod login;
 mod readme;
+mod rotate;
 mod server;
 mod storm;
