@@ -331,18 +331,18 @@ pub async fn rotate(
             ..TableReport::default()
         };
         at.table = table.columns.table;
-        let mut after: Option<String> = None;
-        loop {
-            let rows = store
-                .sealed_rows(&table.columns, after.as_deref(), batch_size)
-                .await?;
-            let Some(last) = rows.last() else { break };
-            after = Some(last.id.clone());
-            let read = rows.len() as u64;
+        // The next batch is read and opened while the current one is written.
+        let mut batch = read_batch(store, keyring, &newest_prefix, table, None, batch_size).await?;
+        while let Some(last_id) = batch.last_id.take() {
             let done_before = report.resealed + report.already_new + report.failures.len() as u64;
-            reseal_batch(store, keyring, &newest_prefix, table, rows, &mut report).await?;
-            report.rows += read;
-            rows_done += read;
+            let (written, next) = tokio::join!(
+                write_batch(store, keyring, &newest_prefix, table, batch.plans, &mut report),
+                read_batch(store, keyring, &newest_prefix, table, Some(last_id), batch_size),
+            );
+            written?;
+            report.rows += batch.rows;
+            rows_done += batch.rows;
+            batch = next?;
             let done_after = report.resealed + report.already_new + report.failures.len() as u64;
             at.values_done += done_after - done_before;
             at.resealed = tables.iter().map(|t: &TableReport| t.resealed).sum::<u64>() + report.resealed;
@@ -423,15 +423,41 @@ fn plan(keyring: &Keyring, newest_prefix: &str, table: &SealedTable, row: Sealed
     plan
 }
 
-async fn reseal_batch(
+/// A page of rows, read and planned.
+struct Batch {
+    rows: u64,
+    /// The last row's id; `None` when the table has no more rows.
+    last_id: Option<String>,
+    plans: Vec<Plan>,
+}
+
+async fn read_batch(
     store: &dyn Store,
     keyring: &Keyring,
     newest_prefix: &str,
     table: &SealedTable,
-    rows: Vec<SealedRow>,
+    after: Option<String>,
+    batch_size: u32,
+) -> Result<Batch, StoreError> {
+    let rows = store
+        .sealed_rows(&table.columns, after.as_deref(), batch_size)
+        .await?;
+    Ok(Batch {
+        rows: rows.len() as u64,
+        last_id: rows.last().map(|row| row.id.clone()),
+        plans: plan_in_parallel(keyring, newest_prefix, table, rows).await,
+    })
+}
+
+/// Writes a batch's re-sealed rows in one transaction; rows changed meanwhile are retried.
+async fn write_batch(
+    store: &dyn Store,
+    keyring: &Keyring,
+    newest_prefix: &str,
+    table: &SealedTable,
+    plans: Vec<Plan>,
     report: &mut TableReport,
 ) -> Result<(), StoreError> {
-    let plans = plan_in_parallel(keyring, newest_prefix, table, rows).await;
     let mut updates = Vec::new();
     let mut pending = Vec::new();
     for plan in plans {

@@ -1192,51 +1192,59 @@ impl Store for SqliteStore {
     }
 
     async fn reseal_rows(&self, table: &SealedColumns, rows: &[ResealRow]) -> Result<Vec<bool>, StoreError> {
+        let n = table.columns.len();
         if rows.is_empty() {
             return Ok(Vec::new());
         }
+        if let Some(row) = rows.iter().find(|r| r.old.len() != n || r.new.len() != n) {
+            return Err(StoreError::Io(format!(
+                "a re-seal of {} row {} has {} old and {} new values for {n} columns",
+                table.table,
+                row.id,
+                row.old.len(),
+                row.new.len(),
+            )));
+        }
+        // One `UPDATE … FROM (VALUES …)` per chunk: the row's id, its old values, its new ones
+        // (`column1`, `column2…`, then the new ones), each row compare-and-set on its old values,
+        // `RETURNING` the ids written. The names are `&'static str` constants of the program
+        // (see `SealedColumns`).
         let set = table
             .columns
             .iter()
-            .map(|c| format!("\"{c}\" = ?"))
+            .enumerate()
+            .map(|(i, c)| format!("\"{c}\" = v.column{}", 2 + n + i))
             .collect::<Vec<_>>()
             .join(", ");
         let unchanged = table
             .columns
             .iter()
-            .map(|c| format!(" AND \"{c}\" IS ?"))
+            .enumerate()
+            .map(|(i, c)| format!(" AND \"{}\".\"{c}\" IS v.column{}", table.table, 2 + i))
             .collect::<String>();
-        // The names are `&'static str` constants of the program (see `SealedColumns`).
-        let sql: std::sync::Arc<str> = format!(
-            "UPDATE \"{}\" SET {set} WHERE \"{}\" = ?{unchanged}",
-            table.table, table.id_column
-        )
-        .into();
-        let mut written = Vec::with_capacity(rows.len());
+        let (name, id) = (table.table, table.id_column);
+        let head = format!("UPDATE \"{name}\" SET {set} FROM (");
+        let tail =
+            format!(") AS v WHERE \"{name}\".\"{id}\" = v.column1{unchanged} RETURNING \"{name}\".\"{id}\"");
+        // SQLite allows 32766 parameters a statement.
+        let per_statement = (32_000 / (1 + 2 * n)).clamp(1, 1000);
+        let mut written = std::collections::HashSet::with_capacity(rows.len());
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
-        for row in rows {
-            if row.old.len() != table.columns.len() || row.new.len() != table.columns.len() {
-                return Err(StoreError::Io(format!(
-                    "a re-seal of {} row {} has {} old and {} new values for {} columns",
-                    table.table,
-                    row.id,
-                    row.old.len(),
-                    row.new.len(),
-                    table.columns.len()
-                )));
+        for chunk in rows.chunks(per_statement) {
+            let mut query = QueryBuilder::<Sqlite>::new(head.clone());
+            query.push_values(chunk, |mut values, row| {
+                values.push_bind(row.id.clone());
+                for value in row.old.iter().chain(&row.new) {
+                    values.push_bind(value.clone());
+                }
+            });
+            query.push(tail.clone());
+            for row in query.build().fetch_all(&mut *tx).await? {
+                written.insert(row.try_get::<String, _>(0)?);
             }
-            let mut query = sqlx::query(sqlx::AssertSqlSafe(sql.clone()));
-            for value in &row.new {
-                query = query.bind(value.as_deref());
-            }
-            query = query.bind(&row.id);
-            for value in &row.old {
-                query = query.bind(value.as_deref());
-            }
-            written.push(query.execute(&mut *tx).await?.rows_affected() == 1);
         }
         tx.commit().await?;
-        Ok(written)
+        Ok(rows.iter().map(|r| written.contains(&r.id)).collect())
     }
 
     async fn sealed_prefix_counts(

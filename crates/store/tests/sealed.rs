@@ -280,3 +280,44 @@ async fn a_malformed_reseal_writes_nothing() {
         "the batch is one transaction"
     );
 }
+
+#[tokio::test]
+async fn a_reseal_of_thousands_of_rows_spans_several_statements_in_one_transaction() {
+    let (_dir, store) = fresh("many").await;
+    for i in 0..2500 {
+        store
+            .insert_connection(&connection(&format!("conn_{i:05}"), Some("lwa1.old.r"), None))
+            .await
+            .unwrap();
+    }
+    let read = store.sealed_rows(&CONNECTIONS, None, 5000).await.unwrap();
+    assert_eq!(read.len(), 2500);
+    let rows: Vec<ResealRow> = read
+        .into_iter()
+        .enumerate()
+        .map(|(i, row)| ResealRow {
+            id: row.id,
+            // Every 7th row was changed meanwhile, as far as this writer knows.
+            old: if i % 7 == 0 {
+                vec![Some("lwa1.other.r".into()), None]
+            } else {
+                row.values
+            },
+            new: vec![Some(format!("lwa1.new.r{i}")), None],
+        })
+        .collect();
+    let written = store.reseal_rows(&CONNECTIONS, &rows).await.unwrap();
+    assert_eq!(written.len(), 2500);
+    for (i, written) in written.iter().enumerate() {
+        assert_eq!(*written, i % 7 != 0, "row {i}");
+    }
+    let row = store
+        .sealed_row(&CONNECTIONS, "conn_02498")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(row.values[0].as_deref(), Some("lwa1.new.r2498"));
+    let counts = store.sealed_prefix_counts(&CONNECTIONS, 8).await.unwrap();
+    let new = counts.iter().find(|c| c.prefix == "lwa1.new").unwrap().count;
+    assert_eq!(new, 2500 - 2500_u64.div_ceil(7));
+}

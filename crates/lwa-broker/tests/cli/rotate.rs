@@ -150,8 +150,10 @@ impl Vending {
                             200 => {
                                 ok.fetch_add(1, Ordering::Relaxed);
                             }
-                            // A refresh whose store lost to a concurrent re-seal: "ask again".
-                            503 => {
+                            // A refresh whose store lost to a concurrent re-seal: "ask again"
+                            // (until the refresh compares plaintexts). Any other 503 (a locked
+                            // database) is a failure.
+                            503 if body.to_string().contains("ask again") => {
                                 retried.fetch_add(1, Ordering::Relaxed);
                             }
                             _ => refused.push(format!("{}: {status} {body}", ids[at])),
