@@ -608,3 +608,106 @@ async fn keys_rotate_killed_half_way_then_resumed_while_a_server_vends_and_refre
         started.elapsed()
     );
 }
+
+#[tokio::test]
+async fn new_master_adds_the_newest_key_to_the_key_file_and_rotate_moves_everything_to_it() {
+    let cli = Cli::start("new-master").await;
+    let db = format!("sqlite:{}", cli.dir.join("broker.db").display());
+    let key_file = cli.dir.join("master.key");
+    cli.ok(&[
+        "--database",
+        &db,
+        "tenants",
+        "create",
+        "--name",
+        "Keys",
+        "--redirect-origin",
+        "https://keys.example.com",
+    ])
+    .await;
+    let first = MasterKey::load(None, &key_file).unwrap();
+
+    let out = cli.ok(&["keys", "new-master", "--id", "2026-11"]).await;
+    assert!(out.contains("added master key 2026-11"), "{out}");
+    assert_eq!(crate::support::mode_of(&key_file), 0o600);
+    let keys = lwa_seal::MasterKeys::load(None, None, &key_file).unwrap();
+    let newest = keys.newest().key().fingerprint().to_string();
+    assert_eq!(keys.iter().count(), 2);
+    assert_eq!(
+        keys.iter().nth(1).unwrap().key().fingerprint(),
+        first.fingerprint()
+    );
+    let again = cli.run(&["keys", "new-master", "--id", "2026-11"]).await;
+    assert_eq!(again.code, 2, "{}", again.stderr);
+    assert!(
+        again.stderr.contains("already has a key with id \"2026-11\""),
+        "{}",
+        again.stderr
+    );
+
+    let status = cli.ok(&["--database", &db, "keys", "status"]).await;
+    assert!(
+        status.contains(&format!("2026-11 ({newest}) (newest)")),
+        "{status}"
+    );
+    let out = cli.ok(&["--database", &db, "keys", "rotate"]).await;
+    assert!(out.contains("values still on other keys: 0"), "{out}");
+    assert!(
+        out.contains(&format!(
+            "key {} is no longer used and can be removed from the configuration",
+            first.fingerprint()
+        )),
+        "{out}"
+    );
+
+    // Printed for the environment instead: nothing written.
+    let before = std::fs::read(&key_file).unwrap();
+    let printed = cli
+        .ok(&["keys", "new-master", "--id", "2027-05", "--print"])
+        .await;
+    let entry = printed.trim();
+    assert!(entry.starts_with("2027-05:"), "{printed}");
+    assert_eq!(std::fs::read(&key_file).unwrap(), before);
+    let out = cli
+        .run_with(
+            &["keys", "new-master", "--id", "2027-06"],
+            None,
+            &[("LWA_BROKER_MASTER_KEYS", entry)],
+        )
+        .await;
+    assert_eq!(out.code, 2);
+    assert!(out.stderr.contains("--print"), "{}", out.stderr);
+
+    // A malformed list stops the server with the variable named, the key never shown.
+    let bad = format!("{entry},2026-05:c2hvcnQ=");
+    let out = cli
+        .run_with(
+            &["--database", &db, "serve", "--listen", "127.0.0.1:0"],
+            None,
+            &[("LWA_BROKER_MASTER_KEYS", &bad)],
+        )
+        .await;
+    assert_eq!(out.code, 2, "{}", out.stderr);
+    assert!(
+        out.stderr
+            .contains("LWA_BROKER_MASTER_KEYS entry 2 must be 32 bytes of base64, got 5 bytes"),
+        "{}",
+        out.stderr
+    );
+    assert!(!out.stderr.contains(&entry[8..]));
+    // Without the key the database was sealed with, it refuses to start, naming both keys.
+    let out = cli
+        .run_with(
+            &["--database", &db, "keys", "status"],
+            None,
+            &[("LWA_BROKER_MASTER_KEYS", entry)],
+        )
+        .await;
+    assert_eq!(out.code, 2, "{}", out.stderr);
+    assert!(
+        out.stderr.contains("does not open this database"),
+        "{}",
+        out.stderr
+    );
+    assert!(out.stderr.contains(&newest), "{}", out.stderr);
+}
