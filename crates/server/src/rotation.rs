@@ -96,6 +96,15 @@ const fn table(
 }
 
 /// Every sealed value of the database: (table, id column, sealed columns, AEAD owner and field).
+///
+/// Whoever seals a value must use the identity its line names: a connection's tokens and a
+/// tenant's `signing_secret` are owned by the row's id, the onboarding secrets by their hash,
+/// the key check by `meta`. A new table is one more line, e.g. apps' client secrets sealed for
+/// `app:<name>`:
+///
+/// ```text
+/// table("app_secrets", "app", &["client_secret", "previous_client_secret"], Owner::Prefixed("app:"), Field::Column),
+/// ```
 pub const SEALED_TABLES: &[SealedTable] = &[
     table(
         "connections",
