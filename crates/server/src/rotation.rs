@@ -41,6 +41,9 @@ pub enum Field {
     Column,
     /// The row's id (`meta`'s rows: the field is the name, e.g. `key_check`).
     Id,
+    /// One name per sealed column, in the columns' order, where they differ from the columns'
+    /// (`app_secrets.secret` is sealed as `client_secret`).
+    Named(&'static [&'static str]),
 }
 
 /// One table's sealed columns and the identity their values are bound to.
@@ -67,6 +70,14 @@ impl SealedTable {
         let field = match self.field {
             Field::Column => column,
             Field::Id => id,
+            Field::Named(names) => self
+                .columns
+                .columns
+                .iter()
+                .position(|c| *c == column)
+                .and_then(|i| names.get(i))
+                .copied()
+                .unwrap_or(column),
         };
         match self.owner {
             Owner::Id => AeadIdentity::new(id, field),
@@ -99,11 +110,13 @@ const fn table(
 ///
 /// Whoever seals a value must use the identity its line names: a connection's tokens and a
 /// tenant's `signing_secret` are owned by the row's id, the onboarding secrets by their hash,
-/// the key check by `meta`. A new table is one more line, e.g. apps' client secrets sealed for
-/// `app:<name>`:
+/// the key check by `meta`. A new table is one more line, e.g. apps' client secrets (columns
+/// `secret` and `previous_secret`) sealed for `app:<name>` as `client_secret` and
+/// `previous_client_secret`:
 ///
 /// ```text
-/// table("app_secrets", "app", &["client_secret", "previous_client_secret"], Owner::Prefixed("app:"), Field::Column),
+/// table("app_secrets", "app", &["secret", "previous_secret"], Owner::Prefixed("app:"),
+///       Field::Named(&["client_secret", "previous_client_secret"])),
 /// ```
 pub const SEALED_TABLES: &[SealedTable] = &[
     table(
@@ -577,14 +590,37 @@ mod tests {
         let apps = table(
             "app_secrets",
             "app",
-            &["client_secret"],
+            &["secret", "previous_secret"],
             Owner::Prefixed("app:"),
-            Field::Column,
+            Field::Named(&["client_secret", "previous_client_secret"]),
         );
         assert_eq!(
-            apps.identity("default", "client_secret"),
+            apps.identity("default", "secret"),
             AeadIdentity::new("app:default", "client_secret")
         );
+        assert_eq!(
+            apps.identity("default", "previous_secret"),
+            AeadIdentity::new("app:default", "previous_client_secret")
+        );
+        assert_eq!(
+            SEALED_TABLES[5].identity("key_check", "value"),
+            AeadIdentity::new("meta", "key_check")
+        );
+    }
+
+    #[test]
+    fn named_fields_match_their_columns() {
+        for table in SEALED_TABLES {
+            if let Field::Named(names) = table.field {
+                assert_eq!(
+                    names.len(),
+                    table.columns.columns.len(),
+                    "{}",
+                    table.columns.table
+                );
+            }
+            assert!(!table.columns.columns.is_empty());
+        }
     }
 
     #[test]
