@@ -20,7 +20,7 @@ use crate::error::ApiError;
 use crate::onboarding::{callback, claims, initialize, links, login_uri};
 use crate::sealing::Sealer;
 use crate::state::{AppState, StartError, check_master_key, load_keyring, open_store};
-use crate::{audit, connections, sandbox, vend};
+use crate::{apps, audit, connections, sandbox, vend, webhooks};
 
 /// Who may call a route.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -33,6 +33,8 @@ pub enum Access {
     CompatKey,
     /// A tenant's key id and secret as LWA client credentials (body or HTTP Basic).
     LwaClient,
+    /// The operator's admin token as `Authorization: Bearer` (`lwa-broker admin-token`).
+    Admin,
 }
 
 /// Every route the router serves (besides the Amazon callback paths from the config), so
@@ -60,7 +62,17 @@ pub const ROUTES: &[(&str, &str, Access)] = &[
     ),
     ("POST", "/v1/grantless-tokens", Access::TenantKey),
     ("GET", "/v1/audit", Access::TenantKey),
+    ("GET", "/v1/webhook", Access::TenantKey),
+    ("PUT", "/v1/webhook", Access::TenantKey),
+    ("POST", "/v1/webhook/rotate-secret", Access::TenantKey),
+    ("GET", "/v1/webhook/deliveries", Access::TenantKey),
+    (
+        "POST",
+        "/v1/webhook/deliveries/{delivery_id}/retry",
+        Access::TenantKey,
+    ),
     ("POST", "/auth/o2/token", Access::LwaClient),
+    ("POST", "/admin/api/app-secret-notifications", Access::Admin),
 ];
 
 /// The whole HTTP surface.
@@ -95,8 +107,22 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/v1/grantless-tokens", post(vend::routes::grantless))
         .route("/v1/audit", get(audit::list))
+        .route(
+            "/v1/webhook",
+            get(webhooks::routes::get).put(webhooks::routes::put),
+        )
+        .route("/v1/webhook/rotate-secret", post(webhooks::routes::rotate_secret))
+        .route("/v1/webhook/deliveries", get(webhooks::routes::deliveries))
+        .route(
+            "/v1/webhook/deliveries/{delivery_id}/retry",
+            post(webhooks::routes::retry),
+        )
         .route("/auth/o2/token", post(vend::lwa_compat::token))
-        .route("/auth/O2/token", post(vend::lwa_compat::token));
+        .route("/auth/O2/token", post(vend::lwa_compat::token))
+        .route(
+            "/admin/api/app-secret-notifications",
+            post(apps::notification_route),
+        );
     let reserved: Vec<&str> = ROUTES.iter().map(|r| r.1).collect();
     for path in state.callback_paths() {
         if path == "/auth/redirect" || !reserved.contains(&path.as_str()) {
@@ -227,6 +253,13 @@ impl Application {
         let app = router(self.state.clone());
         let _fake = self.fake;
         let writer = self.state.auditor.spawn_writer();
+        let refresher = self
+            .state
+            .refresher
+            .settings()
+            .enabled
+            .then(|| self.state.refresher.spawn(self.state.clone()));
+        let deliverer = webhooks::worker::spawn_worker(&self.state);
         let served = axum::serve(
             self.listener,
             app.into_make_service_with_connect_info::<SocketAddr>(),
@@ -234,8 +267,18 @@ impl Application {
         .with_graceful_shutdown(shutdown)
         .await;
         self.state.auditor.stop();
+        self.state.refresher.stop();
+        if let Some(refresher) = refresher
+            && let Err(e) = refresher.await
+        {
+            tracing::warn!(error = %e, "the background refresher failed");
+        }
         if let Err(e) = writer.await {
             tracing::warn!(error = %e, "the audit writer failed");
+        }
+        self.state.webhooks.stop();
+        if let Err(e) = deliverer.await {
+            tracing::warn!(error = %e, "the webhook worker failed");
         }
         served
     }
@@ -265,9 +308,9 @@ pub async fn open_state(settings: &Settings, public_url: Url) -> Result<AppState
     let store = open_store(&settings.database_url).await?;
     let sealer = Sealer::new(load_keyring(settings)?);
     check_master_key(store.as_ref(), &sealer).await?;
-    Ok(AppState::new(
-        store, sealer, settings, endpoints, clock, public_url,
-    ))
+    let state = AppState::new(store, sealer, settings, endpoints, clock, public_url);
+    crate::apps::sync_config_secrets(&state).await?;
+    Ok(state)
 }
 
 fn check_apps(apps: &[AppConfig]) -> Result<(), StartError> {

@@ -99,7 +99,7 @@ pub struct TenantAuth {
 #[derive(Debug, Clone)]
 pub struct CompatAuth(pub TenantAuth);
 
-fn bearer(parts: &Parts) -> Option<&str> {
+pub(crate) fn bearer(parts: &Parts) -> Option<&str> {
     let value = parts
         .headers
         .get(axum::http::header::AUTHORIZATION)?

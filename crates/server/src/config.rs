@@ -36,6 +36,12 @@ pub struct ConfigFile {
     pub refresh_buffer_seconds: Option<u64>,
     pub grantless_scopes: Option<Vec<String>>,
     pub audit_retention_days: Option<u32>,
+    /// Run the background refresher (default true).
+    pub refresher: Option<bool>,
+    pub refresh_concurrency: Option<usize>,
+    pub refresh_budget_per_second: Option<f64>,
+    pub operator_webhook_url: Option<String>,
+    pub webhook_allow_private: Option<bool>,
     #[serde(default)]
     pub apps: Vec<AppFile>,
 }
@@ -64,6 +70,12 @@ pub struct AppFile {
     /// SP-API calls go to the sandbox hosts.
     #[serde(default)]
     pub sandbox: bool,
+    /// A private app whose refresh tokens come from self-authorization in Seller Central.
+    #[serde(default)]
+    pub self_authorized: bool,
+    /// Send `connection.refresh_token_expiring` as authorizations near 365 days; default: only
+    /// for published apps (neither draft nor self-authorized).
+    pub expiry_notices: Option<bool>,
 }
 
 impl ConfigFile {
@@ -87,6 +99,10 @@ pub struct AppConfig {
     pub redirect_uri: Option<String>,
     pub scopes: Vec<String>,
     pub sandbox: bool,
+    /// Refresh tokens come from self-authorization (a private app).
+    pub self_authorized: bool,
+    /// Whether authorizations nearing 365 days raise `connection.refresh_token_expiring`.
+    pub expiry_notices: bool,
 }
 
 /// A trusted proxy: an address or a CIDR block.
@@ -178,7 +194,43 @@ pub struct Settings {
     pub grantless_scopes: Vec<String>,
     /// Audit rows older than this are deleted (default 90; 0 keeps them forever).
     pub audit_retention_days: u32,
+    /// The background refresher.
+    pub refresher: RefresherSettings,
+    /// Where operator events (`app.client_secret_expiring`) go.
+    pub operator_webhook_url: Option<String>,
+    /// The operator webhook's signing secret (required with the URL).
+    pub operator_webhook_secret: Option<crate::webhooks::SigningSecret>,
+    /// Webhooks may reach internal addresses (loopback, private ranges, …).
+    pub webhook_allow_private: bool,
 }
+
+/// How the background refresher runs.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RefresherSettings {
+    /// Run it in `serve` (`LWA_BROKER_REFRESHER`, default on). Off, connections are refreshed
+    /// only on demand.
+    pub enabled: bool,
+    /// Refreshes in flight at once (`LWA_BROKER_REFRESH_CONCURRENCY`, default 16).
+    pub concurrency: usize,
+    /// LWA calls per second per app the refresher may make (`LWA_BROKER_REFRESH_BUDGET`,
+    /// default 20); vends are not held back by it.
+    pub budget_per_second: f64,
+}
+
+impl Default for RefresherSettings {
+    fn default() -> Self {
+        RefresherSettings {
+            enabled: true,
+            concurrency: DEFAULT_REFRESH_CONCURRENCY,
+            budget_per_second: DEFAULT_REFRESH_BUDGET,
+        }
+    }
+}
+
+/// Default number of background refreshes in flight at once.
+pub const DEFAULT_REFRESH_CONCURRENCY: usize = 16;
+/// Default LWA calls per second per app for the background refresher.
+pub const DEFAULT_REFRESH_BUDGET: f64 = 20.0;
 
 /// Default database: `lwa-broker.db` in the working directory.
 pub const DEFAULT_DATABASE_URL: &str = "sqlite:lwa-broker.db";
@@ -191,6 +243,15 @@ pub const DEFAULT_REFRESH_BUFFER_SECONDS: u64 = 300;
 pub const DEFAULT_GRANTLESS_SCOPES: &[&str] = &["sellingpartnerapi::notifications"];
 /// Default request body limit (1 MiB).
 pub const DEFAULT_BODY_LIMIT: usize = 1024 * 1024;
+
+/// `on`/`off` and the usual spellings; `None` for anything else.
+fn flag(value: &str) -> Option<bool> {
+    match value.trim().to_ascii_lowercase().as_str() {
+        "1" | "true" | "yes" | "on" => Some(true),
+        "0" | "false" | "no" | "off" => Some(false),
+        _ => None,
+    }
+}
 
 fn truthy(value: Option<String>) -> bool {
     value.is_some_and(|v| {
@@ -299,6 +360,58 @@ impl Settings {
                 .map_err(|_| bad("LWA_BROKER_AUDIT_RETENTION_DAYS must be a whole number of days"))?,
             None => file.audit_retention_days.unwrap_or(90),
         };
+        let refresher = RefresherSettings {
+            enabled: match env("LWA_BROKER_REFRESHER") {
+                Some(v) => flag(&v).ok_or_else(|| bad("LWA_BROKER_REFRESHER must be on or off"))?,
+                None => file.refresher.unwrap_or(true),
+            },
+            concurrency: match env("LWA_BROKER_REFRESH_CONCURRENCY") {
+                Some(v) => v
+                    .trim()
+                    .parse()
+                    .map_err(|_| bad("LWA_BROKER_REFRESH_CONCURRENCY must be a whole number of refreshes"))?,
+                None => file.refresh_concurrency.unwrap_or(DEFAULT_REFRESH_CONCURRENCY),
+            },
+            budget_per_second: match env("LWA_BROKER_REFRESH_BUDGET") {
+                Some(v) => v
+                    .trim()
+                    .parse()
+                    .map_err(|_| bad("LWA_BROKER_REFRESH_BUDGET must be a number of calls per second"))?,
+                None => file.refresh_budget_per_second.unwrap_or(DEFAULT_REFRESH_BUDGET),
+            },
+        };
+        if !(1..=10_000).contains(&refresher.concurrency) {
+            return Err(bad("the refresh concurrency must be between 1 and 10000"));
+        }
+        if !(refresher.budget_per_second.is_finite() && refresher.budget_per_second > 0.0) {
+            return Err(bad(
+                "the refresh budget must be a positive number of calls per second",
+            ));
+        }
+        let webhook_allow_private = match env("LWA_BROKER_WEBHOOK_ALLOW_PRIVATE") {
+            Some(v) => truthy(Some(v)),
+            None => file.webhook_allow_private.unwrap_or(false),
+        };
+        let operator_webhook_url = match env("LWA_BROKER_OPERATOR_WEBHOOK_URL")
+            .or(file.operator_webhook_url.clone())
+            .filter(|u| !u.trim().is_empty())
+        {
+            None => None,
+            Some(text) => Some(
+                crate::webhooks::address::parse_webhook_url(&text, webhook_allow_private)
+                    .map_err(|e| bad(format!("LWA_BROKER_OPERATOR_WEBHOOK_URL: {}", e.message)))?
+                    .to_string(),
+            ),
+        };
+        let operator_webhook_secret = env("LWA_BROKER_OPERATOR_WEBHOOK_SECRET")
+            .filter(|s| !s.trim().is_empty())
+            .map(|s| crate::webhooks::SigningSecret::new(s.trim()));
+        if operator_webhook_url.is_some() && operator_webhook_secret.is_none() {
+            return Err(bad(
+                "LWA_BROKER_OPERATOR_WEBHOOK_SECRET must be set with LWA_BROKER_OPERATOR_WEBHOOK_URL \
+                 (any long random string, e.g. `openssl rand -hex 32`); it signs the operator's webhooks",
+            ));
+        }
         let mut apps = Vec::new();
         for app in &file.apps {
             apps.push(app_from_file(app, env)?);
@@ -327,6 +440,10 @@ impl Settings {
             refresh_buffer: std::time::Duration::from_secs(refresh_buffer),
             grantless_scopes,
             audit_retention_days,
+            refresher,
+            operator_webhook_url,
+            operator_webhook_secret,
+            webhook_allow_private,
         })
     }
 }
@@ -395,6 +512,8 @@ fn app_from_file(app: &AppFile, env: Lookup<'_>) -> Result<AppConfig, ConfigErro
         redirect_uri: app.redirect_uri.clone(),
         scopes: scopes(app.scope.as_deref()),
         sandbox: app.sandbox,
+        self_authorized: app.self_authorized,
+        expiry_notices: app.expiry_notices.unwrap_or(!app.draft && !app.self_authorized),
     })
 }
 
@@ -423,12 +542,20 @@ fn app_from_env(env: Lookup<'_>) -> Result<Option<AppConfig>, ConfigError> {
             "an SP-API app from AMAZON_CLIENT_ID needs LWA_BROKER_APPLICATION_ID (its amzn1.sp.solution… id)",
         ));
     }
+    let draft = truthy(env("LWA_BROKER_DRAFT_APP"));
+    let self_authorized = truthy(env("LWA_BROKER_SELF_AUTHORIZED_APP"));
+    let expiry_notices = match env("LWA_BROKER_EXPIRY_NOTICES") {
+        Some(v) => flag(&v).ok_or_else(|| bad("LWA_BROKER_EXPIRY_NOTICES must be on or off"))?,
+        None => !draft && !self_authorized,
+    };
     Ok(Some(AppConfig {
         name: "default".into(),
         kind,
         credentials,
         application_id,
-        draft: truthy(env("LWA_BROKER_DRAFT_APP")),
+        draft,
+        self_authorized,
+        expiry_notices,
         redirect_uri: env("AMAZON_OAUTH_REDIRECT_URI"),
         scopes: scopes(scope.as_deref()),
         sandbox: truthy(env("LWA_BROKER_SP_API_SANDBOX")),
@@ -443,6 +570,72 @@ mod tests {
     fn resolve(vars: &[(&str, &str)]) -> Result<Settings, ConfigError> {
         let map: HashMap<String, String> = vars.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
         Settings::resolve(&Overrides::default(), &|k| map.get(k).cloned())
+    }
+
+    #[test]
+    fn webhook_settings() {
+        let s = resolve(&[]).unwrap();
+        assert_eq!(
+            (
+                s.operator_webhook_url,
+                s.operator_webhook_secret.is_none(),
+                s.webhook_allow_private
+            ),
+            (None, true, false)
+        );
+        let s = resolve(&[
+            ("LWA_BROKER_OPERATOR_WEBHOOK_URL", "https://ops.example.com/lwa"),
+            ("LWA_BROKER_OPERATOR_WEBHOOK_SECRET", "operator-secret-0123456789"),
+        ])
+        .unwrap();
+        assert_eq!(
+            s.operator_webhook_url.as_deref(),
+            Some("https://ops.example.com/lwa")
+        );
+        assert_eq!(
+            s.operator_webhook_secret.unwrap().expose(),
+            "operator-secret-0123456789"
+        );
+        assert!(
+            !format!(
+                "{:?}",
+                resolve(&[
+                    ("LWA_BROKER_OPERATOR_WEBHOOK_URL", "https://ops.example.com/lwa"),
+                    ("LWA_BROKER_OPERATOR_WEBHOOK_SECRET", "operator-secret-0123456789")
+                ])
+                .unwrap()
+            )
+            .contains("operator-secret")
+        );
+        let missing =
+            resolve(&[("LWA_BROKER_OPERATOR_WEBHOOK_URL", "https://ops.example.com/lwa")]).unwrap_err();
+        assert!(
+            missing
+                .0
+                .contains("LWA_BROKER_OPERATOR_WEBHOOK_SECRET must be set"),
+            "{missing}"
+        );
+        let internal = [
+            ("LWA_BROKER_OPERATOR_WEBHOOK_URL", "http://127.0.0.1:9000/ops"),
+            ("LWA_BROKER_OPERATOR_WEBHOOK_SECRET", "operator-secret-0123456789"),
+        ];
+        let refused = resolve(&internal).unwrap_err();
+        assert!(
+            refused
+                .0
+                .starts_with("LWA_BROKER_OPERATOR_WEBHOOK_URL: url points to an internal address"),
+            "{refused}"
+        );
+        let mut allowed = internal.to_vec();
+        allowed.push(("LWA_BROKER_WEBHOOK_ALLOW_PRIVATE", "1"));
+        let s = resolve(&allowed).unwrap();
+        assert!(s.webhook_allow_private);
+        assert_eq!(
+            s.operator_webhook_url.as_deref(),
+            Some("http://127.0.0.1:9000/ops")
+        );
+        let bad = resolve(&[("LWA_BROKER_OPERATOR_WEBHOOK_URL", "ftp://ops.example.com")]).unwrap_err();
+        assert!(bad.0.contains("http or https"), "{bad}");
     }
 
     #[test]

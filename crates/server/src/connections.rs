@@ -215,7 +215,14 @@ pub async fn delete(
     c.access_expires_at_ms = None;
     c.status = "disconnected".into();
     c.updated_at_ms = state.now_ms();
-    state.store.update_connection(&c).await?;
+    let events = crate::webhooks::connection_event(
+        &state,
+        crate::webhooks::EventType::ConnectionDisconnected,
+        &c,
+        json!({"reason": "disconnected_by_tenant"}),
+    );
+    state.store.disconnect_connection(&c, &events).await?;
+    state.webhooks.wake();
     state.vendor.forget(&c.id);
     let mut body = view(&c);
     body["tokens_erased"] = json!(true);
@@ -365,7 +372,11 @@ pub async fn import_one(
     let refresh_token = RefreshToken::new(token);
     let tokens = state
         .lwa
-        .refresh(state.token_host(&app, region), &app.credentials, &refresh_token)
+        .refresh(
+            state.token_host(&app, region),
+            &state.credentials(&app).await,
+            &refresh_token,
+        )
         .await
         .map_err(|e| match e {
             lwa::LwaError::Reauthorize { .. } => ApiError::bad_request(

@@ -1,6 +1,7 @@
 //! lwa-broker's server: tenants and API keys, the onboarding flows (seed 003's
 //! `/auth/initialize` and `/auth/redirect`, connect links, Amazon's Login URI, re-authorization
-//! links), claims, and connections, over the [`lwa_store::Store`] interface.
+//! links), claims, connections, token vending and webhooks, over the [`lwa_store::Store`]
+//! interface.
 //!
 //! **Invariant:** plaintext tokens never reach a log line or a database row (see [`sealing`]).
 //!
@@ -18,6 +19,7 @@
 
 pub mod admin;
 pub mod app;
+pub mod apps;
 pub mod audit;
 pub mod auth;
 pub mod config;
@@ -26,12 +28,15 @@ pub mod error;
 pub mod extract;
 pub mod ids;
 pub mod onboarding;
+pub mod operator;
+pub mod refresher;
 pub mod rotation;
 pub mod sandbox;
 pub mod sealing;
 pub mod state;
 pub mod time;
 pub mod vend;
+pub mod webhooks;
 
 pub use app::{Application, ROUTES, open_state, router};
 pub use state::{AppState, StartError};

@@ -110,14 +110,9 @@ const fn table(
 ///
 /// Whoever seals a value must use the identity its line names: a connection's tokens and a
 /// tenant's `signing_secret` are owned by the row's id, the onboarding secrets by their hash,
-/// the key check by `meta`. A new table is one more line, e.g. apps' client secrets (columns
-/// `secret` and `previous_secret`) sealed for `app:<name>` as `client_secret` and
-/// `previous_client_secret`:
-///
-/// ```text
-/// table("app_secrets", "app", &["secret", "previous_secret"], Owner::Prefixed("app:"),
-///       Field::Named(&["client_secret", "previous_client_secret"])),
-/// ```
+/// apps' client secrets (columns `secret` and `previous_secret`) by `app:<name>` as
+/// `client_secret` and `previous_client_secret`, the key check by `meta`. A new table of sealed
+/// values is one more line.
 pub const SEALED_TABLES: &[SealedTable] = &[
     table(
         "connections",
@@ -147,6 +142,13 @@ pub const SEALED_TABLES: &[SealedTable] = &[
         &["token_secret"],
         Owner::Id,
         Field::Column,
+    ),
+    table(
+        "app_secrets",
+        "app",
+        &["secret", "previous_secret"],
+        Owner::Prefixed("app:"),
+        Field::Named(&["client_secret", "previous_client_secret"]),
     ),
     SealedTable {
         columns: SealedColumns {
@@ -603,7 +605,7 @@ mod tests {
             AeadIdentity::new("app:default", "previous_client_secret")
         );
         assert_eq!(
-            SEALED_TABLES[5].identity("key_check", "value"),
+            SEALED_TABLES.last().unwrap().identity("key_check", "value"),
             AeadIdentity::new("meta", "key_check")
         );
     }

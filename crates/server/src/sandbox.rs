@@ -25,6 +25,8 @@ pub fn apps() -> Vec<AppConfig> {
             redirect_uri: None,
             scopes: vec![],
             sandbox: false,
+            self_authorized: false,
+            expiry_notices: true,
         },
         AppConfig {
             name: "sandbox-ads".into(),
@@ -35,6 +37,8 @@ pub fn apps() -> Vec<AppConfig> {
             redirect_uri: None,
             scopes: vec![lwa::ADS_SCOPE_CAMPAIGN_MANAGEMENT.into()],
             sandbox: false,
+            self_authorized: false,
+            expiry_notices: false,
         },
     ]
 }

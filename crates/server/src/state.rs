@@ -10,9 +10,11 @@ use lwa_store::{ApiKey, SqliteStore, Store, StoreError, Tenant};
 use parking_lot::RwLock;
 use url::Url;
 
+use crate::apps::LiveSecrets;
 use crate::audit::Auditor;
 use crate::config::{AppConfig, ConfigError, Settings, TrustedProxy};
 use crate::onboarding::ratelimit::SlidingWindow;
+use crate::refresher::Refresher;
 use crate::sealing::Sealer;
 use crate::vend::Vendor;
 
@@ -35,6 +37,9 @@ pub struct Inner {
     pub apps: Vec<AppConfig>,
     pub endpoints: Endpoints,
     pub lwa: LwaClient,
+    /// The same client without retries: for a connection already in backoff, where each
+    /// backoff step should cost Amazon one call.
+    pub lwa_single: LwaClient,
     pub clock: Arc<dyn Clock>,
     /// The base Amazon redirects back to, without a trailing slash.
     pub public_url: Url,
@@ -51,6 +56,12 @@ pub struct Inner {
     pub auditor: Arc<Auditor>,
     /// Grantless scopes tenants may ask for.
     pub grantless_scopes: Vec<String>,
+    /// The background refresher (its loop runs in `serve` when enabled).
+    pub refresher: Arc<Refresher>,
+    /// Webhook settings, the delivery client and the worker's signals.
+    pub webhooks: Arc<crate::webhooks::Webhooks>,
+    /// Every app's client secrets as last read from the database (see `crate::apps`).
+    pub secrets: LiveSecrets,
 }
 
 /// How long an API key read from the database is trusted: a key revoked by another process
@@ -175,6 +186,7 @@ impl AppState {
         public_url: Url,
     ) -> AppState {
         let lwa = LwaClient::new(endpoints.clone());
+        let lwa_single = lwa.clone().with_retry(lwa::RetryPolicy::NONE);
         let auditor = Arc::new(Auditor::new(
             store.clone(),
             clock.clone(),
@@ -186,6 +198,7 @@ impl AppState {
             apps: settings.apps.clone(),
             endpoints,
             lwa,
+            lwa_single,
             clock,
             public_url,
             trusted_proxies: settings.trusted_proxies.clone(),
@@ -196,6 +209,13 @@ impl AppState {
             vendor: Vendor::new(settings.refresh_buffer),
             auditor,
             grantless_scopes: settings.grantless_scopes.clone(),
+            refresher: Arc::new(Refresher::new(settings.refresher)),
+            webhooks: Arc::new(crate::webhooks::Webhooks::new(
+                settings.operator_webhook_url.clone(),
+                settings.operator_webhook_secret.clone(),
+                settings.webhook_allow_private,
+            )),
+            secrets: LiveSecrets::default(),
         }))
     }
 

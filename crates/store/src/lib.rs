@@ -109,13 +109,15 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     /// Replaces every field but `id`, `tenant_id` and `created_at_ms`; false when unknown.
     async fn update_connection(&self, connection: &Connection) -> Result<bool, StoreError>;
 
-    /// One transaction: inserts (`is_new`) or updates the connection, and inserts the claim
-    /// code. Either both are stored or neither.
+    /// One transaction: inserts (`is_new`) or updates the connection, inserts the claim
+    /// code, and writes `events` to the webhook outbox (`connection.authorized` or
+    /// `connection.reauthorized`). All are stored or none.
     async fn save_authorization(
         &self,
         connection: &Connection,
         is_new: bool,
         claim: &ClaimCode,
+        events: &[NewEvent],
     ) -> Result<(), StoreError>;
 
     /// Sets only the tenant-editable fields (`name`, `callback_url`), so a concurrent refresh's
@@ -132,13 +134,25 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     /// replaced (`expected_refresh_token`) meanwhile; false then (or when unknown).
     async fn save_tokens(&self, update: &TokenUpdate) -> Result<bool, StoreError>;
     /// Records a failed refresh: `last_error`, and the new status when given (`needs_reauth`).
-    /// Never changes a disconnected connection; false then (or when unknown).
+    /// Never changes a disconnected connection; false then (or when unknown). `events`
+    /// (`connection.needs_reauth`) are written in the same transaction, and only when the
+    /// status given is a change: a connection already in it raises nothing again.
     async fn record_refresh_error(
         &self,
         connection_id: &str,
         status: Option<&str>,
         error: &str,
         at_ms: i64,
+        events: &[NewEvent],
+    ) -> Result<bool, StoreError>;
+    /// Writes a disconnected connection (every field but `id`, `tenant_id` and
+    /// `created_at_ms`, as [`Store::update_connection`]) and `events`
+    /// (`connection.disconnected`) in one transaction; the events only when it was not
+    /// disconnected before. False when unknown.
+    async fn disconnect_connection(
+        &self,
+        connection: &Connection,
+        events: &[NewEvent],
     ) -> Result<bool, StoreError>;
 
     // --- audit trail ---
@@ -155,6 +169,122 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
 
     /// Deletes states, links and claim codes that expired before `before_ms`; returns how many.
     async fn purge_expired(&self, before_ms: i64) -> Result<u64, StoreError>;
+
+    // --- background refresher ---
+    /// Active connections without a tenant-held secret whose refresh is due at `now_ms`, in due
+    /// order, after `after` (`(next_refresh_at_ms, id)` of the previous page's last row).
+    async fn due_refreshes(
+        &self,
+        now_ms: i64,
+        after: Option<(i64, &str)>,
+        limit: u32,
+    ) -> Result<Vec<DueRefresh>, StoreError>;
+    /// The connection's schedule; `None` when unknown.
+    async fn refresh_schedule(&self, id: &str) -> Result<Option<RefreshSchedule>, StoreError>;
+    /// Sets when the refresher looks at it next; false when unknown.
+    async fn set_next_refresh(&self, id: &str, at_ms: i64) -> Result<bool, StoreError>;
+    /// Records a transient refresh failure on an active connection, atomically: one more
+    /// failure in a row, `last_error`, and no LWA call (nor scheduled refresh) before
+    /// `retry_at(failures)`, given the new count. `None` when unknown or not active.
+    async fn record_refresh_failure(
+        &self,
+        id: &str,
+        error: &str,
+        at_ms: i64,
+        retry_at: &(dyn Fn(i64) -> i64 + Send + Sync),
+    ) -> Result<Option<RefreshSchedule>, StoreError>;
+    /// Active Ads connections without a tenant-held secret whose profiles are due to be re-read
+    /// (`profiles_check_at_ms <= now_ms`), soonest first.
+    async fn due_profile_checks(&self, now_ms: i64, limit: u32) -> Result<Vec<String>, StoreError>;
+    /// Stores re-read profiles (when given) and when to read them next; false when unknown.
+    async fn set_profiles(
+        &self,
+        id: &str,
+        profiles: Option<&str>,
+        next_check_at_ms: i64,
+        at_ms: i64,
+    ) -> Result<bool, StoreError>;
+    /// Active SP-API connections authorized at or before `authorized_before_ms` that have not
+    /// yet had a notice of `days` or fewer days, oldest authorization first.
+    async fn expiring_authorizations(
+        &self,
+        authorized_before_ms: i64,
+        days: i64,
+        limit: u32,
+    ) -> Result<Vec<Connection>, StoreError>;
+    /// Records that the `days` notice was sent for the authorization of `authorized_at_ms`, with
+    /// its events in the same transaction (nothing when it was re-authorized meanwhile); false
+    /// then.
+    async fn set_expiry_notice(
+        &self,
+        id: &str,
+        authorized_at_ms: i64,
+        days: i64,
+        events: &[NewEvent],
+    ) -> Result<bool, StoreError>;
+
+    // --- webhooks (outbox and deliveries) ---
+    /// Writes events on their own (app events, reminders), in one transaction.
+    async fn enqueue_events(&self, events: &[NewEvent]) -> Result<(), StoreError>;
+    /// Claims up to `limit` due pending deliveries (`next_attempt_at_ms <= now_ms`), oldest
+    /// first, at most one per order key (connection and target) and only the first pending
+    /// one of its key, so events reach a target in order. A claimed delivery's next attempt
+    /// moves to `now_ms + lease_ms`: if its worker dies, it is claimed again then.
+    async fn claim_deliveries(
+        &self,
+        now_ms: i64,
+        lease_ms: i64,
+        limit: u32,
+    ) -> Result<Vec<WebhookDelivery>, StoreError>;
+    /// Records an attempt: delivered, to be retried, or given up. False when the delivery is
+    /// unknown or no longer pending.
+    async fn record_delivery_attempt(&self, attempt: &DeliveryAttempt) -> Result<bool, StoreError>;
+    /// One delivery.
+    async fn webhook_delivery(&self, id: i64) -> Result<Option<WebhookDelivery>, StoreError>;
+    /// A page of deliveries, newest first.
+    async fn webhook_deliveries(&self, filter: &DeliveryFilter) -> Result<Vec<WebhookDelivery>, StoreError>;
+    /// Makes a failed delivery pending again, due at `now_ms`, giving up at `expires_at_ms`.
+    /// False when unknown, not `failed`, or not the tenant's (when `tenant_id` is given).
+    async fn retry_delivery(
+        &self,
+        id: i64,
+        tenant_id: Option<&str>,
+        now_ms: i64,
+        expires_at_ms: i64,
+    ) -> Result<bool, StoreError>;
+    /// Adds a delivery to `target` for every event of the connection written at or after
+    /// `since_ms` that has none to that URL yet (a callback URL given at the claim receives
+    /// the authorization's event). Returns how many were added.
+    async fn add_connection_event_target(
+        &self,
+        connection_id: &str,
+        since_ms: i64,
+        target: &EventTarget,
+        now_ms: i64,
+    ) -> Result<u64, StoreError>;
+    // --- app client secrets (LWA client-secret rotation) ---
+    /// One app's client secrets.
+    async fn app_secret(&self, app: &str) -> Result<Option<AppSecret>, StoreError>;
+    /// Every app's client secrets, by app name.
+    async fn app_secrets(&self) -> Result<Vec<AppSecret>, StoreError>;
+    /// Adds an app's row unless it has one; true when added. Of two concurrent first starts one
+    /// adds the row and the other reads it.
+    async fn insert_app_secret(&self, secret: &AppSecret) -> Result<bool, StoreError>;
+    /// Overwrites an app's row (every column, `version` included) only if its stored version is
+    /// still `expected_version`; false when another writer came first.
+    async fn replace_app_secret(&self, secret: &AppSecret, expected_version: i64)
+    -> Result<bool, StoreError>;
+    /// Records that the warning `days` before the deadline of the secret issued at
+    /// `secret_issued_at_ms` was given; true only for the one caller that records it first
+    /// (false if already recorded or if the secret changed meanwhile). Its events are written
+    /// in the same transaction, only when it is recorded.
+    async fn mark_app_secret_warning(
+        &self,
+        app: &str,
+        secret_issued_at_ms: i64,
+        days: u32,
+        events: &[NewEvent],
+    ) -> Result<bool, StoreError>;
 
     // --- master key rotation (`keys rotate`, `keys status`) ---
     /// A page of `table`'s rows (only those with a non-NULL sealed column), ordered by id,

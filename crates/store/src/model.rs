@@ -172,6 +172,8 @@ pub struct TokenUpdate {
     pub access_token: String,
     pub access_expires_at_ms: i64,
     pub refreshed_at_ms: i64,
+    /// When the background refresher should refresh it next.
+    pub next_refresh_at_ms: i64,
 }
 
 /// One line of the audit trail: a token handed out. Identical events (same tenant, key,
@@ -212,4 +214,166 @@ pub struct AuditFilter {
     pub before: Option<i64>,
     /// At most this many (the backend caps it at 1000).
     pub limit: u32,
+}
+
+/// A connection the background refresher should look at now.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DueRefresh {
+    pub id: String,
+    /// App name from the config (the refresher's budget is per app).
+    pub app: String,
+    pub next_refresh_at_ms: i64,
+}
+
+/// A connection's place in the background refresher's schedule (columns beside the
+/// connection's, shared by every process).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RefreshSchedule {
+    /// When the refresher should next refresh it (0: now).
+    pub next_refresh_at_ms: i64,
+    /// Transient failures in a row; 0 after a success or a new authorization.
+    pub refresh_failures: i64,
+    /// No LWA call before this time (the backoff after a failure), for vends too.
+    pub retry_at_ms: Option<i64>,
+    /// The smallest "refresh token expiring in N days" notice sent for this authorization.
+    pub expiry_notice_days: Option<i64>,
+    /// When an Ads connection's profiles are next re-read (0: not scheduled yet).
+    pub profiles_check_at_ms: i64,
+}
+
+// --- webhooks ---
+
+/// Where an event goes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum EventTarget {
+    /// The tenant's webhook URL as it is when the event is written (none: no delivery).
+    TenantWebhook,
+    /// A connection's `callback_url`.
+    Callback(String),
+    /// The operator's webhook URL from the config (app events).
+    Operator(String),
+}
+
+impl EventTarget {
+    /// `tenant`, `callback` or `operator`, as stored.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            EventTarget::TenantWebhook => "tenant",
+            EventTarget::Callback(_) => "callback",
+            EventTarget::Operator(_) => "operator",
+        }
+    }
+}
+
+/// An event to write to the outbox, with its targets. Built by the server's `webhooks` module
+/// and passed to the store method that makes the change it reports, which writes both in one
+/// transaction.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewEvent {
+    /// `evt_…`, stable across attempts.
+    pub id: String,
+    /// `None` for operator events.
+    pub tenant_id: Option<String>,
+    pub connection_id: Option<String>,
+    /// `connection.authorized`, `app.client_secret_expiring`, …
+    pub event_type: String,
+    /// The JSON body exactly as it will be delivered.
+    pub body: String,
+    pub created_at_ms: i64,
+    pub targets: Vec<EventTarget>,
+    /// A failed delivery gives up once this much time has passed since `created_at_ms`.
+    pub retry_for_ms: i64,
+}
+
+/// One event's delivery to one target, with its event.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WebhookDelivery {
+    /// Assigned by the store; increasing.
+    pub id: i64,
+    pub event_id: String,
+    /// The event's place in the order of all events.
+    pub event_seq: i64,
+    pub tenant_id: Option<String>,
+    pub connection_id: Option<String>,
+    pub event_type: String,
+    /// The JSON body exactly as delivered.
+    pub body: String,
+    /// `tenant`, `callback` or `operator`.
+    pub target: String,
+    pub url: String,
+    /// `pending`, `delivered` or `failed`.
+    pub state: String,
+    pub attempts: i64,
+    pub next_attempt_at_ms: i64,
+    pub expires_at_ms: i64,
+    pub last_attempt_at_ms: Option<i64>,
+    /// The HTTP status of the last attempt, if it got one.
+    pub last_status: Option<i64>,
+    pub last_error: Option<String>,
+    pub delivered_at_ms: Option<i64>,
+    /// When the event was written.
+    pub created_at_ms: i64,
+}
+
+/// What became of one attempt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AttemptResult {
+    Delivered,
+    /// Try again at this time.
+    RetryAt(i64),
+    /// Give up: the delivery is `failed`.
+    GaveUp,
+}
+
+/// One attempt's outcome, for [`crate::Store::record_delivery_attempt`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeliveryAttempt {
+    pub delivery_id: i64,
+    pub at_ms: i64,
+    /// The receiver's HTTP status, if it answered.
+    pub status: Option<i64>,
+    /// What went wrong (never a secret), `None` when delivered.
+    pub error: Option<String>,
+    pub result: AttemptResult,
+}
+
+/// Filters and paging for [`crate::Store::webhook_deliveries`]; newest first, `before` is the
+/// last id of the previous page.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DeliveryFilter {
+    /// `None`: every delivery, operator ones included (the operator's view).
+    pub tenant_id: Option<String>,
+    pub connection_id: Option<String>,
+    pub state: Option<String>,
+    pub event_type: Option<String>,
+    pub before: Option<i64>,
+    /// At most this many (the backend caps it at 1000).
+    pub limit: u32,
+}
+
+/// An app's LWA client secrets (AMAZON.md §3.7): the newest and the one it replaced, both sealed
+/// under the owner `app:<name>`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AppSecret {
+    /// The app's name in the configuration.
+    pub app: String,
+    pub client_id: String,
+    /// Sealed newest client secret (field `client_secret`).
+    pub secret: String,
+    /// When the broker learned the newest secret (taken as its issue date).
+    pub secret_issued_at_ms: i64,
+    /// Sealed previous client secret (field `previous_client_secret`).
+    pub previous_secret: Option<String>,
+    pub previous_issued_at_ms: Option<i64>,
+    /// When Amazon stops accepting the previous secret; after it the broker never sends it.
+    pub previous_expires_at_ms: Option<i64>,
+    /// SHA-256 (hex) of the configuration's secret when it was last applied.
+    pub config_secret_sha256: Option<String>,
+    /// The expiry announced by Amazon's `APPLICATION_OAUTH_CLIENT_SECRET_EXPIRY`.
+    pub announced_expiry_at_ms: Option<i64>,
+    /// Expiry warnings given for the newest secret, in days before its deadline.
+    pub warnings_sent: Vec<u32>,
+    /// Increases on every write ([`crate::Store::replace_app_secret`] checks it).
+    pub version: i64,
+    pub updated_at_ms: i64,
 }

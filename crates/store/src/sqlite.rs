@@ -19,8 +19,10 @@ use sqlx::sqlite::{
 use sqlx::{QueryBuilder, Row, Sqlite};
 
 use crate::{
-    ApiKey, AuditEvent, AuditFilter, ClaimCode, ConnectLink, Connection, ConnectionFilter, OAuthState,
-    PrefixCount, ResealRow, SealedColumns, SealedRow, Store, StoreError, Tenant, TokenUpdate,
+    ApiKey, AppSecret, AttemptResult, AuditEvent, AuditFilter, ClaimCode, ConnectLink, Connection,
+    ConnectionFilter, DeliveryAttempt, DeliveryFilter, DueRefresh, EventTarget, NewEvent, OAuthState,
+    PrefixCount, RefreshSchedule, ResealRow, SealedColumns, SealedRow, Store, StoreError, Tenant,
+    TokenUpdate, WebhookDelivery,
 };
 
 /// The schema, embedded at build time from `migrations/sqlite/`.
@@ -57,6 +59,13 @@ macro_rules! connect_link_cols {
          redirect_url, token_secret, connection_id, created_at_ms, expires_at_ms, used_at_ms"
     };
 }
+macro_rules! app_secret_cols {
+    () => {
+        "app, client_id, secret, secret_issued_at_ms, previous_secret, previous_issued_at_ms, \
+         previous_expires_at_ms, config_secret_sha256, announced_expiry_at_ms, warnings_sent, version, \
+         updated_at_ms"
+    };
+}
 macro_rules! claim_code_cols {
     () => {
         "code_hash, tenant_id, connection_id, token_secret, created_at_ms, expires_at_ms, used_at_ms"
@@ -68,6 +77,12 @@ macro_rules! connection_cols {
          status, refresh_token, access_token, access_expires_at_ms, tenant_secret, profiles, \
          authorized_at_ms, last_refresh_at_ms, last_error, callback_url, claimed_at_ms, \
          created_at_ms, updated_at_ms"
+    };
+}
+
+macro_rules! schedule_cols {
+    () => {
+        "next_refresh_at_ms, refresh_failures, retry_at_ms, expiry_notice_days, profiles_check_at_ms"
     };
 }
 
@@ -466,6 +481,16 @@ fn claim_code_from_row(row: &SqliteRow) -> Result<ClaimCode, sqlx::Error> {
     })
 }
 
+fn schedule_from_row(row: &SqliteRow) -> Result<RefreshSchedule, sqlx::Error> {
+    Ok(RefreshSchedule {
+        next_refresh_at_ms: row.try_get("next_refresh_at_ms")?,
+        refresh_failures: row.try_get("refresh_failures")?,
+        retry_at_ms: row.try_get("retry_at_ms")?,
+        expiry_notice_days: row.try_get("expiry_notice_days")?,
+        profiles_check_at_ms: row.try_get("profiles_check_at_ms")?,
+    })
+}
+
 fn connection_from_row(row: &SqliteRow) -> Result<Connection, sqlx::Error> {
     Ok(Connection {
         id: row.try_get("id")?,
@@ -534,7 +559,11 @@ async fn update_connection_on(conn: &mut sqlx::SqliteConnection, c: &Connection)
         "UPDATE connections SET app = ?, api = ?, region = ?, account_type = ?, marketplace_id = ?, \
          selling_partner_id = ?, name = ?, status = ?, refresh_token = ?, access_token = ?, \
          access_expires_at_ms = ?, tenant_secret = ?, profiles = ?, authorized_at_ms = ?, \
-         last_refresh_at_ms = ?, last_error = ?, callback_url = ?, claimed_at_ms = ?, updated_at_ms = ? \
+         last_refresh_at_ms = ?, last_error = ?, callback_url = ?, claimed_at_ms = ?, updated_at_ms = ?, \
+         refresh_failures = CASE WHEN authorized_at_ms = ? THEN refresh_failures ELSE 0 END, \
+         retry_at_ms = CASE WHEN authorized_at_ms = ? THEN retry_at_ms ELSE NULL END, \
+         expiry_notice_days = CASE WHEN authorized_at_ms = ? THEN expiry_notice_days ELSE NULL END, \
+         next_refresh_at_ms = CASE WHEN authorized_at_ms = ? THEN next_refresh_at_ms ELSE 0 END \
          WHERE id = ?",
     )
     .bind(&c.app)
@@ -556,10 +585,153 @@ async fn update_connection_on(conn: &mut sqlx::SqliteConnection, c: &Connection)
     .bind(&c.callback_url)
     .bind(c.claimed_at_ms)
     .bind(c.updated_at_ms)
+    // A new authorization starts a new schedule (no backoff, no notice sent, look at it now).
+    .bind(c.authorized_at_ms)
+    .bind(c.authorized_at_ms)
+    .bind(c.authorized_at_ms)
+    .bind(c.authorized_at_ms)
     .bind(&c.id)
     .execute(conn)
     .await?;
     Ok(done.rows_affected() == 1)
+}
+
+macro_rules! delivery_select {
+    () => {
+        "SELECT d.id, e.id AS event_id, d.event_seq, d.tenant_id, e.connection_id, e.event_type, e.body, \
+         d.target, d.url, d.state, d.attempts, d.next_attempt_at_ms, d.expires_at_ms, d.last_attempt_at_ms, \
+         d.last_status, d.last_error, d.delivered_at_ms, e.created_at_ms \
+         FROM webhook_deliveries d JOIN webhook_events e ON e.seq = d.event_seq"
+    };
+}
+
+/// A day in milliseconds: how long a delivery added after the fact is retried.
+const DAY_MS: i64 = 24 * 3600 * 1000;
+
+fn delivery_from_row(row: &SqliteRow) -> Result<WebhookDelivery, sqlx::Error> {
+    Ok(WebhookDelivery {
+        id: row.try_get("id")?,
+        event_id: row.try_get("event_id")?,
+        event_seq: row.try_get("event_seq")?,
+        tenant_id: row.try_get("tenant_id")?,
+        connection_id: row.try_get("connection_id")?,
+        event_type: row.try_get("event_type")?,
+        body: row.try_get("body")?,
+        target: row.try_get("target")?,
+        url: row.try_get("url")?,
+        state: row.try_get("state")?,
+        attempts: row.try_get("attempts")?,
+        next_attempt_at_ms: row.try_get("next_attempt_at_ms")?,
+        expires_at_ms: row.try_get("expires_at_ms")?,
+        last_attempt_at_ms: row.try_get("last_attempt_at_ms")?,
+        last_status: row.try_get("last_status")?,
+        last_error: row.try_get("last_error")?,
+        delivered_at_ms: row.try_get("delivered_at_ms")?,
+        created_at_ms: row.try_get("created_at_ms")?,
+    })
+}
+
+/// Deliveries with the same key go out in event order: one connection's (or, without one, one
+/// tenant's or the operator's) events to one URL.
+fn order_key(connection_id: Option<&str>, tenant_id: Option<&str>, kind: &str, url: &str) -> String {
+    format!("{}|{kind}|{url}", connection_id.or(tenant_id).unwrap_or("-"))
+}
+
+/// The URL a target means now; `None` when the tenant has no webhook URL.
+async fn target_url(
+    conn: &mut sqlx::SqliteConnection,
+    tenant_id: Option<&str>,
+    target: &EventTarget,
+) -> Result<Option<String>, StoreError> {
+    Ok(match target {
+        EventTarget::Callback(url) | EventTarget::Operator(url) => Some(url.clone()),
+        EventTarget::TenantWebhook => match tenant_id {
+            None => None,
+            Some(tenant_id) => {
+                sqlx::query_scalar::<_, Option<String>>("SELECT webhook_url FROM tenants WHERE id = ?")
+                    .bind(tenant_id)
+                    .fetch_optional(&mut *conn)
+                    .await?
+                    .flatten()
+            }
+        },
+    })
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn insert_delivery_on(
+    conn: &mut sqlx::SqliteConnection,
+    event_seq: i64,
+    tenant_id: Option<&str>,
+    kind: &str,
+    url: &str,
+    order_key: &str,
+    now_ms: i64,
+    expires_at_ms: i64,
+) -> Result<(), StoreError> {
+    sqlx::query(
+        "INSERT INTO webhook_deliveries (event_seq, tenant_id, target, url, order_key, state, attempts, \
+         next_attempt_at_ms, expires_at_ms, created_at_ms) VALUES (?, ?, ?, ?, ?, 'pending', 0, ?, ?, ?)",
+    )
+    .bind(event_seq)
+    .bind(tenant_id)
+    .bind(kind)
+    .bind(url)
+    .bind(order_key)
+    .bind(now_ms)
+    .bind(expires_at_ms)
+    .bind(now_ms)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// Writes events and one delivery per target on any executor (the caller's transaction).
+async fn insert_events_on(conn: &mut sqlx::SqliteConnection, events: &[NewEvent]) -> Result<(), StoreError> {
+    for event in events {
+        let seq: i64 = sqlx::query_scalar(
+            "INSERT INTO webhook_events (id, tenant_id, connection_id, event_type, body, created_at_ms) \
+             VALUES (?, ?, ?, ?, ?, ?) RETURNING seq",
+        )
+        .bind(&event.id)
+        .bind(&event.tenant_id)
+        .bind(&event.connection_id)
+        .bind(&event.event_type)
+        .bind(&event.body)
+        .bind(event.created_at_ms)
+        .fetch_one(&mut *conn)
+        .await
+        .map_err(|e| conflict_or(e, || format!("event {}", event.id)))?;
+        let mut urls: Vec<String> = Vec::new();
+        for target in &event.targets {
+            let Some(url) = target_url(conn, event.tenant_id.as_deref(), target).await? else {
+                continue;
+            };
+            // The same URL as tenant webhook and callback gets the event once.
+            if urls.contains(&url) {
+                continue;
+            }
+            let key = order_key(
+                event.connection_id.as_deref(),
+                event.tenant_id.as_deref(),
+                target.kind(),
+                &url,
+            );
+            insert_delivery_on(
+                conn,
+                seq,
+                event.tenant_id.as_deref(),
+                target.kind(),
+                &url,
+                &key,
+                event.created_at_ms,
+                event.created_at_ms.saturating_add(event.retry_for_ms),
+            )
+            .await?;
+            urls.push(url);
+        }
+    }
+    Ok(())
 }
 
 #[async_trait]
@@ -935,6 +1107,7 @@ impl Store for SqliteStore {
         connection: &Connection,
         is_new: bool,
         claim: &ClaimCode,
+        events: &[NewEvent],
     ) -> Result<(), StoreError> {
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
         if is_new {
@@ -957,6 +1130,7 @@ impl Store for SqliteStore {
         .execute(&mut *tx)
         .await
         .map_err(|e| conflict_or(e, || "claim code with this hash".to_string()))?;
+        insert_events_on(&mut tx, events).await?;
         tx.commit().await?;
         Ok(())
     }
@@ -982,7 +1156,8 @@ impl Store for SqliteStore {
     async fn save_tokens(&self, u: &TokenUpdate) -> Result<bool, StoreError> {
         let done = sqlx::query(
             "UPDATE connections SET refresh_token = ?, access_token = ?, access_expires_at_ms = ?, \
-             last_refresh_at_ms = ?, last_error = NULL, status = 'active', updated_at_ms = ? \
+             last_refresh_at_ms = ?, last_error = NULL, status = 'active', updated_at_ms = ?, \
+             next_refresh_at_ms = ?, refresh_failures = 0, retry_at_ms = NULL \
              WHERE id = ? AND status <> 'disconnected' AND refresh_token = ?",
         )
         .bind(&u.refresh_token)
@@ -990,6 +1165,7 @@ impl Store for SqliteStore {
         .bind(u.access_expires_at_ms)
         .bind(u.refreshed_at_ms)
         .bind(u.refreshed_at_ms)
+        .bind(u.next_refresh_at_ms)
         .bind(&u.connection_id)
         .bind(&u.expected_refresh_token)
         .execute(&self.pool)
@@ -1003,18 +1179,50 @@ impl Store for SqliteStore {
         status: Option<&str>,
         error: &str,
         at_ms: i64,
+        events: &[NewEvent],
     ) -> Result<bool, StoreError> {
-        let done = sqlx::query(
-            "UPDATE connections SET status = COALESCE(?, status), last_error = ?, updated_at_ms = ? \
-             WHERE id = ? AND status <> 'disconnected'",
-        )
-        .bind(status)
-        .bind(error)
-        .bind(at_ms)
-        .bind(connection_id)
-        .execute(&self.pool)
-        .await?;
-        Ok(done.rows_affected() == 1)
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let before: Option<String> =
+            sqlx::query_scalar("SELECT status FROM connections WHERE id = ? AND status <> 'disconnected'")
+                .bind(connection_id)
+                .fetch_optional(&mut *tx)
+                .await?;
+        let Some(before) = before else {
+            return Ok(false);
+        };
+        sqlx::query("UPDATE connections SET status = COALESCE(?, status), last_error = ?, updated_at_ms = ? WHERE id = ?")
+            .bind(status)
+            .bind(error)
+            .bind(at_ms)
+            .bind(connection_id)
+            .execute(&mut *tx)
+            .await?;
+        if status.is_some_and(|s| s != before) {
+            insert_events_on(&mut tx, events).await?;
+        }
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    async fn disconnect_connection(
+        &self,
+        connection: &Connection,
+        events: &[NewEvent],
+    ) -> Result<bool, StoreError> {
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let before: Option<String> = sqlx::query_scalar("SELECT status FROM connections WHERE id = ?")
+            .bind(&connection.id)
+            .fetch_optional(&mut *tx)
+            .await?;
+        let Some(before) = before else {
+            return Ok(false);
+        };
+        update_connection_on(&mut tx, connection).await?;
+        if before != "disconnected" {
+            insert_events_on(&mut tx, events).await?;
+        }
+        tx.commit().await?;
+        Ok(true)
     }
 
     async fn insert_audit_events(&self, events: &[AuditEvent]) -> Result<(), StoreError> {
@@ -1145,6 +1353,432 @@ impl Store for SqliteStore {
         Ok(purged)
     }
 
+    // --- background refresher ---
+
+    async fn due_refreshes(
+        &self,
+        now_ms: i64,
+        after: Option<(i64, &str)>,
+        limit: u32,
+    ) -> Result<Vec<DueRefresh>, StoreError> {
+        let (after_at, after_id) = after.unwrap_or((i64::MIN, ""));
+        let rows = sqlx::query(
+            "SELECT id, app, next_refresh_at_ms FROM connections \
+             WHERE status = 'active' AND tenant_secret = 0 AND next_refresh_at_ms <= ? \
+             AND (next_refresh_at_ms, id) > (?, ?) \
+             ORDER BY next_refresh_at_ms, id LIMIT ?",
+        )
+        .bind(now_ms)
+        .bind(after_at)
+        .bind(after_id)
+        .bind(i64::from(limit.min(10_000)))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(DueRefresh {
+                    id: r.try_get("id")?,
+                    app: r.try_get("app")?,
+                    next_refresh_at_ms: r.try_get("next_refresh_at_ms")?,
+                })
+            })
+            .collect::<Result<_, sqlx::Error>>()
+            .map_err(Into::into)
+    }
+
+    async fn refresh_schedule(&self, id: &str) -> Result<Option<RefreshSchedule>, StoreError> {
+        let row = sqlx::query(concat!(
+            "SELECT ",
+            schedule_cols!(),
+            " FROM connections WHERE id = ?"
+        ))
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.as_ref().map(schedule_from_row).transpose()?)
+    }
+
+    async fn set_next_refresh(&self, id: &str, at_ms: i64) -> Result<bool, StoreError> {
+        let done = sqlx::query("UPDATE connections SET next_refresh_at_ms = ? WHERE id = ?")
+            .bind(at_ms)
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn record_refresh_failure(
+        &self,
+        id: &str,
+        error: &str,
+        at_ms: i64,
+        retry_at: &(dyn Fn(i64) -> i64 + Send + Sync),
+    ) -> Result<Option<RefreshSchedule>, StoreError> {
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let failures: Option<i64> = sqlx::query_scalar(
+            "UPDATE connections SET refresh_failures = refresh_failures + 1, last_error = ?, \
+             updated_at_ms = ? WHERE id = ? AND status = 'active' RETURNING refresh_failures",
+        )
+        .bind(error)
+        .bind(at_ms)
+        .bind(id)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some(failures) = failures else {
+            return Ok(None);
+        };
+        let retry = retry_at(failures);
+        let row = sqlx::query(concat!(
+            "UPDATE connections SET retry_at_ms = ?, next_refresh_at_ms = ? WHERE id = ? RETURNING ",
+            schedule_cols!()
+        ))
+        .bind(retry)
+        .bind(retry)
+        .bind(id)
+        .fetch_one(&mut *tx)
+        .await?;
+        let schedule = schedule_from_row(&row)?;
+        tx.commit().await?;
+        Ok(Some(schedule))
+    }
+
+    async fn due_profile_checks(&self, now_ms: i64, limit: u32) -> Result<Vec<String>, StoreError> {
+        Ok(sqlx::query_scalar(
+            "SELECT id FROM connections WHERE status = 'active' AND tenant_secret = 0 AND api = 'ads' \
+             AND profiles_check_at_ms <= ? ORDER BY profiles_check_at_ms, id LIMIT ?",
+        )
+        .bind(now_ms)
+        .bind(i64::from(limit.min(10_000)))
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
+    async fn set_profiles(
+        &self,
+        id: &str,
+        profiles: Option<&str>,
+        next_check_at_ms: i64,
+        at_ms: i64,
+    ) -> Result<bool, StoreError> {
+        let done = match profiles {
+            Some(profiles) => sqlx::query(
+                "UPDATE connections SET profiles = ?, profiles_check_at_ms = ?, updated_at_ms = ? WHERE id = ?",
+            )
+            .bind(profiles)
+            .bind(next_check_at_ms)
+            .bind(at_ms)
+            .bind(id)
+            .execute(&self.pool)
+            .await?,
+            None => sqlx::query("UPDATE connections SET profiles_check_at_ms = ? WHERE id = ?")
+                .bind(next_check_at_ms)
+                .bind(id)
+                .execute(&self.pool)
+                .await?,
+        };
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn expiring_authorizations(
+        &self,
+        authorized_before_ms: i64,
+        days: i64,
+        limit: u32,
+    ) -> Result<Vec<Connection>, StoreError> {
+        let rows = sqlx::query(concat!(
+            "SELECT ",
+            connection_cols!(),
+            " FROM connections WHERE status = 'active' AND api = 'sp-api' AND authorized_at_ms <= ? \
+             AND (expiry_notice_days IS NULL OR expiry_notice_days > ?) \
+             ORDER BY authorized_at_ms, id LIMIT ?"
+        ))
+        .bind(authorized_before_ms)
+        .bind(days)
+        .bind(i64::from(limit.min(10_000)))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(connection_from_row)
+            .collect::<Result<_, _>>()
+            .map_err(Into::into)
+    }
+
+    async fn set_expiry_notice(
+        &self,
+        id: &str,
+        authorized_at_ms: i64,
+        days: i64,
+        events: &[NewEvent],
+    ) -> Result<bool, StoreError> {
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let done = sqlx::query(
+            "UPDATE connections SET expiry_notice_days = ? WHERE id = ? AND authorized_at_ms = ?",
+        )
+        .bind(days)
+        .bind(id)
+        .bind(authorized_at_ms)
+        .execute(&mut *tx)
+        .await?;
+        if done.rows_affected() != 1 {
+            return Ok(false);
+        }
+        insert_events_on(&mut tx, events).await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    async fn enqueue_events(&self, events: &[NewEvent]) -> Result<(), StoreError> {
+        if events.is_empty() {
+            return Ok(());
+        }
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        insert_events_on(&mut tx, events).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn claim_deliveries(
+        &self,
+        now_ms: i64,
+        lease_ms: i64,
+        limit: u32,
+    ) -> Result<Vec<WebhookDelivery>, StoreError> {
+        let limit = limit.clamp(1, MAX_PAGE);
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        // The first pending delivery of each order key, if it is due. An earlier one that is
+        // pending (even if not due, or claimed by another worker) holds the later ones back.
+        let ids: Vec<i64> = sqlx::query_scalar(
+            "UPDATE webhook_deliveries SET next_attempt_at_ms = ? WHERE id IN ( \
+               SELECT d.id FROM webhook_deliveries d \
+               WHERE d.state = 'pending' AND d.next_attempt_at_ms <= ? \
+                 AND NOT EXISTS (SELECT 1 FROM webhook_deliveries e \
+                                 WHERE e.order_key = d.order_key AND e.state = 'pending' AND e.id < d.id) \
+               ORDER BY d.id LIMIT ?) \
+             RETURNING id",
+        )
+        .bind(now_ms.saturating_add(lease_ms))
+        .bind(now_ms)
+        .bind(i64::from(limit))
+        .fetch_all(&mut *tx)
+        .await?;
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut query = QueryBuilder::<Sqlite>::new(concat!(delivery_select!(), " WHERE d.id IN ("));
+        let mut list = query.separated(", ");
+        for id in &ids {
+            list.push_bind(*id);
+        }
+        query.push(") ORDER BY d.id");
+        let rows = query.build().fetch_all(&mut *tx).await?;
+        tx.commit().await?;
+        Ok(rows.iter().map(delivery_from_row).collect::<Result<_, _>>()?)
+    }
+
+    async fn record_delivery_attempt(&self, a: &DeliveryAttempt) -> Result<bool, StoreError> {
+        let (state, next, delivered) = match a.result {
+            AttemptResult::Delivered => ("delivered", a.at_ms, Some(a.at_ms)),
+            AttemptResult::RetryAt(at) => ("pending", at, None),
+            AttemptResult::GaveUp => ("failed", a.at_ms, None),
+        };
+        let done = sqlx::query(
+            "UPDATE webhook_deliveries SET state = ?, attempts = attempts + 1, next_attempt_at_ms = ?, \
+             last_attempt_at_ms = ?, last_status = ?, last_error = ?, delivered_at_ms = ? \
+             WHERE id = ? AND state = 'pending'",
+        )
+        .bind(state)
+        .bind(next)
+        .bind(a.at_ms)
+        .bind(a.status)
+        .bind(&a.error)
+        .bind(delivered)
+        .bind(a.delivery_id)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn app_secret(&self, app: &str) -> Result<Option<AppSecret>, StoreError> {
+        let row = sqlx::query(concat!(
+            "SELECT ",
+            app_secret_cols!(),
+            " FROM app_secrets WHERE app = ?"
+        ))
+        .bind(app)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(|r| app_secret_from_row(&r)).transpose()
+    }
+
+    async fn app_secrets(&self) -> Result<Vec<AppSecret>, StoreError> {
+        let rows = sqlx::query(concat!(
+            "SELECT ",
+            app_secret_cols!(),
+            " FROM app_secrets ORDER BY app"
+        ))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(app_secret_from_row).collect()
+    }
+
+    async fn insert_app_secret(&self, s: &AppSecret) -> Result<bool, StoreError> {
+        let query = sqlx::query(concat!(
+            "INSERT INTO app_secrets (",
+            app_secret_cols!(),
+            ") VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (app) DO NOTHING"
+        ));
+        let done = bind_app_secret(query, s).execute(&self.pool).await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn replace_app_secret(&self, s: &AppSecret, expected_version: i64) -> Result<bool, StoreError> {
+        let query = sqlx::query(
+            "UPDATE app_secrets SET app = ?, client_id = ?, secret = ?, secret_issued_at_ms = ?, \
+             previous_secret = ?, previous_issued_at_ms = ?, previous_expires_at_ms = ?, \
+             config_secret_sha256 = ?, announced_expiry_at_ms = ?, warnings_sent = ?, version = ?, updated_at_ms = ? \
+             WHERE app = ? AND version = ?",
+        );
+        let done = bind_app_secret(query, s)
+            .bind(&s.app)
+            .bind(expected_version)
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn mark_app_secret_warning(
+        &self,
+        app: &str,
+        secret_issued_at_ms: i64,
+        days: u32,
+        events: &[NewEvent],
+    ) -> Result<bool, StoreError> {
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let done = sqlx::query(
+            "UPDATE app_secrets SET \
+             warnings_sent = CASE warnings_sent WHEN '' THEN ?1 ELSE warnings_sent || ',' || ?1 END \
+             WHERE app = ?2 AND secret_issued_at_ms = ?3 \
+             AND instr(',' || warnings_sent || ',', ',' || ?1 || ',') = 0",
+        )
+        .bind(days.to_string())
+        .bind(app)
+        .bind(secret_issued_at_ms)
+        .execute(&mut *tx)
+        .await?;
+        if done.rows_affected() != 1 {
+            return Ok(false);
+        }
+        insert_events_on(&mut tx, events).await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    async fn webhook_delivery(&self, id: i64) -> Result<Option<WebhookDelivery>, StoreError> {
+        let row = sqlx::query(concat!(delivery_select!(), " WHERE d.id = ?"))
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.as_ref().map(delivery_from_row).transpose()?)
+    }
+
+    async fn webhook_deliveries(&self, filter: &DeliveryFilter) -> Result<Vec<WebhookDelivery>, StoreError> {
+        let limit = match filter.limit {
+            0 => DEFAULT_PAGE,
+            n => n.min(MAX_PAGE),
+        };
+        let mut query = QueryBuilder::<Sqlite>::new(concat!(delivery_select!(), " WHERE 1 = 1"));
+        if let Some(v) = &filter.tenant_id {
+            query.push(" AND d.tenant_id = ").push_bind(v.clone());
+        }
+        if let Some(v) = &filter.connection_id {
+            query.push(" AND e.connection_id = ").push_bind(v.clone());
+        }
+        if let Some(v) = &filter.state {
+            query.push(" AND d.state = ").push_bind(v.clone());
+        }
+        if let Some(v) = &filter.event_type {
+            query.push(" AND e.event_type = ").push_bind(v.clone());
+        }
+        if let Some(v) = filter.before {
+            query.push(" AND d.id < ").push_bind(v);
+        }
+        query
+            .push(" ORDER BY d.id DESC LIMIT ")
+            .push_bind(i64::from(limit));
+        let rows = query.build().fetch_all(&self.pool).await?;
+        Ok(rows.iter().map(delivery_from_row).collect::<Result<_, _>>()?)
+    }
+
+    async fn retry_delivery(
+        &self,
+        id: i64,
+        tenant_id: Option<&str>,
+        now_ms: i64,
+        expires_at_ms: i64,
+    ) -> Result<bool, StoreError> {
+        let done = sqlx::query(
+            "UPDATE webhook_deliveries SET state = 'pending', next_attempt_at_ms = ?, expires_at_ms = ? \
+             WHERE id = ? AND state = 'failed' AND (? IS NULL OR tenant_id = ?)",
+        )
+        .bind(now_ms)
+        .bind(expires_at_ms)
+        .bind(id)
+        .bind(tenant_id)
+        .bind(tenant_id)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn add_connection_event_target(
+        &self,
+        connection_id: &str,
+        since_ms: i64,
+        target: &EventTarget,
+        now_ms: i64,
+    ) -> Result<u64, StoreError> {
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let events: Vec<(i64, Option<String>, i64)> = sqlx::query_as(
+            "SELECT seq, tenant_id, created_at_ms FROM webhook_events WHERE connection_id = ? AND created_at_ms >= ? ORDER BY seq",
+        )
+        .bind(connection_id)
+        .bind(since_ms)
+        .fetch_all(&mut *tx)
+        .await?;
+        let mut added = 0;
+        for (seq, tenant_id, _) in events {
+            let Some(url) = target_url(&mut tx, tenant_id.as_deref(), target).await? else {
+                continue;
+            };
+            let exists: Option<i64> =
+                sqlx::query_scalar("SELECT id FROM webhook_deliveries WHERE event_seq = ? AND url = ?")
+                    .bind(seq)
+                    .bind(&url)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+            if exists.is_some() {
+                continue;
+            }
+            let key = order_key(Some(connection_id), tenant_id.as_deref(), target.kind(), &url);
+            insert_delivery_on(
+                &mut tx,
+                seq,
+                tenant_id.as_deref(),
+                target.kind(),
+                &url,
+                &key,
+                now_ms,
+                now_ms + DAY_MS,
+            )
+            .await?;
+            added += 1;
+        }
+        tx.commit().await?;
+        Ok(added)
+    }
+
+    // --- master key rotation ---
+
     async fn sealed_rows(
         &self,
         table: &SealedColumns,
@@ -1274,6 +1908,47 @@ impl Store for SqliteStore {
         }
         Ok(counts)
     }
+}
+
+fn bind_app_secret<'q>(
+    query: sqlx::query::Query<'q, Sqlite, sqlx::sqlite::SqliteArguments>,
+    s: &'q AppSecret,
+) -> sqlx::query::Query<'q, Sqlite, sqlx::sqlite::SqliteArguments> {
+    let warnings: Vec<String> = s.warnings_sent.iter().map(u32::to_string).collect();
+    query
+        .bind(&s.app)
+        .bind(&s.client_id)
+        .bind(&s.secret)
+        .bind(s.secret_issued_at_ms)
+        .bind(&s.previous_secret)
+        .bind(s.previous_issued_at_ms)
+        .bind(s.previous_expires_at_ms)
+        .bind(&s.config_secret_sha256)
+        .bind(s.announced_expiry_at_ms)
+        .bind(warnings.join(","))
+        .bind(s.version)
+        .bind(s.updated_at_ms)
+}
+
+fn app_secret_from_row(r: &SqliteRow) -> Result<AppSecret, StoreError> {
+    let warnings: String = r.try_get("warnings_sent")?;
+    Ok(AppSecret {
+        app: r.try_get("app")?,
+        client_id: r.try_get("client_id")?,
+        secret: r.try_get("secret")?,
+        secret_issued_at_ms: r.try_get("secret_issued_at_ms")?,
+        previous_secret: r.try_get("previous_secret")?,
+        previous_issued_at_ms: r.try_get("previous_issued_at_ms")?,
+        previous_expires_at_ms: r.try_get("previous_expires_at_ms")?,
+        config_secret_sha256: r.try_get("config_secret_sha256")?,
+        announced_expiry_at_ms: r.try_get("announced_expiry_at_ms")?,
+        warnings_sent: warnings
+            .split(',')
+            .filter_map(|d| d.trim().parse().ok())
+            .collect(),
+        version: r.try_get("version")?,
+        updated_at_ms: r.try_get("updated_at_ms")?,
+    })
 }
 
 #[cfg(test)]

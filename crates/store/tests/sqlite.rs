@@ -4,7 +4,8 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, Ordering};
 
 use lwa_store::{
-    ApiKey, AuditEvent, AuditFilter, ClaimCode, ConnectLink, Connection, ConnectionFilter, OAuthState,
+    ApiKey, AppSecret, AttemptResult, AuditEvent, AuditFilter, ClaimCode, ConnectLink, Connection,
+    ConnectionFilter, DeliveryAttempt, DeliveryFilter, EventTarget, NewEvent, OAuthState, RefreshSchedule,
     SqliteStore, Store, StoreError, Tenant, TokenUpdate,
 };
 
@@ -977,7 +978,7 @@ async fn save_authorization_new_then_claim() {
     store.insert_tenant(&tenant("ten_1", 1)).await.unwrap();
     let c = connection("conn_1", "ten_1");
     let code = claim("c1", "ten_1", "conn_1", 10_000);
-    store.save_authorization(&c, true, &code).await.unwrap();
+    store.save_authorization(&c, true, &code, &[]).await.unwrap();
     assert_eq!(store.connection("conn_1").await.unwrap(), Some(c));
 
     assert_eq!(
@@ -1008,7 +1009,7 @@ async fn save_authorization_update_existing() {
     reauthorized.authorized_at_ms = 9_000;
     reauthorized.updated_at_ms = 9_000;
     store
-        .save_authorization(&reauthorized, false, &claim("c1", "ten_1", "conn_1", 10_000))
+        .save_authorization(&reauthorized, false, &claim("c1", "ten_1", "conn_1", 10_000), &[])
         .await
         .unwrap();
     assert_eq!(store.connection("conn_1").await.unwrap(), Some(reauthorized));
@@ -1024,6 +1025,7 @@ async fn save_authorization_is_all_or_nothing() {
             &connection("conn_1", "ten_1"),
             true,
             &claim("c1", "ten_1", "conn_1", 10),
+            &[],
         )
         .await
         .unwrap();
@@ -1034,6 +1036,7 @@ async fn save_authorization_is_all_or_nothing() {
             &connection("conn_2", "ten_1"),
             true,
             &claim("c1", "ten_1", "conn_2", 10),
+            &[],
         )
         .await
     {
@@ -1047,7 +1050,7 @@ async fn save_authorization_is_all_or_nothing() {
     changed.status = "needs_reauth".into();
     assert!(matches!(
         store
-            .save_authorization(&changed, false, &claim("c1", "ten_1", "conn_1", 10))
+            .save_authorization(&changed, false, &claim("c1", "ten_1", "conn_1", 10), &[])
             .await,
         Err(StoreError::Conflict(_))
     ));
@@ -1062,7 +1065,8 @@ async fn save_authorization_is_all_or_nothing() {
             .save_authorization(
                 &connection("conn_1", "ten_1"),
                 true,
-                &claim("c2", "ten_1", "conn_1", 10)
+                &claim("c2", "ten_1", "conn_1", 10),
+                &[]
             )
             .await,
         Err(StoreError::Conflict(_))
@@ -1075,7 +1079,8 @@ async fn save_authorization_is_all_or_nothing() {
             .save_authorization(
                 &connection("conn_404", "ten_1"),
                 false,
-                &claim("c3", "ten_1", "conn_404", 10)
+                &claim("c3", "ten_1", "conn_404", 10),
+                &[]
             )
             .await,
         Err(StoreError::Database(_))
@@ -1093,7 +1098,7 @@ async fn concurrent_claim_takers_get_it_once() {
     store.insert_tenant(&tenant("ten_1", 1)).await.unwrap();
     let code = claim("c1", "ten_1", "conn_1", 10_000);
     store
-        .save_authorization(&connection("conn_1", "ten_1"), true, &code)
+        .save_authorization(&connection("conn_1", "ten_1"), true, &code, &[])
         .await
         .unwrap();
 
@@ -1184,6 +1189,7 @@ async fn purge_expired_removes_only_expired() {
             &connection("conn_1", "ten_1"),
             true,
             &claim("c_old", "ten_1", "conn_1", 1),
+            &[],
         )
         .await
         .unwrap();
@@ -1192,6 +1198,7 @@ async fn purge_expired_removes_only_expired() {
             &connection("conn_1", "ten_1"),
             false,
             &claim("c_new", "ten_1", "conn_1", 1_000),
+            &[],
         )
         .await
         .unwrap();
@@ -1234,6 +1241,7 @@ async fn save_tokens_touches_only_token_columns_and_never_a_disconnected_connect
         access_token: "lwa1.fp.bmV3LWFjY2Vzcw".into(),
         access_expires_at_ms: 20_000,
         refreshed_at_ms: 8_000,
+        next_refresh_at_ms: 15_000,
     };
     // Started from another refresh token (a re-authorization happened meanwhile): not stored.
     let stale = TokenUpdate {
@@ -1254,7 +1262,7 @@ async fn save_tokens_touches_only_token_columns_and_never_a_disconnected_connect
     // A failure is recorded; invalid_grant changes the status.
     assert!(
         store
-            .record_refresh_error("conn_1", None, "LWA is down", 9_000)
+            .record_refresh_error("conn_1", None, "LWA is down", 9_000, &[])
             .await
             .unwrap()
     );
@@ -1265,7 +1273,7 @@ async fn save_tokens_touches_only_token_columns_and_never_a_disconnected_connect
     );
     assert!(
         store
-            .record_refresh_error("conn_1", Some("needs_reauth"), "invalid_grant", 9_500)
+            .record_refresh_error("conn_1", Some("needs_reauth"), "invalid_grant", 9_500, &[])
             .await
             .unwrap()
     );
@@ -1283,7 +1291,7 @@ async fn save_tokens_touches_only_token_columns_and_never_a_disconnected_connect
     assert!(!store.save_tokens(&update).await.unwrap());
     assert!(
         !store
-            .record_refresh_error("conn_1", Some("needs_reauth"), "x", 10_000)
+            .record_refresh_error("conn_1", Some("needs_reauth"), "x", 10_000, &[])
             .await
             .unwrap()
     );
@@ -1297,6 +1305,171 @@ async fn save_tokens_touches_only_token_columns_and_never_a_disconnected_connect
             })
             .await
             .unwrap()
+    );
+}
+
+#[tokio::test]
+async fn the_refresh_schedule_follows_refreshes_failures_and_new_authorizations() {
+    let (_dir, store) = fresh("schedule").await;
+    store.insert_tenant(&tenant("ten_1", 1_000)).await.unwrap();
+    for id in ["conn_a", "conn_b", "conn_c"] {
+        let mut c = connection(id, "ten_1");
+        c.tenant_secret = false;
+        store.insert_connection(&c).await.unwrap();
+    }
+    // A tenant-held secret keeps a connection out of the background refresher.
+    store
+        .insert_connection(&connection("conn_held", "ten_1"))
+        .await
+        .unwrap();
+
+    // New connections are due at once; paging walks them in due order without repeats.
+    let first = store.due_refreshes(1_000, None, 2).await.unwrap();
+    assert_eq!(
+        first.iter().map(|d| d.id.as_str()).collect::<Vec<_>>(),
+        ["conn_a", "conn_b"]
+    );
+    let last = first.last().unwrap();
+    let rest = store
+        .due_refreshes(1_000, Some((last.next_refresh_at_ms, &last.id)), 10)
+        .await
+        .unwrap();
+    assert_eq!(rest.iter().map(|d| d.id.as_str()).collect::<Vec<_>>(), ["conn_c"]);
+
+    // A refresh schedules the next one and clears a backoff.
+    let before = store.refresh_schedule("conn_a").await.unwrap().unwrap();
+    assert_eq!(before, RefreshSchedule::default());
+    let retry_at = |failures: i64| 2_000 + failures * 1_000;
+    let failed = store
+        .record_refresh_failure("conn_a", "LWA answered 500", 2_000, &retry_at)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((failed.refresh_failures, failed.retry_at_ms), (1, Some(3_000)));
+    let failed = store
+        .record_refresh_failure("conn_a", "LWA answered 500", 3_000, &retry_at)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (
+            failed.refresh_failures,
+            failed.retry_at_ms,
+            failed.next_refresh_at_ms
+        ),
+        (2, Some(4_000), 4_000)
+    );
+    let due: Vec<String> = store
+        .due_refreshes(3_500, None, 10)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|d| d.id)
+        .collect();
+    assert_eq!(due, ["conn_b", "conn_c"], "a connection in backoff is not due");
+    let row = store.connection("conn_a").await.unwrap().unwrap();
+    assert!(
+        store
+            .save_tokens(&TokenUpdate {
+                connection_id: "conn_a".into(),
+                expected_refresh_token: row.refresh_token.clone().unwrap(),
+                refresh_token: row.refresh_token.clone().unwrap(),
+                access_token: "lwa1.fp.bmV3".into(),
+                access_expires_at_ms: 3_605_000,
+                refreshed_at_ms: 5_000,
+                next_refresh_at_ms: 3_400_000,
+            })
+            .await
+            .unwrap()
+    );
+    let after = store.refresh_schedule("conn_a").await.unwrap().unwrap();
+    assert_eq!(
+        (
+            after.refresh_failures,
+            after.retry_at_ms,
+            after.next_refresh_at_ms
+        ),
+        (0, None, 3_400_000)
+    );
+
+    // A failure on a connection that is not active records nothing.
+    let mut b = store.connection("conn_b").await.unwrap().unwrap();
+    b.status = "needs_reauth".into();
+    store.update_connection(&b).await.unwrap();
+    assert!(
+        store
+            .record_refresh_failure("conn_b", "x", 6_000, &retry_at)
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert!(
+        store
+            .due_refreshes(i64::MAX, None, 10)
+            .await
+            .unwrap()
+            .iter()
+            .all(|d| d.id != "conn_b")
+    );
+
+    // A new authorization starts over: no backoff, no notice, due now.
+    store
+        .record_refresh_failure("conn_c", "x", 6_000, &retry_at)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(store.set_expiry_notice("conn_c", 5_000, 30, &[]).await.unwrap());
+    let mut c = store.connection("conn_c").await.unwrap().unwrap();
+    assert!(
+        !store
+            .set_expiry_notice("conn_c", c.authorized_at_ms + 1, 7, &[])
+            .await
+            .unwrap(),
+        "a notice for another authorization is not recorded"
+    );
+    c.name = Some("renamed".into());
+    store.update_connection(&c).await.unwrap();
+    let kept = store.refresh_schedule("conn_c").await.unwrap().unwrap();
+    assert_eq!((kept.refresh_failures, kept.expiry_notice_days), (1, Some(30)));
+    c.authorized_at_ms = 50_000;
+    store.update_connection(&c).await.unwrap();
+    let fresh = store.refresh_schedule("conn_c").await.unwrap().unwrap();
+    assert_eq!(fresh, RefreshSchedule::default());
+
+    // Authorizations nearing their end, once per notice.
+    let expiring = store.expiring_authorizations(10_000, 30, 10).await.unwrap();
+    assert_eq!(
+        expiring.iter().map(|c| c.id.as_str()).collect::<Vec<_>>(),
+        ["conn_a", "conn_held"],
+        "conn_b is not active, conn_c was re-authorized later"
+    );
+    assert!(store.set_expiry_notice("conn_a", 5_000, 30, &[]).await.unwrap());
+    assert_eq!(
+        store.expiring_authorizations(10_000, 30, 10).await.unwrap().len(),
+        1
+    );
+    assert_eq!(
+        store.expiring_authorizations(10_000, 7, 10).await.unwrap().len(),
+        2
+    );
+
+    // Ads profiles: due, re-read, rescheduled.
+    let mut ads = connection("conn_ads", "ten_1");
+    ads.api = "ads".into();
+    ads.tenant_secret = false;
+    store.insert_connection(&ads).await.unwrap();
+    assert_eq!(store.due_profile_checks(0, 10).await.unwrap(), ["conn_ads"]);
+    assert!(
+        store
+            .set_profiles("conn_ads", Some(r#"[{"profileId":1}]"#), 90_000, 7_000)
+            .await
+            .unwrap()
+    );
+    assert!(store.due_profile_checks(80_000, 10).await.unwrap().is_empty());
+    assert_eq!(store.due_profile_checks(90_000, 10).await.unwrap(), ["conn_ads"]);
+    assert_eq!(
+        store.connection("conn_ads").await.unwrap().unwrap().profiles,
+        r#"[{"profileId":1}]"#
     );
 }
 
@@ -1397,5 +1570,625 @@ async fn audit_events_are_appended_and_paged_newest_first_with_filters() {
         })
         .await
         .is_empty()
+    );
+}
+
+// --- webhooks ---
+
+const DAY_MS: i64 = 24 * 3600 * 1000;
+
+fn event(
+    id: &str,
+    connection_id: Option<&str>,
+    kind: &str,
+    at_ms: i64,
+    targets: Vec<EventTarget>,
+) -> NewEvent {
+    NewEvent {
+        id: id.into(),
+        tenant_id: Some("ten_1".into()),
+        connection_id: connection_id.map(Into::into),
+        event_type: kind.into(),
+        body: format!("{{\"id\":\"{id}\",\"type\":\"{kind}\"}}"),
+        created_at_ms: at_ms,
+        targets,
+        retry_for_ms: DAY_MS,
+    }
+}
+
+/// A store with tenant `ten_1` (webhook URL set) and connection `conn_1`.
+async fn webhook_store(name: &str) -> (TempDir, SqliteStore) {
+    let (dir, store) = fresh(name).await;
+    let mut t = tenant("ten_1", 1);
+    t.webhook_url = Some("https://wms.example.com/hooks".into());
+    store.insert_tenant(&t).await.unwrap();
+    store
+        .insert_connection(&connection("conn_1", "ten_1"))
+        .await
+        .unwrap();
+    (dir, store)
+}
+
+async fn all_deliveries(store: &SqliteStore) -> Vec<lwa_store::WebhookDelivery> {
+    let mut page = store
+        .webhook_deliveries(&DeliveryFilter::default())
+        .await
+        .unwrap();
+    page.reverse();
+    page
+}
+
+#[tokio::test]
+async fn events_are_written_with_the_change_that_caused_them_or_not_at_all() {
+    let (_dir, store) = webhook_store("outbox-atomic").await;
+    let both = || {
+        vec![
+            EventTarget::TenantWebhook,
+            EventTarget::Callback("https://wms.example.com/cb".into()),
+        ]
+    };
+
+    // A new connection and its event: one delivery per target, due at once.
+    store
+        .save_authorization(
+            &connection("conn_2", "ten_1"),
+            true,
+            &claim("c1", "ten_1", "conn_2", 10),
+            &[event(
+                "evt_1",
+                Some("conn_2"),
+                "connection.authorized",
+                5_000,
+                both(),
+            )],
+        )
+        .await
+        .unwrap();
+    let got = all_deliveries(&store).await;
+    assert_eq!(got.len(), 2);
+    assert_eq!(
+        got.iter()
+            .map(|d| (d.target.as_str(), d.url.as_str()))
+            .collect::<Vec<_>>(),
+        [
+            ("tenant", "https://wms.example.com/hooks"),
+            ("callback", "https://wms.example.com/cb")
+        ]
+    );
+    for d in &got {
+        assert_eq!(d.event_id, "evt_1");
+        assert_eq!(d.state, "pending");
+        assert_eq!((d.next_attempt_at_ms, d.expires_at_ms), (5_000, 5_000 + DAY_MS));
+        assert_eq!(d.tenant_id.as_deref(), Some("ten_1"));
+        assert_eq!(d.connection_id.as_deref(), Some("conn_2"));
+        assert_eq!(d.body, r#"{"id":"evt_1","type":"connection.authorized"}"#);
+    }
+
+    // The claim code collides: neither the connection nor its event is stored.
+    let failed = store
+        .save_authorization(
+            &connection("conn_3", "ten_1"),
+            true,
+            &claim("c1", "ten_1", "conn_3", 10),
+            &[event(
+                "evt_2",
+                Some("conn_3"),
+                "connection.authorized",
+                6_000,
+                both(),
+            )],
+        )
+        .await;
+    assert!(matches!(failed, Err(StoreError::Conflict(_))), "{failed:?}");
+    assert_eq!(store.connection("conn_3").await.unwrap(), None);
+    assert_eq!(all_deliveries(&store).await.len(), 2);
+
+    // The same URL as webhook and callback is delivered once; no webhook URL, no delivery.
+    store
+        .enqueue_events(&[event(
+            "evt_3",
+            Some("conn_1"),
+            "connection.reauthorized",
+            7_000,
+            vec![
+                EventTarget::TenantWebhook,
+                EventTarget::Callback("https://wms.example.com/hooks".into()),
+            ],
+        )])
+        .await
+        .unwrap();
+    assert_eq!(all_deliveries(&store).await.len(), 3);
+    let mut quiet = tenant("ten_2", 1);
+    quiet.webhook_url = None;
+    store.insert_tenant(&quiet).await.unwrap();
+    let mut e = event(
+        "evt_4",
+        None,
+        "connection.authorized",
+        7_000,
+        vec![EventTarget::TenantWebhook],
+    );
+    e.tenant_id = Some("ten_2".into());
+    store.enqueue_events(&[e]).await.unwrap();
+    assert_eq!(all_deliveries(&store).await.len(), 3);
+    // An event id is unique.
+    assert!(matches!(
+        store
+            .enqueue_events(&[event("evt_1", None, "x", 1, vec![])])
+            .await,
+        Err(StoreError::Conflict(_))
+    ));
+}
+
+#[tokio::test]
+async fn needs_reauth_and_disconnect_raise_their_event_once() {
+    let (_dir, store) = webhook_store("outbox-once").await;
+    let needs = |n: u32| {
+        vec![event(
+            &format!("evt_n{n}"),
+            Some("conn_1"),
+            "connection.needs_reauth",
+            9_000,
+            vec![EventTarget::TenantWebhook],
+        )]
+    };
+    // A transient failure (no status) raises nothing, even if handed an event.
+    assert!(
+        store
+            .record_refresh_error("conn_1", None, "LWA is down", 8_000, &needs(0))
+            .await
+            .unwrap()
+    );
+    assert_eq!(all_deliveries(&store).await.len(), 0);
+    for n in 1..=3 {
+        assert!(
+            store
+                .record_refresh_error("conn_1", Some("needs_reauth"), "invalid_grant", 9_000, &needs(n))
+                .await
+                .unwrap()
+        );
+    }
+    let got = all_deliveries(&store).await;
+    assert_eq!(got.len(), 1, "{got:?}");
+    assert_eq!(
+        (got[0].event_id.as_str(), got[0].event_type.as_str()),
+        ("evt_n1", "connection.needs_reauth")
+    );
+
+    let mut gone = store.connection("conn_1").await.unwrap().unwrap();
+    gone.status = "disconnected".into();
+    gone.refresh_token = None;
+    for n in 1..=2 {
+        let e = event(
+            &format!("evt_d{n}"),
+            Some("conn_1"),
+            "connection.disconnected",
+            10_000,
+            vec![EventTarget::TenantWebhook],
+        );
+        assert!(store.disconnect_connection(&gone, &[e]).await.unwrap());
+    }
+    let got = all_deliveries(&store).await;
+    assert_eq!(
+        got.iter().map(|d| d.event_id.as_str()).collect::<Vec<_>>(),
+        ["evt_n1", "evt_d1"]
+    );
+    assert_eq!(store.connection("conn_1").await.unwrap().unwrap(), gone);
+    // Disconnected: a late refresh error records nothing and raises nothing.
+    assert!(
+        !store
+            .record_refresh_error("conn_1", Some("needs_reauth"), "x", 11_000, &needs(9))
+            .await
+            .unwrap()
+    );
+    assert_eq!(all_deliveries(&store).await.len(), 2);
+    assert!(
+        !store
+            .disconnect_connection(&connection("conn_404", "ten_1"), &[])
+            .await
+            .unwrap()
+    );
+}
+
+#[tokio::test]
+async fn deliveries_are_claimed_in_order_per_connection_and_target() {
+    let (_dir, store) = webhook_store("outbox-order").await;
+    store
+        .insert_connection(&connection("conn_2", "ten_1"))
+        .await
+        .unwrap();
+    let hook = || vec![EventTarget::TenantWebhook];
+    store
+        .enqueue_events(&[
+            event("evt_a1", Some("conn_1"), "connection.authorized", 1_000, hook()),
+            event("evt_b1", Some("conn_2"), "connection.authorized", 1_000, hook()),
+            event("evt_a2", Some("conn_1"), "connection.needs_reauth", 2_000, hook()),
+        ])
+        .await
+        .unwrap();
+    // Not due yet.
+    assert!(store.claim_deliveries(500, 60_000, 10).await.unwrap().is_empty());
+    // The first of each connection; the second of conn_1 waits behind the first.
+    let claimed = store.claim_deliveries(3_000, 60_000, 10).await.unwrap();
+    assert_eq!(
+        claimed.iter().map(|d| d.event_id.as_str()).collect::<Vec<_>>(),
+        ["evt_a1", "evt_b1"]
+    );
+    // Claimed: nobody else gets them until the lease lapses.
+    assert!(
+        store
+            .claim_deliveries(3_000, 60_000, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let a1 = claimed[0].id;
+    let b1 = claimed[1].id;
+    // conn_1's first fails and is retried later: its second still waits.
+    assert!(
+        store
+            .record_delivery_attempt(&DeliveryAttempt {
+                delivery_id: a1,
+                at_ms: 3_000,
+                status: Some(500),
+                error: Some("HTTP 500".into()),
+                result: AttemptResult::RetryAt(13_000),
+            })
+            .await
+            .unwrap()
+    );
+    assert!(
+        store
+            .record_delivery_attempt(&DeliveryAttempt {
+                delivery_id: b1,
+                at_ms: 3_000,
+                status: Some(204),
+                error: None,
+                result: AttemptResult::Delivered,
+            })
+            .await
+            .unwrap()
+    );
+    assert!(
+        store
+            .claim_deliveries(12_000, 60_000, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let again = store.claim_deliveries(13_000, 60_000, 10).await.unwrap();
+    assert_eq!(again.len(), 1);
+    assert_eq!((again[0].event_id.as_str(), again[0].attempts), ("evt_a1", 1));
+    assert_eq!(again[0].last_status, Some(500));
+    // Its worker dies: after the lease it is claimed again.
+    assert!(
+        store
+            .claim_deliveries(14_000, 60_000, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let again = store.claim_deliveries(73_000, 60_000, 10).await.unwrap();
+    assert_eq!(again.len(), 1);
+    assert_eq!(again[0].id, a1);
+    // Given up: the next one of conn_1 goes.
+    assert!(
+        store
+            .record_delivery_attempt(&DeliveryAttempt {
+                delivery_id: a1,
+                at_ms: 73_000,
+                status: None,
+                error: Some("connection refused".into()),
+                result: AttemptResult::GaveUp,
+            })
+            .await
+            .unwrap()
+    );
+    // A late outcome for a finished delivery changes nothing.
+    assert!(
+        !store
+            .record_delivery_attempt(&DeliveryAttempt {
+                delivery_id: a1,
+                at_ms: 74_000,
+                status: Some(200),
+                error: None,
+                result: AttemptResult::Delivered,
+            })
+            .await
+            .unwrap()
+    );
+    let next = store.claim_deliveries(73_000, 60_000, 10).await.unwrap();
+    assert_eq!(next.len(), 1);
+    assert_eq!(next[0].event_id, "evt_a2");
+    let failed = store.webhook_delivery(a1).await.unwrap().unwrap();
+    assert_eq!(
+        (
+            failed.state.as_str(),
+            failed.attempts,
+            failed.last_error.as_deref(),
+            failed.last_status
+        ),
+        ("failed", 2, Some("connection refused"), None)
+    );
+    let delivered = store.webhook_delivery(b1).await.unwrap().unwrap();
+    assert_eq!(
+        (delivered.state.as_str(), delivered.delivered_at_ms),
+        ("delivered", Some(3_000))
+    );
+    assert_eq!(store.webhook_delivery(999).await.unwrap(), None);
+}
+
+#[tokio::test]
+async fn the_delivery_log_is_per_tenant_and_failed_deliveries_can_be_retried() {
+    let (_dir, store) = webhook_store("outbox-log").await;
+    let mut other = tenant("ten_2", 1);
+    other.webhook_url = Some("https://other.example.com/hooks".into());
+    store.insert_tenant(&other).await.unwrap();
+    for n in 0..5 {
+        store
+            .enqueue_events(&[event(
+                &format!("evt_{n}"),
+                Some("conn_1"),
+                "connection.authorized",
+                n,
+                vec![EventTarget::TenantWebhook],
+            )])
+            .await
+            .unwrap();
+    }
+    let mut theirs = event(
+        "evt_other",
+        None,
+        "connection.authorized",
+        1,
+        vec![EventTarget::TenantWebhook],
+    );
+    theirs.tenant_id = Some("ten_2".into());
+    let mut operator = event(
+        "evt_op",
+        None,
+        "app.client_secret_expiring",
+        1,
+        vec![EventTarget::Operator("https://ops.example.com/h".into())],
+    );
+    operator.tenant_id = None;
+    store.enqueue_events(&[theirs, operator]).await.unwrap();
+
+    let mine = |before: Option<i64>, limit: u32| DeliveryFilter {
+        tenant_id: Some("ten_1".into()),
+        before,
+        limit,
+        ..DeliveryFilter::default()
+    };
+    let page1 = store.webhook_deliveries(&mine(None, 3)).await.unwrap();
+    assert_eq!(
+        page1.iter().map(|d| d.event_id.as_str()).collect::<Vec<_>>(),
+        ["evt_4", "evt_3", "evt_2"]
+    );
+    let page2 = store
+        .webhook_deliveries(&mine(Some(page1[2].id), 3))
+        .await
+        .unwrap();
+    assert_eq!(
+        page2.iter().map(|d| d.event_id.as_str()).collect::<Vec<_>>(),
+        ["evt_1", "evt_0"]
+    );
+    let ops = store
+        .webhook_deliveries(&DeliveryFilter {
+            event_type: Some("app.client_secret_expiring".into()),
+            ..DeliveryFilter::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(ops.len(), 1);
+    assert_eq!(
+        (ops[0].tenant_id.as_deref(), ops[0].target.as_str()),
+        (None, "operator")
+    );
+
+    // Only a failed delivery, and only by its tenant, can be retried.
+    let first = page2[1].id;
+    assert!(
+        !store
+            .retry_delivery(first, Some("ten_1"), 50, 50 + DAY_MS)
+            .await
+            .unwrap()
+    );
+    let claimed = store.claim_deliveries(10, 1_000, 1).await.unwrap();
+    assert_eq!(claimed[0].id, first);
+    store
+        .record_delivery_attempt(&DeliveryAttempt {
+            delivery_id: first,
+            at_ms: 10,
+            status: Some(410),
+            error: Some("HTTP 410".into()),
+            result: AttemptResult::GaveUp,
+        })
+        .await
+        .unwrap();
+    assert!(
+        !store
+            .retry_delivery(first, Some("ten_2"), 50, 50 + DAY_MS)
+            .await
+            .unwrap()
+    );
+    assert!(
+        store
+            .retry_delivery(first, Some("ten_1"), 50, 50 + DAY_MS)
+            .await
+            .unwrap()
+    );
+    let retried = store.webhook_delivery(first).await.unwrap().unwrap();
+    assert_eq!(
+        (
+            retried.state.as_str(),
+            retried.next_attempt_at_ms,
+            retried.expires_at_ms,
+            retried.attempts
+        ),
+        ("pending", 50, 50 + DAY_MS, 1)
+    );
+    let pending = store
+        .webhook_deliveries(&DeliveryFilter {
+            tenant_id: Some("ten_1".into()),
+            state: Some("pending".into()),
+            connection_id: Some("conn_1".into()),
+            ..DeliveryFilter::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(pending.len(), 5);
+}
+
+#[tokio::test]
+async fn a_callback_url_given_later_receives_the_connections_recent_events() {
+    let (_dir, store) = webhook_store("outbox-callback").await;
+    store
+        .enqueue_events(&[
+            event(
+                "evt_old",
+                Some("conn_1"),
+                "connection.authorized",
+                1_000,
+                vec![EventTarget::TenantWebhook],
+            ),
+            event(
+                "evt_new",
+                Some("conn_1"),
+                "connection.reauthorized",
+                5_000,
+                vec![EventTarget::TenantWebhook],
+            ),
+        ])
+        .await
+        .unwrap();
+    let cb = EventTarget::Callback("https://wms.example.com/cb".into());
+    assert_eq!(
+        store
+            .add_connection_event_target("conn_1", 5_000, &cb, 6_000)
+            .await
+            .unwrap(),
+        1
+    );
+    // Twice: nothing more.
+    assert_eq!(
+        store
+            .add_connection_event_target("conn_1", 5_000, &cb, 6_000)
+            .await
+            .unwrap(),
+        0
+    );
+    let got = all_deliveries(&store).await;
+    assert_eq!(
+        got.iter()
+            .map(|d| (d.event_id.as_str(), d.target.as_str()))
+            .collect::<Vec<_>>(),
+        [
+            ("evt_old", "tenant"),
+            ("evt_new", "tenant"),
+            ("evt_new", "callback")
+        ]
+    );
+    assert_eq!(got[2].next_attempt_at_ms, 6_000);
+}
+fn app_secret(app: &str, issued: i64) -> AppSecret {
+    AppSecret {
+        app: app.into(),
+        client_id: "amzn1.application-oa2-client.x".into(),
+        secret: "lwa1.fp.bmV3".into(),
+        secret_issued_at_ms: issued,
+        previous_secret: None,
+        previous_issued_at_ms: None,
+        previous_expires_at_ms: None,
+        config_secret_sha256: Some("ab".repeat(32)),
+        announced_expiry_at_ms: None,
+        warnings_sent: Vec::new(),
+        version: 1,
+        updated_at_ms: issued,
+    }
+}
+
+#[tokio::test]
+async fn app_secrets_are_added_once_replaced_by_version_and_warned_once() {
+    let (dir, store) = fresh("app-secrets").await;
+    assert_eq!(store.app_secret("main").await.unwrap(), None);
+    let first = app_secret("main", 1_000);
+    assert!(store.insert_app_secret(&first).await.unwrap());
+    let mut other = app_secret("main", 2_000);
+    other.secret = "lwa1.fp.b3RoZXI".into();
+    assert!(
+        !store.insert_app_secret(&other).await.unwrap(),
+        "a second first start adds nothing"
+    );
+    assert_eq!(store.app_secret("main").await.unwrap(), Some(first.clone()));
+
+    // A rotation: the newest becomes the previous one.
+    let rotated = AppSecret {
+        secret: "lwa1.fp.cm90YXRlZA".into(),
+        secret_issued_at_ms: 5_000,
+        previous_secret: Some(first.secret.clone()),
+        previous_issued_at_ms: Some(1_000),
+        previous_expires_at_ms: Some(5_000 + 7 * 86_400_000),
+        announced_expiry_at_ms: Some(9_000),
+        version: 2,
+        updated_at_ms: 5_000,
+        ..first.clone()
+    };
+    assert!(store.replace_app_secret(&rotated, 1).await.unwrap());
+    // A writer that read version 1 lost the race.
+    assert!(!store.replace_app_secret(&other, 1).await.unwrap());
+    assert_eq!(store.app_secret("main").await.unwrap(), Some(rotated.clone()));
+
+    // Each warning is recorded once, and only for the secret it was computed for.
+    assert!(
+        store
+            .mark_app_secret_warning("main", 5_000, 30, &[])
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .mark_app_secret_warning("main", 5_000, 30, &[])
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .mark_app_secret_warning("main", 1_000, 7, &[])
+            .await
+            .unwrap()
+    );
+    assert!(
+        store
+            .mark_app_secret_warning("main", 5_000, 7, &[])
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .mark_app_secret_warning("other", 5_000, 7, &[])
+            .await
+            .unwrap()
+    );
+    let stored = store.app_secret("main").await.unwrap().unwrap();
+    assert_eq!(stored.warnings_sent, vec![30, 7]);
+
+    store.insert_app_secret(&app_secret("ads", 3_000)).await.unwrap();
+    let names: Vec<String> = store
+        .app_secrets()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|s| s.app)
+        .collect();
+    assert_eq!(names, vec!["ads".to_owned(), "main".to_owned()]);
+
+    // The rows survive a reopen.
+    drop(store);
+    let store = SqliteStore::open_path(&dir.file("broker.db")).await.unwrap();
+    store.migrate().await.unwrap();
+    assert_eq!(
+        store.app_secret("main").await.unwrap().unwrap().warnings_sent,
+        vec![30, 7]
     );
 }

@@ -1,5 +1,6 @@
 //! The `lwa-broker` command line for one developer's own accounts.
 
+mod apps;
 mod commands;
 mod dotenv;
 mod login;
@@ -68,6 +69,11 @@ enum Command {
     Connections(server::ConnectionsCommand),
     /// Show the audit trail of tokens handed out (newest first).
     Audit(server::AuditArgs),
+    /// The server's Amazon apps and their LWA client secrets (rotation).
+    #[command(subcommand)]
+    Apps(apps::AppsCommand),
+    /// Make the operator's admin token for /admin/api/… (shown once; replaces the earlier one).
+    AdminToken,
 }
 
 /// A failed command: what to print and which exit code to use.
@@ -157,6 +163,8 @@ async fn run(cli: Cli) -> Result<(), Failure> {
         Command::Keys(c) => return server::keys(&cli.common, &cli.server, c).await,
         Command::Connections(c) => return server::connections(&cli.common, &cli.server, c).await,
         Command::Audit(args) => return server::audit(&cli.common, &cli.server, args).await,
+        Command::Apps(c) => return apps::run(&cli.common, &cli.server, c).await,
+        Command::AdminToken => return apps::admin_token(&cli.common, &cli.server).await,
         _ => {}
     }
     let context = settings::Context::new(cli.common).await?;
@@ -173,7 +181,9 @@ async fn run(cli: Cli) -> Result<(), Failure> {
         | Command::Tenants(_)
         | Command::Keys(_)
         | Command::Connections(_)
-        | Command::Audit(_) => {
+        | Command::Audit(_)
+        | Command::Apps(_)
+        | Command::AdminToken => {
             unreachable!("handled above")
         }
     }

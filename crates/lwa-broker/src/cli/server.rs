@@ -65,6 +65,20 @@ pub enum TenantsCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Set a tenant's webhook URL. The first time, prints the new signing secret (shown once).
+    SetWebhook {
+        #[arg(long)]
+        tenant: String,
+        /// An http(s) URL that receives the tenant's events
+        #[arg(long)]
+        url: String,
+        /// Also replace the signing secret and print the new one
+        #[arg(long)]
+        rotate_secret: bool,
+        /// Print JSON
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 /// `keys …`.
@@ -177,7 +191,7 @@ fn settings(
     Ok(settings)
 }
 
-async fn state(common: &CommonArgs, server: &ServerArgs) -> Result<AppState, Failure> {
+pub(super) async fn state(common: &CommonArgs, server: &ServerArgs) -> Result<AppState, Failure> {
     let sources = Sources::load();
     let settings = settings(&sources, common, server, None)?;
     let public = settings.public_url.clone().unwrap_or_else(|| {
@@ -188,7 +202,7 @@ async fn state(common: &CommonArgs, server: &ServerArgs) -> Result<AppState, Fai
         .map_err(|e| Failure::config(e.to_string()))
 }
 
-fn api_failure(e: lwa_server::error::ApiError) -> Failure {
+pub(super) fn api_failure(e: lwa_server::error::ApiError) -> Failure {
     if e.status.is_client_error() {
         Failure::config(e.message)
     } else {
@@ -301,6 +315,40 @@ pub async fn tenants(
                 println!("{:<26} {:<24} REDIRECT ORIGINS", "ID", "NAME");
                 for t in tenants {
                     println!("{:<26} {:<24} {}", t.id, t.name, t.redirect_origins.join(", "));
+                }
+            }
+        }
+        TenantsCommand::SetWebhook {
+            tenant,
+            url,
+            rotate_secret,
+            json,
+        } => {
+            let (t, mut secret) = lwa_server::webhooks::routes::set_webhook_url(&state, &tenant, Some(&url))
+                .await
+                .map_err(api_failure)?;
+            if rotate_secret && secret.is_none() {
+                secret = Some(
+                    lwa_server::webhooks::routes::rotate_signing_secret(&state, &tenant)
+                        .await
+                        .map_err(api_failure)?,
+                );
+            }
+            let url = t.webhook_url.unwrap_or_default();
+            if json {
+                let mut out = serde_json::json!({"tenant_id": t.id, "url": url});
+                if let Some(secret) = &secret {
+                    out["signing_secret"] = serde_json::json!(secret.expose());
+                }
+                println!("{out}");
+            } else {
+                println!("tenant: {}\nwebhook url: {url}", t.id);
+                match &secret {
+                    Some(secret) => println!(
+                        "signing secret: {}\n(the signing secret is shown only now; store it safely)",
+                        secret.expose()
+                    ),
+                    None => println!("signing secret: unchanged (use --rotate-secret for a new one)"),
                 }
             }
         }

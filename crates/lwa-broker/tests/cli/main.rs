@@ -6,5 +6,7 @@ mod accounts;
 mod login;
 mod readme;
 mod rotate;
+mod secrets;
 mod server;
 mod storm;
+mod webhooks;

@@ -141,6 +141,18 @@ fn per_token(requests: &[(String, i64)]) -> HashMap<String, u64> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn kill_9_during_a_refresh_storm_then_restart_refreshes_no_connection_twice() {
+    storm(false).await;
+}
+
+/// The same with LWA issuing a new refresh token on every refresh (the old one stays valid, as
+/// generic LWA describes): a refresh answered but not stored before the kill leaves the old
+/// token in the database, which still works.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn kill_9_during_a_refresh_storm_with_rotating_refresh_tokens() {
+    storm(true).await;
+}
+
+async fn storm(rotating_refresh_tokens: bool) {
     let started = Instant::now();
     let master = lwa_seal::MasterKey::generate();
     let cli = Cli::start("storm")
@@ -202,7 +214,12 @@ async fn kill_9_during_a_refresh_storm_then_restart_refreshes_no_connection_twic
     assert!(ids.iter().all(|id| id.starts_with("conn_")));
 
     // Every access token expires (the server reads the fake's clock when it starts); each
-    // refresh gets its own latency.
+    // refresh gets its own latency. Refresh tokens rotate from now on, if asked.
+    if rotating_refresh_tokens {
+        let mut quirks = control.quirks().await;
+        quirks.rotate_refresh_tokens = true;
+        control.set_quirks(quirks).await;
+    }
     control.reset_counters().await;
     control.clear_requests().await;
     let now_ms = control.advance_clock(3700.0).await;
@@ -253,13 +270,23 @@ async fn kill_9_during_a_refresh_storm_then_restart_refreshes_no_connection_twic
     // What the database holds right after the kill.
     let store = lwa_server::state::open_store(&db).await.unwrap();
     let mut unrefreshed = HashSet::new();
-    for id in &ids {
+    let sealer = lwa_server::sealing::Sealer::new(lwa_seal::Keyring::new(master.clone()));
+    for (id, original) in ids.iter().zip(&refresh_tokens) {
         let row = store.connection(id).await.unwrap().unwrap();
         assert_eq!(row.status, "active", "{id}");
         let expires_at = row.access_expires_at_ms.unwrap();
+        let stored_refresh = sealer
+            .open(id, "refresh_token", row.refresh_token.as_deref().unwrap(), None)
+            .unwrap();
         if expires_at <= now_ms {
+            assert_eq!(*stored_refresh, *original, "{id}: not refreshed, token unchanged");
             unrefreshed.insert(id.clone());
         } else {
+            assert_eq!(
+                *stored_refresh != *original,
+                rotating_refresh_tokens,
+                "{id}: a new refresh token from LWA is stored with its access token"
+            );
             assert!(
                 expires_at > now_ms + BUFFER_S * 1000,
                 "{id}: {expires_at} vs {now_ms}"

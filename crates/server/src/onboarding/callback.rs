@@ -15,6 +15,7 @@ use crate::error::{ApiError, Shape};
 use crate::ids;
 use crate::sealing::TokenSecret;
 use crate::state::AppState;
+use crate::webhooks::{self, EventType};
 
 fn page(status: StatusCode, message: &str) -> Response {
     ApiError::new(status, "authorization_failed", message)
@@ -175,7 +176,7 @@ async fn complete(
         .lwa
         .exchange_code(
             state.token_host(&app, region),
-            &app.credentials,
+            &state.credentials(&app).await,
             &AuthorizationCode::new(code.as_str()),
             Some(&redirect_uri),
             verifier.as_ref(),
@@ -228,6 +229,7 @@ async fn complete(
         (None, None) => None,
     };
     let is_new = existing.is_none();
+    let previous_status = existing.as_ref().map(|c| c.status.clone());
     let mut connection = existing.unwrap_or_else(|| {
         let mut c = crate::connections::new_connection(&flow.tenant_id, &app, region, now);
         c.account_type = flow.account_type.clone();
@@ -268,10 +270,20 @@ async fn complete(
         expires_at_ms: now + CLAIM_TTL_MS,
         used_at_ms: None,
     };
+    let (kind, data) = if is_new {
+        (EventType::ConnectionAuthorized, json!({"origin": flow.origin}))
+    } else {
+        (
+            EventType::ConnectionReauthorized,
+            json!({"origin": flow.origin, "previous_status": previous_status}),
+        )
+    };
+    let events = webhooks::connection_event(state, kind, &connection, data);
     state
         .store
-        .save_authorization(&connection, is_new, &claim)
+        .save_authorization(&connection, is_new, &claim, &events)
         .await?;
+    state.webhooks.wake();
     state.vendor.forget(&id);
     tracing::info!(connection = %id, tenant = %flow.tenant_id, new = is_new, origin = %flow.origin, "authorization stored");
     Ok((id, code))
@@ -298,7 +310,19 @@ fn exchange_failure(error: LwaError) -> Failure {
 /// Every profile of the advertiser, from all three regional hosts (`GET /v2/profiles` answers
 /// only its own region's), each tagged with its region. A host that fails is skipped.
 async fn ads_profiles(state: &AppState, app: &AppConfig, access_token: &str) -> Value {
+    read_ads_profiles(state, app, access_token)
+        .await
+        .unwrap_or_else(|| Value::Array(Vec::new()))
+}
+
+/// [`ads_profiles`], or `None` when no host answered (so a daily re-read keeps what it has).
+pub(crate) async fn read_ads_profiles(
+    state: &AppState,
+    app: &AppConfig,
+    access_token: &str,
+) -> Option<Value> {
     let mut all = Vec::new();
+    let mut answered = false;
     for region in Region::ALL {
         let url = state.endpoints.url(region.ads_api_host(), "/v2/profiles");
         let response = state
@@ -311,6 +335,7 @@ async fn ads_profiles(state: &AppState, app: &AppConfig, access_token: &str) -> 
             .await;
         match response {
             Ok(r) if r.status().is_success() => {
+                answered = true;
                 if let Ok(Value::Array(profiles)) = r.json::<Value>().await {
                     for mut p in profiles {
                         if let Value::Object(map) = &mut p {
@@ -330,5 +355,5 @@ async fn ads_profiles(state: &AppState, app: &AppConfig, access_token: &str) -> 
             }
         }
     }
-    Value::Array(all)
+    answered.then_some(Value::Array(all))
 }

@@ -87,12 +87,27 @@ async fn claim(
     if let Some(name) = name.filter(|n| !n.trim().is_empty()) {
         connection.name = Some(name.trim().to_owned());
     }
+    let new_callback = callback_url.clone();
     if callback_url.is_some() {
         connection.callback_url = callback_url;
     }
     connection.claimed_at_ms = Some(now);
     connection.updated_at_ms = now;
     state.store.update_connection(&connection).await?;
+    // The authorization's event was written before the callback URL was known: it goes there
+    // too.
+    if let Some(url) = new_callback {
+        state
+            .store
+            .add_connection_event_target(
+                &connection.id,
+                claim.created_at_ms,
+                &lwa_store::EventTarget::Callback(url),
+                now,
+            )
+            .await?;
+        state.webhooks.wake();
+    }
     let handle = handle(&connection.id, secret.as_ref());
     Ok(Claimed { connection, handle })
 }

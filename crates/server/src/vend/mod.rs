@@ -397,7 +397,7 @@ impl Vendor {
             .get(
                 move || hold_clock.now_ms(),
                 move |t| t.expires_at_ms - fresh_clock.now_ms() > buffer,
-                move || refresh_connection(task_state, task_id, task_secret, buffer),
+                move || refresh_connection(task_state, task_id, task_secret, buffer, None),
             )
             .await;
         match result {
@@ -424,6 +424,61 @@ impl Vendor {
             },
             Err(e) => Err(e),
         }
+    }
+
+    /// The background refresher's step for one due connection: joins the refresh a vend may
+    /// already have in flight (never a second one), else refreshes it — or, when another process
+    /// already stored a fresh token, only reschedules it. `budget` is awaited just before the
+    /// LWA call. Answers whether this call refreshed it, and how.
+    pub async fn refresh_due(
+        &self,
+        state: &AppState,
+        id: &str,
+        budget: Option<Budget>,
+    ) -> Result<Arc<CachedToken>, VendError> {
+        let now = state.now_ms();
+        let entry = match self.connections.get(id) {
+            Some(entry) => entry,
+            None => {
+                let row = state.store.connection(id).await?.ok_or(VendError::NotFound)?;
+                let fresh_entry = entry_from_row(state, &row, now)?;
+                self.connections.get_or_insert_with(id, || fresh_entry)
+            }
+        };
+        let meta = entry.meta.read().clone();
+        if meta.tenant_secret {
+            // The broker cannot open it: refreshed on demand only.
+            return Err(VendError::Forbidden);
+        }
+        let buffer = self.buffer_ms;
+        let ran = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (fresh_clock, hold_clock) = (state.clock.clone(), state.clock.clone());
+        let (task_state, task_id, task_ran) = (state.clone(), id.to_owned(), ran.clone());
+        let result = entry
+            .flight
+            .get(
+                move || hold_clock.now_ms(),
+                move |t| t.expires_at_ms - fresh_clock.now_ms() > buffer,
+                move || {
+                    task_ran.store(true, std::sync::atomic::Ordering::Relaxed);
+                    refresh_connection(task_state, task_id, None, buffer, budget)
+                },
+            )
+            .await;
+        match &result {
+            Ok(token) if !ran.load(std::sync::atomic::Ordering::Relaxed) => {
+                // Fresh in this process's cache (a vend refreshed it, or it was stored fresh):
+                // the database's schedule may still say "now".
+                state
+                    .store
+                    .set_next_refresh(id, next_refresh_at(state.now_ms(), token.expires_at_ms, buffer))
+                    .await?;
+            }
+            Err(VendError::NeedsReauth) => entry.meta.write().status = Status::NeedsReauth,
+            Err(VendError::Disconnected) => entry.meta.write().status = Status::Disconnected,
+            _ => {}
+        }
+        result
     }
 
     async fn revalidate(
@@ -489,9 +544,10 @@ impl Vendor {
                 move || async move {
                     let started = task_state.now_ms();
                     let scopes: Vec<&str> = scopes.iter().map(String::as_str).collect();
+                    let credentials = task_state.credentials(&app).await;
                     let tokens = task_state
                         .lwa
-                        .client_credentials(&app.credentials, &scopes)
+                        .client_credentials(&credentials, &scopes)
                         .await
                         .map_err(lwa_failure)?;
                     Ok(CachedToken::new(
@@ -673,12 +729,49 @@ async fn check_secret(
     }
 }
 
+/// When the background refresher should next refresh a token that expires at `expires_at_ms`:
+/// once it is inside the buffer, at a random point of the buffer's first half, so that tokens
+/// that expire together are not all refreshed together; never sooner than `lifetime − buffer`
+/// after the refresh that made it. A token that lives less than the buffer is looked at again
+/// halfway through its life.
+pub fn next_refresh_at(now_ms: i64, expires_at_ms: i64, buffer_ms: i64) -> i64 {
+    let due = expires_at_ms - buffer_ms;
+    if due <= now_ms {
+        return now_ms + ((expires_at_ms - now_ms) / 2).max(1_000);
+    }
+    due + rand::random_range(0..=(buffer_ms / 2).max(0))
+}
+
+/// The first backoff after a failed refresh; it doubles with each failure in a row.
+pub const BACKOFF_BASE_MS: i64 = 10_000;
+/// The longest backoff: a connection whose refreshes keep failing costs Amazon about 35
+/// attempts a day.
+pub const BACKOFF_CAP_MS: i64 = 3_600_000;
+
+/// The wait before the next attempt after `failures` failed refreshes in a row: exponential,
+/// capped, with jitter between 80% and all of it.
+pub fn backoff_ms(failures: i64) -> i64 {
+    let exponent = (failures - 1).clamp(0, 20) as u32;
+    let full = BACKOFF_BASE_MS.saturating_mul(1 << exponent).min(BACKOFF_CAP_MS);
+    (full as f64 * rand::random_range(0.8..=1.0)) as i64
+}
+
+/// Waits for the caller's turn in a budget of LWA calls (the background refresher's per-app
+/// budget); vends pass none.
+pub type Budget =
+    Arc<dyn Fn() -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>> + Send + Sync>;
+
 /// The refresh of one connection, run once for all its waiting callers.
+///
+/// A connection in backoff (a failed refresh, here or in another process) is not refreshed
+/// before its retry time: the caller gets `Unavailable` with the time left. After a first
+/// failure the library's retries are not used either, so each backoff step costs one call.
 async fn refresh_connection(
     state: AppState,
     id: String,
     secret: Option<TokenSecret>,
     buffer_ms: i64,
+    budget: Option<Budget>,
 ) -> Result<Arc<CachedToken>, VendError> {
     let row = state.store.connection(&id).await?.ok_or(VendError::NotFound)?;
     match Status::of(&row.status) {
@@ -699,50 +792,92 @@ async fn refresh_connection(
         Err(UnsealError::TenantSecret) => Err(VendError::Forbidden),
         Err(e) => Err(VendError::Internal(format!("connection {id}: {e}"))),
     };
+    let schedule = state.store.refresh_schedule(&id).await?.unwrap_or_default();
     // Another process, or this one before a restart, may have stored a fresh token already.
     if let (Some(sealed), Some(expires_at_ms)) = (&row.access_token, row.access_expires_at_ms)
         && expires_at_ms - now > buffer_ms
     {
         let plain = open("access_token", sealed)?;
+        if !row.tenant_secret && schedule.next_refresh_at_ms <= now {
+            state
+                .store
+                .set_next_refresh(&id, next_refresh_at(now, expires_at_ms, buffer_ms))
+                .await?;
+        }
         return Ok(CachedToken::new(
             AccessToken::new(plain.as_str()),
             expires_at_ms,
             tag,
         ));
     }
+    if let Some(retry_at) = schedule.retry_at_ms.filter(|at| *at > now) {
+        return Err(VendError::Unavailable {
+            message: format!(
+                "the last {} refreshes failed ({}); the next attempt is not before {}",
+                schedule.refresh_failures,
+                row.last_error.as_deref().unwrap_or("unknown error"),
+                crate::time::rfc3339(retry_at)
+            ),
+            retry_after_s: ((retry_at - now) as u64).div_ceil(1000).max(1),
+        });
+    }
     let sealed_refresh = row.refresh_token.as_deref().ok_or(VendError::Disconnected)?;
-    let refresh_token = RefreshToken::new(open("refresh_token", sealed_refresh)?.as_str());
-    let app = state
-        .app(&row.app)
-        .cloned()
-        .ok_or_else(|| VendError::Configuration(format!("app {:?} is not configured", row.app)))?;
+    let started_from = match open("refresh_token", sealed_refresh) {
+        Ok(plain) => plain,
+        Err(e) => return Err(note_failure(&state, &id, e, 0).await),
+    };
+    let refresh_token = RefreshToken::new(started_from.as_str());
+    let Some(app) = state.app(&row.app).cloned() else {
+        let failure = VendError::Configuration(format!("app {:?} is not configured", row.app));
+        return Err(note_failure(&state, &id, failure, 0).await);
+    };
     let region = Region::parse(&row.region).map_err(|e| VendError::Internal(e.to_string()))?;
+    if let Some(budget) = &budget {
+        budget().await;
+    }
+    let lwa = if schedule.refresh_failures > 0 {
+        &state.lwa_single
+    } else {
+        &state.lwa
+    };
     let started = state.now_ms();
-    let result = state
-        .lwa
-        .refresh(state.token_host(&app, region), &app.credentials, &refresh_token)
+    let result = lwa
+        .refresh(
+            state.token_host(&app, region),
+            &state.credentials(&app).await,
+            &refresh_token,
+        )
         .await;
     let tokens = match result {
         Ok(tokens) => tokens,
         Err(error) => {
-            let failure = lwa_failure(error.clone());
-            let status = matches!(error, LwaError::Reauthorize { .. }).then_some("needs_reauth");
-            let message = match &failure {
-                VendError::NeedsReauth => {
-                    "LWA refused the refresh token (invalid_grant): the seller must authorize again"
-                        .to_owned()
-                }
-                _ => error.to_string(),
-            };
-            if let Err(e) = state
-                .store
-                .record_refresh_error(&id, status, &message, state.now_ms())
-                .await
-            {
-                tracing::warn!(connection = %id, error = %e, "could not record a failed refresh");
-            }
             tracing::info!(connection = %id, error = %error, "refresh failed");
-            return Err(failure);
+            if matches!(error, LwaError::Reauthorize { .. }) {
+                let message =
+                    "LWA refused the refresh token (invalid_grant): the seller must authorize again";
+                if let Err(e) = state
+                    .store
+                    .record_refresh_error(
+                        &id,
+                        Some("needs_reauth"),
+                        message,
+                        state.now_ms(),
+                        &crate::webhooks::refresh_error_events(&state, &row, Some("needs_reauth"), message),
+                    )
+                    .await
+                {
+                    tracing::warn!(connection = %id, error = %e, "could not record a failed refresh");
+                }
+                return Err(VendError::NeedsReauth);
+            }
+            let retry_after_ms = match &error {
+                LwaError::Transient {
+                    retry_after: Some(after),
+                    ..
+                } => after.as_millis() as i64,
+                _ => 0,
+            };
+            return Err(note_failure(&state, &id, lwa_failure(error), retry_after_ms).await);
         }
     };
     let refresh_token = match (&tokens.refresh_token, tokens.refresh_token_changed) {
@@ -750,7 +885,7 @@ async fn refresh_connection(
         _ => refresh_token,
     };
     let expires_at_ms = started + tokens.expires_in as i64 * 1000;
-    let update = TokenUpdate {
+    let mut update = TokenUpdate {
         connection_id: id.clone(),
         expected_refresh_token: sealed_refresh.to_owned(),
         refresh_token: state
@@ -761,20 +896,80 @@ async fn refresh_connection(
             .seal(&id, "access_token", tokens.access_token.expose(), secret.as_ref()),
         access_expires_at_ms: expires_at_ms,
         refreshed_at_ms: state.now_ms(),
+        next_refresh_at_ms: next_refresh_at(state.now_ms(), expires_at_ms, buffer_ms),
     };
-    if !state.store.save_tokens(&update).await? {
-        // Disconnected, or re-authorized while we refreshed: the row's own tokens win.
-        return match state.store.connection(&id).await? {
-            Some(row) if Status::of(&row.status) == Status::Active => Err(VendError::Unavailable {
-                message: "the connection was re-authorized during the refresh; ask again".into(),
-                retry_after_s: 0,
-            }),
-            Some(row) if Status::of(&row.status) == Status::NeedsReauth => Err(VendError::NeedsReauth),
-            _ => Err(VendError::Disconnected),
-        };
+    // The row's refresh token may have been re-sealed (`keys rotate`) while we refreshed: the
+    // same token under a new seal is not a re-authorization, so store against the new seal.
+    for _ in 0..3 {
+        if state.store.save_tokens(&update).await? {
+            tracing::debug!(connection = %id, "refreshed");
+            return Ok(CachedToken::new(tokens.access_token, expires_at_ms, tag));
+        }
+        let now_row = state.store.connection(&id).await?;
+        match now_row {
+            Some(r) if Status::of(&r.status) == Status::Active => {
+                let same = r
+                    .refresh_token
+                    .as_deref()
+                    .and_then(|sealed| {
+                        state
+                            .sealer
+                            .open(&id, "refresh_token", sealed, secret.as_ref())
+                            .ok()
+                    })
+                    .is_some_and(|plain| *plain == *started_from);
+                if !same {
+                    return Err(VendError::Unavailable {
+                        message: "the connection was re-authorized during the refresh; ask again".into(),
+                        retry_after_s: 0,
+                    });
+                }
+                update.expected_refresh_token = r.refresh_token.unwrap_or_default();
+            }
+            Some(r) if Status::of(&r.status) == Status::NeedsReauth => return Err(VendError::NeedsReauth),
+            _ => return Err(VendError::Disconnected),
+        }
     }
-    tracing::debug!(connection = %id, "refreshed");
-    Ok(CachedToken::new(tokens.access_token, expires_at_ms, tag))
+    Err(VendError::Unavailable {
+        message: "the connection kept changing during the refresh; ask again".into(),
+        retry_after_s: 1,
+    })
+}
+
+/// Records a failed refresh that is worth trying again later (Amazon failing or refusing the
+/// app, a row that cannot be opened): one more failure in a row and a backoff (at least
+/// Amazon's `Retry-After`) kept in the database, so every process and the background refresher
+/// wait for it. An `Unavailable` answer carries the backoff's time left as its `retry_after_s`,
+/// which is also how long this process's flight holds it. Other failures pass unchanged.
+async fn note_failure(state: &AppState, id: &str, failure: VendError, retry_after_ms: i64) -> VendError {
+    let message = match &failure {
+        VendError::Unavailable { message, .. }
+        | VendError::Configuration(message)
+        | VendError::Internal(message) => message.clone(),
+        _ => return failure,
+    };
+    let now = state.now_ms();
+    let retry_at = move |failures: i64| now + backoff_ms(failures).max(retry_after_ms);
+    match state
+        .store
+        .record_refresh_failure(id, &message, now, &retry_at)
+        .await
+    {
+        Ok(Some(schedule)) => match failure {
+            VendError::Unavailable { message, .. } => VendError::Unavailable {
+                message,
+                retry_after_s: ((schedule.retry_at_ms.unwrap_or(now) - now).max(0) as u64)
+                    .div_ceil(1000)
+                    .max(1),
+            },
+            other => other,
+        },
+        Ok(None) => failure,
+        Err(e) => {
+            tracing::warn!(connection = %id, error = %e, "could not record a failed refresh");
+            failure
+        }
+    }
 }
 
 /// An LWA failure, as vending reports it.

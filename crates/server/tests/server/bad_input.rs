@@ -124,6 +124,9 @@ fn concrete(path: &str, id: &str) -> String {
         | "/v1/connections"
         | "/v1/connections/import" => path.to_owned(),
         "/v1/grantless-tokens" | "/v1/audit" | "/auth/o2/token" => path.to_owned(),
+        "/v1/webhook" | "/v1/webhook/rotate-secret" | "/v1/webhook/deliveries" => path.to_owned(),
+        "/v1/webhook/deliveries/{delivery_id}/retry" => path.replace("{delivery_id}", "1"),
+        "/admin/api/app-secret-notifications" => path.to_owned(),
         "/auth/connect/{token}" => "/auth/connect/garbage-token".to_owned(),
         "/v1/connections/{id}"
         | "/v1/connections/{id}/reauthorize-link"
@@ -146,6 +149,18 @@ fn valid_body(method: &str, path: &str) -> Option<Value> {
         ("POST", "/v1/connections/{id}/access-token") => None,
         ("POST", "/v1/connections/{id}/restricted-data-token") => Some(rdt_body("/orders/v0/orders")),
         ("POST", "/v1/grantless-tokens") => Some(json!({"scope": NOTIFICATIONS})),
+        ("PUT", "/v1/webhook") => Some(json!({"url": "https://tenant.example.com/hooks"})),
+        // Take no body.
+        ("POST", "/v1/webhook/rotate-secret") | ("POST", "/v1/webhook/deliveries/{delivery_id}/retry") => {
+            None
+        }
+        ("POST", "/admin/api/app-secret-notifications") => Some(json!({
+            "notificationType": "APPLICATION_OAUTH_CLIENT_SECRET_EXPIRY",
+            "payload": {"applicationOAuthClientSecretExpiry": {
+                "clientId": defaults::SP_API_CLIENT_ID,
+                "clientSecretExpiryTime": "2030-01-01T00:00:00Z",
+            }},
+        })),
         other => panic!("bad_input.rs does not know a body for {other:?}: teach it"),
     }
 }
@@ -512,10 +527,16 @@ async fn every_keyed_route_refuses_missing_malformed_wrong_and_revoked_keys() {
 
     let mut keyed = 0;
     let mut lwa_clients = 0;
+    let mut admin_routes = 0;
     for &(method, path, access) in lwa_server::ROUTES {
         let url = concrete(path, &id);
         let is_compat = match access {
             Access::Public => continue,
+            Access::Admin => {
+                admin_routes += 1;
+                admin_token_refusals(&app, &mut seen, method, &url, valid_body(method, path)).await;
+                continue;
+            }
             Access::LwaClient => {
                 lwa_clients += 1;
                 lwa_client_credentials(&app, &mut seen, method, &url, &id, &revoked).await;
@@ -611,7 +632,8 @@ async fn every_keyed_route_refuses_missing_malformed_wrong_and_revoked_keys() {
             assert_eq!(&a.json(), expected, "{method} {path}: {what}");
         }
     }
-    assert_eq!(keyed, 13, "every keyed route was tried");
+    assert_eq!(keyed, 18, "every keyed route was tried");
+    assert_eq!(admin_routes, 1, "every operator route was tried");
     assert_eq!(
         lwa_clients, 1,
         "every route with LWA client credentials was tried"
@@ -702,10 +724,24 @@ async fn every_json_route_refuses_bad_bodies() {
                     "the request body has a wrong or missing field: unknown field `extra`, expected `scope` at line 1 column 8",
                 ),
             ),
+            ("PUT", "/v1/webhook") => (
+                json!({"url": 5}),
+                "the request body has a wrong or missing field: invalid type: integer `5`, expected a string at line 1 column 8",
+                json!({"url": "https://tenant.example.com/hooks", "extra": 1}),
+                Some(
+                    "the request body has a wrong or missing field: unknown field `extra`, expected `url` at line 1 column 8",
+                ),
+            ),
+            // No body: rotating the secret and retrying a delivery take none.
+            ("POST", "/v1/webhook/rotate-secret")
+            | ("POST", "/v1/webhook/deliveries/{delivery_id}/retry") => continue,
             // No JSON body: the access token takes none (`the_vending_routes_refuse_bad_input`
             // shows a body is ignored), and `/auth/o2/token` speaks LWA
             // (`the_token_endpoint_answers_bad_bodies_in_lwas_shape`).
             ("POST", "/v1/connections/{id}/access-token") | ("POST", "/auth/o2/token") => continue,
+            // The operator's route: bad bodies with the admin token in
+            // `secrets::the_notification_endpoint_refuses_bad_input`.
+            ("POST", "/admin/api/app-secret-notifications") => continue,
             other => panic!("bad_input.rs does not know the body of {other:?}: teach it"),
         };
         json_routes += 1;
@@ -858,7 +894,7 @@ async fn every_json_route_refuses_bad_bodies() {
             );
         }
     }
-    assert_eq!(json_routes, 8, "every JSON route was tried");
+    assert_eq!(json_routes, 9, "every JSON route was tried");
     let after = app.state.store.connection(&id).await.unwrap().unwrap();
     assert_eq!(after.name, before.name);
     assert_eq!(after.refresh_token, before.refresh_token);
@@ -2542,4 +2578,86 @@ async fn token_endpoint_json_parameters_may_not_repeat() {
         "The request has a parameter more than once",
         "json client_id twice",
     );
+}
+
+/// An operator route refuses a missing admin token, a tenant's API key and a wrong token, before
+/// and after an admin token exists; nothing changes the app's secrets.
+async fn admin_token_refusals(app: &TestApp, seen: &mut Seen, method: &str, url: &str, body: Option<Value>) {
+    let with_body = |r: RequestBuilder| match &body {
+        Some(b) => r.json(b),
+        None => r,
+    };
+    let missing = v1(
+        "unauthorized",
+        "missing admin token: send Authorization: Bearer <admin token>",
+    );
+    let unset = v1(
+        "unauthorized",
+        "no admin token is set: the operator makes one with `lwa-broker admin-token`",
+    );
+    let invalid = v1("unauthorized", "invalid admin token");
+    let before = app.state.store.app_secrets().await.unwrap();
+    for (what, req, expected) in [
+        ("no token", with_body(request(app, method, url)), &missing),
+        (
+            "empty bearer",
+            with_body(request(app, method, url).header("authorization", "Bearer ")),
+            &missing,
+        ),
+        (
+            "tenant key, no admin token set",
+            with_body(request(app, method, url).bearer_auth(&app.key)),
+            &unset,
+        ),
+    ] {
+        let a = seen.send(format!("{method} {url}: {what}"), req).await;
+        assert_eq!(a.status, 401, "{method} {url}: {what}: {}", a.text);
+        assert_eq!(&a.json(), expected, "{method} {url}: {what}");
+    }
+    let token = lwa_server::operator::create_admin_token(&app.state)
+        .await
+        .unwrap();
+    let wrong = format!("lwaadm_{}", "0".repeat(64));
+    for (what, req) in [
+        (
+            "tenant key",
+            with_body(request(app, method, url).bearer_auth(&app.key)),
+        ),
+        (
+            "wrong token",
+            with_body(request(app, method, url).bearer_auth(&wrong)),
+        ),
+        (
+            "token with a typo'd scheme",
+            with_body(request(app, method, url).header("authorization", format!("Bearr {}", &*token))),
+        ),
+        (
+            "token with one character changed",
+            with_body(request(app, method, url).bearer_auth(format!("{}0", &token[..token.len() - 1]))),
+        ),
+    ] {
+        let a = seen.send(format!("{method} {url}: {what}"), req).await;
+        assert_eq!(a.status, 401, "{method} {url}: {what}: {}", a.text);
+        let expected = if what.contains("scheme") {
+            &missing
+        } else {
+            &invalid
+        };
+        assert_eq!(&a.json(), expected, "{method} {url}: {what}");
+    }
+    assert_eq!(app.state.store.app_secrets().await.unwrap(), before);
+    // The real token gets through to the route.
+    let a = seen
+        .send(
+            format!("{method} {url}: admin token"),
+            with_body(request(app, method, url).bearer_auth(&*token)),
+        )
+        .await;
+    assert_eq!(a.status, 200, "{method} {url}: {}", a.text);
+    // Other tests share nothing with this app; remove the token so the next check starts over.
+    app.state
+        .store
+        .set_meta(lwa_server::operator::ADMIN_TOKEN_META, "")
+        .await
+        .unwrap();
 }

@@ -790,6 +790,178 @@ async fn every_route_keeps_tenants_apart() {
                 }
                 a_unchanged().await;
             }
+            (_, "/v1/webhook")
+            | (_, "/v1/webhook/rotate-secret")
+            | (_, "/v1/webhook/deliveries")
+            | (_, "/v1/webhook/deliveries/{delivery_id}/retry") => {
+                // All five at once: each tenant's webhook, secret and deliveries are its own.
+                if covered.iter().any(|(_, p)| p.starts_with("/v1/webhook")) {
+                    covered.push((method, path));
+                    continue;
+                }
+                // A's webhook (nothing listens there) and a delivery of A's that failed.
+                let a_url = "http://127.0.0.1:9/a-hooks";
+                let (status, set) = call(
+                    &app,
+                    "PUT",
+                    "/v1/webhook",
+                    &app.key,
+                    false,
+                    Some(&json!({"url": a_url})),
+                )
+                .await;
+                assert_eq!(status, 200, "{set}");
+                let a_sealed = app
+                    .state
+                    .store
+                    .tenant(&app.tenant_id)
+                    .await
+                    .unwrap()
+                    .unwrap()
+                    .signing_secret;
+                assert!(a_sealed.is_some());
+                let row = app.state.store.connection(&a_id).await.unwrap().unwrap();
+                let mut events = lwa_server::webhooks::connection_event(
+                    &app.state,
+                    lwa_server::webhooks::EventType::ConnectionRefreshTokenExpiring,
+                    &row,
+                    json!({}),
+                );
+                events[0].retry_for_ms = 0;
+                app.state.store.enqueue_events(&events).await.unwrap();
+                let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+                let a_delivery = loop {
+                    lwa_server::webhooks::worker::run_once(&app.state).await;
+                    let (_, log) = call(
+                        &app,
+                        "GET",
+                        "/v1/webhook/deliveries?state=failed",
+                        &app.key,
+                        false,
+                        None,
+                    )
+                    .await;
+                    if let Some(d) = log["data"].as_array().unwrap().first() {
+                        break d.clone();
+                    }
+                    assert!(std::time::Instant::now() < deadline, "A's delivery never failed");
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                };
+                assert_eq!(a_delivery["connection_id"], a_id.as_str());
+                let a_delivery_id = a_delivery["id"].as_i64().unwrap();
+
+                // B sees its own (empty) webhook, and sets and rotates its own.
+                let (status, b_view) = call(&app, "GET", "/v1/webhook", &b_key, false, None).await;
+                assert_eq!(
+                    (status, b_view),
+                    (200, json!({"url": null, "signing_secret_set": false}))
+                );
+                let (status, b_set) = call(
+                    &app,
+                    "PUT",
+                    "/v1/webhook",
+                    &b_key,
+                    false,
+                    Some(&json!({"url": "http://127.0.0.1:9/b-hooks"})),
+                )
+                .await;
+                assert_eq!(status, 200, "{b_set}");
+                assert_ne!(b_set["signing_secret"], set["signing_secret"]);
+                let (status, _) = call(&app, "POST", "/v1/webhook/rotate-secret", &b_key, false, None).await;
+                assert_eq!(status, 200);
+                let (_, a_view) = call(&app, "GET", "/v1/webhook", &app.key, false, None).await;
+                assert_eq!(a_view, json!({"url": a_url, "signing_secret_set": true}));
+                assert_eq!(
+                    app.state
+                        .store
+                        .tenant(&app.tenant_id)
+                        .await
+                        .unwrap()
+                        .unwrap()
+                        .signing_secret,
+                    a_sealed,
+                    "B's calls left A's secret alone"
+                );
+
+                // B's delivery log has none of A's, whatever it filters on.
+                for query in [
+                    "",
+                    "?state=failed",
+                    &format!("?connection_id={a_id}"),
+                    "?type=connection.refresh_token_expiring",
+                ] {
+                    let (status, log) = call(
+                        &app,
+                        "GET",
+                        &format!("/v1/webhook/deliveries{query}"),
+                        &b_key,
+                        false,
+                        None,
+                    )
+                    .await;
+                    assert_eq!(status, 200, "{query}: {log}");
+                    assert_eq!(log["data"], json!([]), "{query}");
+                }
+                // B cannot retry A's delivery: the same 404 as one that does not exist.
+                for id in [a_delivery_id, 999_999] {
+                    let (status, answer) = call(
+                        &app,
+                        "POST",
+                        &format!("/v1/webhook/deliveries/{id}/retry"),
+                        &b_key,
+                        false,
+                        None,
+                    )
+                    .await;
+                    assert_eq!(status, 404, "{answer}");
+                    assert_eq!(
+                        answer,
+                        json!({"error": {"code": "not_found", "message": format!("no delivery {id}")}})
+                    );
+                }
+                let (_, log) = call(
+                    &app,
+                    "GET",
+                    "/v1/webhook/deliveries?state=failed",
+                    &app.key,
+                    false,
+                    None,
+                )
+                .await;
+                assert_eq!(log["data"][0]["id"], a_delivery_id, "still failed");
+                // A can.
+                let (status, answer) = call(
+                    &app,
+                    "POST",
+                    &format!("/v1/webhook/deliveries/{a_delivery_id}/retry"),
+                    &app.key,
+                    false,
+                    None,
+                )
+                .await;
+                assert_eq!(status, 200, "{answer}");
+                a_unchanged().await;
+            }
+            ("POST", "/admin/api/app-secret-notifications") => {
+                // An operator route: no tenant's key opens it, whoever's app it names.
+                let before = app.state.store.app_secrets().await.unwrap();
+                let body = json!({"notificationType": "APPLICATION_OAUTH_CLIENT_NEW_SECRET", "payload": {
+                "applicationOAuthClientNewSecret": {
+                    "clientId": defaults::SP_API_CLIENT_ID,
+                    "newClientSecret": "amzn1.oa2-cs.v1.from-a-tenant",
+                    "oldClientSecretExpiryTime": "2030-01-01T00:00:00Z",
+                }}});
+                lwa_server::operator::create_admin_token(&app.state)
+                    .await
+                    .unwrap();
+                for key in [&app.key, &b_key] {
+                    let (status, answer) = call(&app, method, path, key, false, Some(&body)).await;
+                    assert_eq!(status, 401, "{answer}");
+                    assert_eq!(answer["error"]["message"], "invalid admin token");
+                }
+                assert_eq!(app.state.store.app_secrets().await.unwrap(), before);
+                a_unchanged().await;
+            }
             other => panic!("isolation.rs does not know how to check {other:?}: teach it"),
         }
         covered.push((method, path));

@@ -17,6 +17,7 @@ const SEED_SECRET: &str = "q8m+/3Xz0aB1cD2eF3gH4iJ5kL6mN7oP8qR9sT0uvw==";
 const LINK_SECRET: &str = "LinkSecret-0123456789abcdefghijklmnopqrstu";
 const IMPORT_SECRET: &str = "ImportSecret/0123456789+abcdefghijklmnopq=";
 const VEND_SECRET: &str = "VendSecret+0123456789/abcdefghijklmnopqrs=";
+const OPERATOR_WEBHOOK_SECRET: &str = "OperatorWebhookSecret-0123456789abcdefghij";
 
 /// Every secret, by value, with what it is.
 #[derive(Default)]
@@ -166,7 +167,13 @@ async fn claim_v1(app: &TestApp, code: &str, secrets: &mut Secrets) -> Value {
 
 #[tokio::test]
 async fn no_secret_reaches_the_logs_or_the_database() {
-    let app = spawn().await;
+    let operator_hooks = crate::webhooks::Receiver::start().await;
+    let operator_url = operator_hooks.url("/operator");
+    let app = spawn_with(|s| {
+        s.operator_webhook_url = Some(operator_url.clone());
+        s.operator_webhook_secret = Some(lwa_server::webhooks::SigningSecret::new(OPERATOR_WEBHOOK_SECRET));
+    })
+    .await;
     let (_, b_key) = app.other_tenant().await;
     let mut secrets = Secrets::default();
     add_key(&mut secrets, &app.key);
@@ -381,10 +388,75 @@ async fn no_secret_reaches_the_logs_or_the_database() {
         .unwrap();
     assert_eq!(r.status(), 400);
 
+    // Webhooks: a tenant's signing secret, made and rotated, signs deliveries of connection
+    // events; the operator's signs an app event.
+    secrets.add("signing secret", OPERATOR_WEBHOOK_SECRET);
+    let hooks = crate::webhooks::Receiver::start().await;
+    let r = app
+        .http
+        .put(format!("{}/v1/webhook", app.url))
+        .bearer_auth(&app.key)
+        .json(&json!({"url": hooks.url("/hooks")}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let first: Value = r.json().await.unwrap();
+    secrets.add("signing secret", first["signing_secret"].as_str().unwrap());
+    let r = app
+        .http
+        .post(format!("{}/v1/webhook/rotate-secret", app.url))
+        .bearer_auth(&app.key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let rotated: Value = r.json().await.unwrap();
+    secrets.add("signing secret", rotated["signing_secret"].as_str().unwrap());
+    let (webhooked, _) = app.onboard_sp("na", Some("A1LEAKWEBHOOK")).await;
+    let r = app
+        .http
+        .delete(format!(
+            "{}/v1/connections/{}",
+            app.url,
+            webhooked["id"].as_str().unwrap()
+        ))
+        .bearer_auth(&app.key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let app_event = lwa_server::webhooks::operator_event(
+        &app.state,
+        lwa_server::webhooks::EventType::AppClientSecretExpiring,
+        json!({"app": "sp", "days_left": 30}),
+    );
+    assert_eq!(app_event.len(), 1);
+    app.state.store.enqueue_events(&app_event).await.unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    while hooks.received().len() < 2 || operator_hooks.received().is_empty() {
+        lwa_server::webhooks::worker::run_once(&app.state).await;
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the webhooks were not delivered"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert!(
+        operator_hooks.received()[0]
+            .header("lwa-broker-signature")
+            .starts_with("t=")
+    );
+    assert_eq!(
+        operator_hooks.received()[0].json()["type"],
+        "app.client_secret_expiring"
+    );
+
     // Everything Amazon saw, and the store's last tokens.
     harvest_fake(&app, &mut secrets).await;
     harvest_store(&app, &mut secrets).await;
     for (what, at_least) in [
+        ("signing secret", 3),
         ("refresh_token", 8),
         ("access_token", 6),
         ("authorization code", 6),
@@ -896,6 +968,144 @@ async fn no_vended_token_or_secret_reaches_the_logs_or_the_database() {
     }
     let found = secrets.found_in(&db);
     assert!(found.is_empty(), "in the database: {found:#?}");
+}
+
+/// Client-secret rotation: the configured secrets, the rotated one from Amazon's notification,
+/// one set by hand, a refused malformed one, the rotation's grantless token and the operator's
+/// admin token reach neither the logs nor the database in clear.
+#[tokio::test]
+async fn no_client_secret_or_admin_token_reaches_the_logs_or_the_database() {
+    let app = spawn().await;
+    let mut secrets = Secrets::default();
+    secrets.add("client secret", defaults::SP_API_CLIENT_SECRET);
+    secrets.add("client secret", defaults::ADS_CLIENT_SECRET);
+    let admin = lwa_server::operator::create_admin_token(&app.state)
+        .await
+        .unwrap()
+        .to_string();
+    secrets.add("admin token", &admin);
+    let refresh = app
+        .fake
+        .control()
+        .self_authorize(defaults::SP_API_CLIENT_ID, "A1LEAKROTATE")
+        .await;
+    secrets.add("refresh_token", &refresh);
+    let r = app
+        .post_json(
+            "/v1/connections/import",
+            &json!([{"region": "na", "refresh_token": refresh, "selling_partner_id": "A1LEAKROTATE"}]),
+        )
+        .await;
+    assert_eq!(r.status(), 200);
+    let id = r.json::<Value>().await.unwrap()["results"][0]["connection"]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let post = |body: Value, token: String| {
+        app.http
+            .post(format!("{}/admin/api/app-secret-notifications", app.url))
+            .bearer_auth(token)
+            .json(&body)
+            .send()
+    };
+
+    // Rotation at Amazon, the new secret posted by the operator.
+    lwa_server::apps::rotate_secret_at_amazon(&app.state, "sandbox-sp-api", lwa::Region::Na)
+        .await
+        .unwrap();
+    let notification = app
+        .fake
+        .control()
+        .notifications()
+        .await
+        .into_iter()
+        .rfind(|n| n["notificationType"] == "APPLICATION_OAUTH_CLIENT_NEW_SECRET")
+        .unwrap();
+    let rotated = notification["payload"]["applicationOAuthClientNewSecret"]["newClientSecret"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    secrets.add("client secret", &rotated);
+    assert_eq!(post(notification, admin.clone()).await.unwrap().status(), 200);
+    // A malformed secret and a wrong admin token are refused without being repeated.
+    let malformed = format!("amzn1.oa2-cs.v1.{}", random(40));
+    secrets.add("malformed client secret", &malformed);
+    let bad = json!({"notificationType": "APPLICATION_OAUTH_CLIENT_NEW_SECRET", "payload": {
+        "applicationOAuthClientNewSecret": {"clientId": defaults::SP_API_CLIENT_ID,
+            "newClientSecret": format!("{malformed} tail")}}});
+    assert_eq!(post(bad, admin.clone()).await.unwrap().status(), 400);
+    let wrong_admin = format!("lwaadm_{}", random(64));
+    secrets.add("wrong admin token", &wrong_admin);
+    let refused = post(json!({}), wrong_admin).await.unwrap();
+    assert_eq!(refused.status(), 401);
+
+    // Refreshes with the new secret, one falling back to the old one, then a secret set by hand.
+    app.advance(3600.0).await;
+    assert_eq!(vend_v1(&app, &id, None).await.0, 200);
+    fault(
+        &app,
+        FaultSpec {
+            target: FaultTarget::Lwa,
+            client_id: Some(defaults::SP_API_CLIENT_ID.into()),
+            script: Some(FaultScript {
+                count: 1,
+                status: Some(401),
+                error: Some("invalid_client".into()),
+                drop: false,
+            }),
+            ..FaultSpec::default()
+        },
+    )
+    .await;
+    app.advance(3600.0).await;
+    assert_eq!(vend_v1(&app, &id, None).await.0, 200);
+    app.fake.control().clear_faults().await;
+    let by_hand = format!("amzn1.oa2-cs.v1.{}", random(48));
+    secrets.add("client secret", &by_hand);
+    lwa_server::apps::set_secret(
+        &app.state,
+        "sandbox-sp-api",
+        lwa_server::apps::NewSecret {
+            secret: by_hand.as_str().into(),
+            old_secret_expires_at_ms: None,
+        },
+    )
+    .await
+    .unwrap();
+    // The warnings and the listing.
+    app.advance(151.0 * 86_400.0).await;
+    assert!(
+        !lwa_server::apps::due_secret_warnings(&app.state)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let listed = serde_json::to_string(&lwa_server::apps::secret_status(&app.state).await.unwrap()).unwrap();
+    harvest_fake(&app, &mut secrets).await;
+    assert!(secrets.count("client secret") >= 4);
+    assert!(
+        secrets.count("access_token") >= 1,
+        "the rotation's grantless token"
+    );
+    let found = secrets.found_in(listed.as_bytes());
+    assert!(found.is_empty(), "listed: {found:#?}");
+
+    let logged = logs();
+    assert!(logged.contains("a new client secret was set"), "{logged}");
+    assert!(logged.contains("newest client secret refused"), "{logged}");
+    let found = secrets.found_in(logged.as_bytes());
+    assert!(found.is_empty(), "logged: {found:#?}");
+    let mut db = std::fs::read(app.db_path()).unwrap();
+    if let Ok(bytes) = std::fs::read(app.db_path().with_file_name("broker.db-wal")) {
+        db.extend(bytes);
+    }
+    let found = secrets.found_in(&db);
+    assert!(found.is_empty(), "in the database: {found:#?}");
+    let admin_hash = lwa_server::ids::hash(&admin);
+    assert!(
+        db.windows(admin_hash.len()).any(|w| w == admin_hash.as_bytes()),
+        "the admin token is stored as its SHA-256"
+    );
 }
 
 /// Master key rotation: the keys themselves, and every token the rotation opens and seals

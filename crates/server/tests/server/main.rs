@@ -8,4 +8,7 @@ mod isolation;
 mod leaks;
 mod onboarding;
 mod python_sdk;
+mod refresher;
+mod secrets;
 mod vending;
+mod webhooks;

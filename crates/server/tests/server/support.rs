@@ -103,6 +103,10 @@ pub async fn spawn_with(edit: impl FnOnce(&mut Settings)) -> TestApp {
     settings.amazon_base_url = Some(fake.base_url().to_string());
     settings.fake_clock = true;
     settings.apps = lwa_server::sandbox::apps();
+    // Tests drive the background refresher with `run_once()`; the ones about its loop turn it on.
+    settings.refresher.enabled = false;
+    // Webhook receivers in tests listen on 127.0.0.1.
+    settings.webhook_allow_private = true;
     edit(&mut settings);
     let app = Application::build(settings).await.expect("broker builds");
     let url = format!("http://{}", app.local_addr());

@@ -833,9 +833,10 @@ async fn amazon_failing_keeps_a_still_valid_token_and_otherwise_answers_503() {
         assert_eq!(app.vend(id).await.status(), 503);
     }
     assert_eq!(app.lwa_refreshes().await, 0);
-    // Amazon back, and the hold over: the next vend refreshes.
+    // Amazon back, and the backoff over (at most 20 s after the second failure in a row): the
+    // next vend refreshes.
     app.fake.control().clear_faults().await;
-    app.advance(10.0).await;
+    app.advance(21.0).await;
     assert_ne!(app.vend_ok(id).await["access_token"], token);
     assert_eq!(app.lwa_refreshes().await, 1);
 }

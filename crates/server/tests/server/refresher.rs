@@ -1,0 +1,546 @@
+//! The background refresher against the fake Amazon, the clock moved and `run_once()` called
+//! the way the loop in `serve` calls it: freshness over simulated hours, spreading, backoff on a
+//! failing connection, `invalid_grant`, tenant-held secrets, sharing a vend's refresh, Ads
+//! profiles and authorizations nearing 365 days.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use fake_amazon::browser::Choice;
+use fake_amazon::{FaultSpec, FaultTarget, RevokeSpec, defaults};
+use lwa_server::refresher::RunReport;
+use serde_json::{Value, json};
+
+use crate::support::{RETURN, TestApp, spawn, spawn_with};
+use crate::webhooks::{Receiver, deliver_until, set_webhook};
+
+const BUFFER_S: i64 = 300;
+const LIFETIME_S: i64 = 3600;
+
+impl TestApp {
+    /// `n` self-authorized sellers imported over HTTP (one validating refresh each); returns
+    /// (connection id, refresh token) pairs.
+    async fn import_sellers(&self, prefix: &str, n: usize) -> Vec<(String, String)> {
+        let control = self.fake.control();
+        let mut tokens = Vec::with_capacity(n);
+        let mut body = String::new();
+        for i in 0..n {
+            let seller = format!("A1{prefix}{i:05}");
+            let token = control.self_authorize(defaults::SP_API_CLIENT_ID, &seller).await;
+            body.push_str(
+                &json!({"region": "na", "refresh_token": token, "selling_partner_id": seller}).to_string(),
+            );
+            body.push('\n');
+            tokens.push(token);
+        }
+        let r = self
+            .http
+            .post(format!("{}/v1/connections/import", self.url))
+            .bearer_auth(&self.key)
+            .header("content-type", "application/x-ndjson")
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
+        let out: Value = r.json().await.unwrap();
+        assert_eq!(out["imported"], n as u64, "{out}");
+        out["results"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .zip(tokens)
+            .map(|(r, t)| (r["connection"]["id"].as_str().unwrap().to_owned(), t))
+            .collect()
+    }
+
+    /// Every refresh-token grant the fake recorded since the last clear: (fake time, token).
+    /// The fake keeps the last 1,000 requests: long tests take them as they go
+    /// ([`TestApp::take_refresh_grants`]).
+    async fn refresh_grants(&self) -> Vec<(i64, String)> {
+        self.fake
+            .control()
+            .requests(Some("api.amazon.com"))
+            .await
+            .into_iter()
+            .filter(|r| r.path == "/auth/o2/token")
+            .filter_map(|r| {
+                let form: HashMap<String, String> = url::form_urlencoded::parse(r.body.as_bytes())
+                    .into_owned()
+                    .collect();
+                (form.get("grant_type").map(String::as_str) == Some("refresh_token"))
+                    .then(|| (r.at_ms, form.get("refresh_token").cloned().unwrap_or_default()))
+            })
+            .collect()
+    }
+
+    /// [`TestApp::refresh_grants`], then clears the fake's record.
+    async fn take_refresh_grants(&self) -> Vec<(i64, String)> {
+        let grants = self.refresh_grants().await;
+        self.fake.control().clear_requests().await;
+        grants
+    }
+
+    async fn run_refresher(&self) -> RunReport {
+        self.state.refresher.run_once(&self.state).await
+    }
+
+    async fn vend_json(&self, id: &str) -> (u16, Value) {
+        let r = self
+            .http
+            .post(format!("{}/v1/connections/{id}/access-token", self.url))
+            .bearer_auth(&self.key)
+            .send()
+            .await
+            .unwrap();
+        let status = r.status().as_u16();
+        (status, r.json().await.unwrap_or(Value::Null))
+    }
+
+    async fn status_of(&self, id: &str) -> Value {
+        self.get_auth(&format!("/v1/connections/{id}"))
+            .await
+            .json()
+            .await
+            .unwrap()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_thousand_connections_stay_fresh_for_three_simulated_hours() {
+    // The per-app budget would pace 1,000 refreshes over 50 s of real time; this test is about
+    // the schedule.
+    let app = spawn_with(|s| s.refresher.budget_per_second = 10_000.0).await;
+    let connections = app.import_sellers("FRESH", 1000).await;
+    app.fake.control().clear_requests().await;
+    // Once: every imported connection is scheduled (their tokens are fresh: no LWA call).
+    let first = app.run_refresher().await;
+    assert_eq!(first.due, 1000);
+    assert!(
+        app.refresh_grants().await.is_empty(),
+        "fresh tokens are not refreshed"
+    );
+
+    let step = 60.0;
+    let steps = (3 * 3600) / step as i64;
+    let mut vended = 0;
+    let mut grants = Vec::new();
+    for n in 0..steps {
+        app.advance(step).await;
+        let report = app.run_refresher().await;
+        grants.extend(app.take_refresh_grants().await);
+        assert_eq!((report.failed, report.needs_reauth), (0, 0), "{report:?}");
+        // Tenants vend a rotating sample meanwhile: never a token inside the buffer.
+        for k in 0..10 {
+            let (id, _) = &connections[(n as usize * 10 + k) % connections.len()];
+            let (status, body) = app.vend_json(id).await;
+            assert_eq!(status, 200, "{body}");
+            let left = body["expires_in"].as_i64().unwrap();
+            assert!(left >= BUFFER_S, "vended with {left} s left");
+            vended += 1;
+        }
+    }
+    assert_eq!(vended, steps * 10);
+
+    let mut by_token: HashMap<String, Vec<i64>> = HashMap::new();
+    for (at, token) in grants {
+        by_token.entry(token).or_default().push(at);
+    }
+    for (id, token) in &connections {
+        let times = by_token.get(token).map(Vec::as_slice).unwrap_or(&[]);
+        // Imported at 0, refreshed inside each token's buffer: three times in three hours.
+        assert_eq!(times.len(), 3, "{id} was refreshed at {times:?}");
+        for pair in times.windows(2) {
+            assert!(
+                pair[1] - pair[0] >= (LIFETIME_S - BUFFER_S) * 1000,
+                "{id} refreshed twice within {} ms",
+                pair[1] - pair[0]
+            );
+        }
+    }
+    // Every token the database holds now is fresh.
+    let report = app.run_refresher().await;
+    assert_eq!(report.due, 0, "{report:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tokens_that_expire_together_are_refreshed_spread_over_the_buffer() {
+    let app = spawn().await;
+    let connections = app.import_sellers("SPREAD", 300).await;
+    app.run_refresher().await;
+    app.fake.control().clear_requests().await;
+    // To the start of the buffer, then through it in 10 s steps.
+    app.advance((LIFETIME_S - BUFFER_S) as f64 - 5.0).await;
+    let mut per_step = Vec::new();
+    for _ in 0..((BUFFER_S / 2) / 10 + 2) {
+        app.advance(10.0).await;
+        per_step.push(app.run_refresher().await.fresh);
+    }
+    assert_eq!(per_step.iter().sum::<usize>(), connections.len(), "{per_step:?}");
+    let busiest = *per_step.iter().max().unwrap();
+    let average = connections.len() as f64 / (BUFFER_S / 2 / 10) as f64;
+    assert!(
+        (busiest as f64) < average * 3.0,
+        "refreshes bunch up: {per_step:?}"
+    );
+    assert!(per_step.iter().filter(|n| **n > 0).count() >= 10, "{per_step:?}");
+    let grants = app.refresh_grants().await;
+    assert_eq!(grants.len(), connections.len());
+    // The per-app budget (default 20 calls a second) holds in every second at Amazon.
+    let mut per_second: HashMap<i64, usize> = HashMap::new();
+    for (at, _) in &grants {
+        *per_second.entry(at.div_euclid(1000)).or_default() += 1;
+    }
+    let budget = app.state.refresher.settings().budget_per_second as usize;
+    assert!(
+        per_second.values().all(|n| *n <= budget),
+        "over {budget} calls in a second: {:?}",
+        per_second.values().max()
+    );
+    assert!(
+        per_second.values().any(|n| *n >= budget - 2),
+        "the budget was used"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_failing_for_a_day_costs_under_fifty_attempts_and_recovers_within_one_step() {
+    let app = spawn().await;
+    let connections = app.import_sellers("FAILING", 1).await;
+    let (id, token) = connections[0].clone();
+    app.run_refresher().await;
+    let control = app.fake.control();
+    let fault = control
+        .add_fault(FaultSpec {
+            target: FaultTarget::Lwa,
+            refresh_token: Some(token.clone()),
+            error_500_share: 1.0,
+            ..FaultSpec::default()
+        })
+        .await;
+    control.clear_requests().await;
+    // A simulated day in 5-minute steps; tenants keep vending it (503 once it expired).
+    let mut unavailable = 0;
+    for _ in 0..(24 * 12) {
+        app.advance(300.0).await;
+        app.run_refresher().await;
+        for _ in 0..3 {
+            let (status, body) = app.vend_json(&id).await;
+            match status {
+                200 => {}
+                503 => {
+                    assert_eq!(body["error"]["code"], "amazon_unavailable", "{body}");
+                    unavailable += 1;
+                }
+                other => panic!("vend answered {other}: {body}"),
+            }
+        }
+    }
+    let attempts = app.refresh_grants().await.len();
+    assert!(
+        unavailable > 500,
+        "it was unusable most of the day ({unavailable})"
+    );
+    assert!(attempts < 50, "{attempts} LWA attempts in a day");
+    assert!(attempts >= 20, "it kept trying ({attempts} attempts)");
+    let view = app.status_of(&id).await;
+    assert_eq!(
+        view["status"], "active",
+        "a server error is not the seller's fault"
+    );
+    assert!(view["last_error"].as_str().unwrap().contains("500"), "{view}");
+
+    // Amazon recovers: within one backoff step (at most an hour) it is fresh again.
+    control.remove_fault(fault).await;
+    let mut waited = 0;
+    loop {
+        app.advance(60.0).await;
+        waited += 60;
+        app.run_refresher().await;
+        if app.vend_json(&id).await.0 == 200 {
+            break;
+        }
+        assert!(waited <= 3600 + 60, "not recovered {waited} s after Amazon did");
+    }
+    assert_eq!(app.status_of(&id).await["last_error"], Value::Null);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invalid_grant_makes_one_call_then_silence_until_the_seller_authorizes_again() {
+    let app = spawn().await;
+    let receiver = Receiver::start().await;
+    set_webhook(&app, &receiver.url("/hooks")).await;
+    let (c, _) = app.onboard_sp("na", Some("A1REVOKEDBYSELLER")).await;
+    let id = c["id"].as_str().unwrap().to_owned();
+    let control = app.fake.control();
+    control
+        .revoke(RevokeSpec {
+            client_id: Some(defaults::SP_API_CLIENT_ID.into()),
+            selling_partner_id: Some("A1REVOKEDBYSELLER".into()),
+            ..RevokeSpec::default()
+        })
+        .await;
+    control.clear_requests().await;
+    app.advance((LIFETIME_S - BUFFER_S / 2) as f64).await;
+    let report = app.run_refresher().await;
+    assert_eq!((report.due, report.needs_reauth), (1, 1), "{report:?}");
+    assert_eq!(app.status_of(&id).await["status"], "needs_reauth");
+    deliver_until(&app, "connection.needs_reauth", || {
+        !receiver.events("connection.needs_reauth").is_empty()
+    })
+    .await;
+    // Silence: neither the refresher nor vends ask again, and no second webhook.
+    for _ in 0..5 {
+        app.advance(3600.0).await;
+        assert_eq!(app.run_refresher().await.due, 0);
+        assert_eq!(app.vend_json(&id).await.0, 409);
+        lwa_server::webhooks::run_once(&app.state).await;
+    }
+    assert_eq!(app.refresh_grants().await.len(), 1, "one call, then silence");
+    let events = receiver.events("connection.needs_reauth");
+    assert_eq!(events.len(), 1, "{events:?}");
+    assert_eq!(events[0]["connection"]["id"], id.as_str());
+
+    // The seller authorizes again through a re-authorization link: active, and kept fresh.
+    let r = app
+        .post_json(
+            &format!("/v1/connections/{id}/reauthorize-link"),
+            &json!({"state": "again", "redirect_url": RETURN}),
+        )
+        .await;
+    assert_eq!(r.status(), 201, "{}", r.text().await.unwrap());
+    let link = r.json::<Value>().await.unwrap()["url"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let landing = app
+        .through_consent(&link, Choice::ApproveAs("A1REVOKEDBYSELLER".into()))
+        .await;
+    assert!(landing.q.contains_key("code"), "{landing:?}");
+    assert_eq!(app.status_of(&id).await["status"], "active");
+    deliver_until(&app, "connection.reauthorized", || {
+        receiver.events("connection.reauthorized").len() == 1
+    })
+    .await;
+    control.clear_requests().await;
+    app.advance((LIFETIME_S - BUFFER_S / 2 + 60) as f64).await;
+    let report = app.run_refresher().await;
+    assert_eq!((report.due, report.fresh), (1, 1), "{report:?}");
+    assert_eq!(app.refresh_grants().await.len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tenant_held_secrets_are_refreshed_on_demand_only() {
+    let app = spawn().await;
+    let secret = "Rq8m3Xz0aB1cD2eF3gH4iJ5kL6mN7oP8qR9sT0uv";
+    let link = app
+        .connect_link(json!({"region": "na", "state": "s", "redirect_url": RETURN, "token_secret": secret}))
+        .await;
+    let landing = app.through_consent(&link, Choice::Approve).await;
+    let r = app
+        .post_json("/v1/claims", &json!({"code": landing.q["code"]}))
+        .await;
+    let id = r.json::<Value>().await.unwrap()["connection"]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    app.fake.control().clear_requests().await;
+    app.advance(LIFETIME_S as f64 + 60.0).await;
+    let report = app.run_refresher().await;
+    assert_eq!(report.due, 0, "{report:?}");
+    assert!(app.refresh_grants().await.is_empty());
+    // A vend with the secret refreshes it.
+    let r = app
+        .http
+        .post(format!("{}/v1/connections/{id}/access-token", app.url))
+        .bearer_auth(&app.key)
+        .header("x-amazon-token-secret", secret)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(app.refresh_grants().await.len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refresh_in_flight_for_a_vend_is_joined_not_repeated() {
+    let app = spawn().await;
+    let connections = app.import_sellers("SHARED", 1).await;
+    let (id, token) = connections[0].clone();
+    app.run_refresher().await;
+    let control = app.fake.control();
+    control
+        .add_fault(FaultSpec {
+            target: FaultTarget::Lwa,
+            refresh_token: Some(token),
+            latency_ms: Some(1500),
+            ..FaultSpec::default()
+        })
+        .await;
+    control.clear_requests().await;
+    app.advance((LIFETIME_S - BUFFER_S / 2 + 1) as f64).await;
+    let vend = {
+        let (http, url, key, id) = (app.http.clone(), app.url.clone(), app.key.clone(), id.clone());
+        tokio::spawn(async move {
+            http.post(format!("{url}/v1/connections/{id}/access-token"))
+                .bearer_auth(key)
+                .send()
+                .await
+                .unwrap()
+                .status()
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let report = app.run_refresher().await;
+    assert_eq!((report.due, report.fresh), (1, 1), "{report:?}");
+    assert_eq!(vend.await.unwrap(), 200);
+    assert_eq!(app.refresh_grants().await.len(), 1, "one refresh for both");
+    assert_eq!(app.run_refresher().await.due, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ads_profiles_are_read_again_daily() {
+    let app = spawn().await;
+    let link = app
+        .connect_link(json!({"api": "ads", "region": "na", "state": "a", "redirect_url": RETURN}))
+        .await;
+    let landing = app.through_consent(&link, Choice::Approve).await;
+    let r = app
+        .post_json("/v1/claims", &json!({"code": landing.q["code"]}))
+        .await;
+    assert_eq!(r.status(), 200);
+    let control = app.fake.control();
+    control.clear_requests().await;
+    let profile_reads = || async {
+        let mut n = 0;
+        for host in [
+            "advertising-api.amazon.com",
+            "advertising-api-eu.amazon.com",
+            "advertising-api-fe.amazon.com",
+        ] {
+            n += control
+                .requests(Some(host))
+                .await
+                .iter()
+                .filter(|r| r.path == "/v2/profiles")
+                .count();
+        }
+        n
+    };
+    // The first pass only schedules it (onboarding just read them).
+    assert_eq!(app.run_refresher().await.profiles_read, 0);
+    app.advance(3600.0 * 12.0).await;
+    assert_eq!(app.run_refresher().await.profiles_read, 0);
+    assert_eq!(profile_reads().await, 0);
+    app.advance(3600.0 * 14.0).await;
+    assert_eq!(app.run_refresher().await.profiles_read, 1);
+    assert_eq!(profile_reads().await, 3, "one read per regional host");
+    assert_eq!(app.run_refresher().await.profiles_read, 0, "next one a day later");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn authorizations_nearing_a_year_are_announced_at_thirty_and_seven_days() {
+    let app = spawn().await;
+    let receiver = Receiver::start().await;
+    set_webhook(&app, &receiver.url("/hooks")).await;
+    let (c, _) = app.onboard_sp("na", Some("A1AGINGSELLER")).await;
+    let id = c["id"].as_str().unwrap();
+    let day = 86_400.0;
+    // Kept fresh all along by the refresher; the notices come at 335 and 358 days.
+    app.advance(334.0 * day).await;
+    assert_eq!(app.run_refresher().await.expiry_notices, 0);
+    app.advance(day + 60.0).await;
+    assert_eq!(app.run_refresher().await.expiry_notices, 1);
+    assert_eq!(app.run_refresher().await.expiry_notices, 0, "once");
+    app.advance(22.0 * day).await;
+    assert_eq!(app.run_refresher().await.expiry_notices, 0);
+    app.advance(day).await;
+    assert_eq!(app.run_refresher().await.expiry_notices, 1);
+    app.advance(day).await;
+    assert_eq!(app.run_refresher().await.expiry_notices, 0);
+    assert_eq!(app.status_of(id).await["status"], "active");
+    let kind = "connection.refresh_token_expiring";
+    deliver_until(&app, kind, || receiver.events(kind).len() >= 2).await;
+    let events = receiver.events(kind);
+    assert_eq!(events.len(), 2, "{events:?}");
+    assert_eq!(events[0]["data"]["notice_days"], 30);
+    assert_eq!(events[0]["data"]["days_left"], 29);
+    assert_eq!(events[1]["data"]["notice_days"], 7);
+    assert_eq!(events[1]["data"]["days_left"], 6);
+    assert_eq!(events[1]["connection"]["id"], id);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_loop_in_serve_refreshes_without_being_asked() {
+    let app = spawn_with(|s| s.refresher.enabled = true).await;
+    let connections = app.import_sellers("LOOP", 3).await;
+    app.fake.control().clear_requests().await;
+    app.advance((LIFETIME_S - BUFFER_S / 2 + 5) as f64).await;
+    // Nobody vends and nobody calls run_once: the loop (every second) refreshes all three.
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        let refreshed = app.refresh_grants().await.len();
+        if refreshed == connections.len() {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the loop refreshed {refreshed} of {}",
+            connections.len()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    for (id, _) in &connections {
+        let (status, body) = app.vend_json(id).await;
+        assert_eq!(status, 200);
+        assert!(body["expires_in"].as_i64().unwrap() > LIFETIME_S - 60, "{body}");
+    }
+    assert_eq!(
+        app.refresh_grants().await.len(),
+        connections.len(),
+        "vends found them fresh"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_secrets_nearing_180_days_warn_the_operator_at_30_and_7_days() {
+    let receiver = Receiver::start().await;
+    let operator_url = receiver.url("/operator");
+    let app = spawn_with(|s| {
+        s.operator_webhook_url = Some(operator_url.clone());
+        s.operator_webhook_secret = Some(lwa_server::webhooks::SigningSecret::new(
+            "OperatorSigningSecret-0123456789abcdefghij",
+        ));
+    })
+    .await;
+    let day = 86_400.0;
+    app.run_refresher().await;
+    app.advance(149.0 * day).await;
+    assert_eq!(app.run_refresher().await.secret_warnings, 0);
+    app.advance(day + 60.0).await;
+    assert_eq!(app.run_refresher().await.secret_warnings, 1);
+    app.advance(60.0).await;
+    assert_eq!(app.run_refresher().await.secret_warnings, 0, "once");
+    app.advance(23.0 * day).await;
+    assert_eq!(app.run_refresher().await.secret_warnings, 1);
+    let kind = "app.client_secret_expiring";
+    deliver_until(&app, kind, || receiver.events(kind).len() >= 2).await;
+    let events = receiver.events(kind);
+    assert_eq!(events.len(), 2, "{events:?}");
+    assert_eq!(
+        (
+            &events[0]["data"]["threshold_days"],
+            &events[0]["data"]["days_left"]
+        ),
+        (&json!(30), &json!(29))
+    );
+    assert_eq!(events[1]["data"]["threshold_days"], 7);
+    assert_eq!(events[1]["data"]["client_id"], defaults::SP_API_CLIENT_ID);
+    assert!(
+        receiver
+            .received()
+            .iter()
+            .all(|r| r.header("webhook-id").starts_with("evt_")),
+        "signed deliveries with stable ids"
+    );
+}
