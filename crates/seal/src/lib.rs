@@ -33,5 +33,5 @@ pub mod seal;
 pub use file::{FAULT_ABORT_ENV, FileError, OpenedRecord, RecordInput, SealedFile, WriteStep};
 pub use seal::{
     AeadIdentity, InvalidFingerprint, KeyError, KeyFingerprint, KeyOrigin, Keyring, MASTER_KEY_ENV,
-    MASTER_KEY_LEN, MalformedValue, MasterKey, OpenError, SealedValue,
+    MASTER_KEY_LEN, MASTER_KEYS_ENV, MalformedValue, MasterKey, MasterKeys, NamedKey, OpenError, SealedValue,
 };

@@ -8,12 +8,14 @@
 
 mod key;
 mod keyring;
+mod master_keys;
 mod value;
 
 pub use key::{
     InvalidFingerprint, KeyError, KeyFingerprint, KeyOrigin, MASTER_KEY_ENV, MASTER_KEY_LEN, MasterKey,
 };
 pub use keyring::{AeadIdentity, Keyring, OpenError};
+pub use master_keys::{MASTER_KEYS_ENV, MasterKeys, NamedKey};
 pub use value::{MalformedValue, SealedValue};
 
 pub(crate) use key::{create_private_dir, parent_dir};

@@ -185,6 +185,8 @@ pub struct Settings {
     pub key_file: PathBuf,
     /// `LWA_BROKER_MASTER_KEY`, if set.
     pub master_key: Option<String>,
+    /// `LWA_BROKER_MASTER_KEYS` (several keys, `ID:BASE64` newest first), if set.
+    pub master_keys: Option<String>,
     pub sandbox: bool,
     /// Refresh an access token once it has less than this left (default 300 s).
     pub refresh_buffer: std::time::Duration,
@@ -433,6 +435,7 @@ impl Settings {
             body_limit,
             key_file,
             master_key: env("LWA_BROKER_MASTER_KEY"),
+            master_keys: env(lwa_seal::MASTER_KEYS_ENV),
             sandbox: flags.sandbox || truthy(env("LWA_BROKER_SANDBOX")),
             refresh_buffer: std::time::Duration::from_secs(refresh_buffer),
             grantless_scopes,

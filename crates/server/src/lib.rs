@@ -30,6 +30,7 @@ pub mod ids;
 pub mod onboarding;
 pub mod operator;
 pub mod refresher;
+pub mod rotation;
 pub mod sandbox;
 pub mod sealing;
 pub mod state;

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
 
 use lwa::{Api, Clock, Endpoints, LwaClient, Region};
-use lwa_seal::{AeadIdentity, Keyring, MasterKey};
+use lwa_seal::{AeadIdentity, Keyring, MasterKeys};
 use lwa_store::{ApiKey, SqliteStore, Store, StoreError, Tenant};
 use parking_lot::RwLock;
 use url::Url;
@@ -91,14 +91,16 @@ pub enum StartError {
     Key(#[from] lwa_seal::KeyError),
     #[error(
         "the master key (fingerprint {found}) does not open this database; it was sealed with the key \
-         of fingerprint {expected}. Set LWA_BROKER_MASTER_KEY or LWA_BROKER_KEY_FILE to that key."
+         of fingerprint {expected}. Set LWA_BROKER_MASTER_KEY or LWA_BROKER_KEY_FILE to that key, or \
+         list it in LWA_BROKER_MASTER_KEYS after the newest."
     )]
     WrongMasterKey { found: String, expected: String },
     #[error("{0}")]
     Other(String),
 }
 
-const KEY_CHECK: &str = "key_check";
+/// The `meta` row whose sealed value proves the configured keys open this database.
+pub const KEY_CHECK: &str = "key_check";
 const KEY_CHECK_TEXT: &str = "lwa-broker master key check";
 
 /// Opens the store named by the URL and runs its migrations.
@@ -116,14 +118,24 @@ pub async fn open_store(database_url: &str) -> Result<Arc<dyn Store>, StartError
     }
 }
 
-/// Loads the master key (environment value, else key file created 0600).
-pub fn load_keyring(settings: &Settings) -> Result<Keyring, StartError> {
-    let key = MasterKey::load(settings.master_key.as_deref(), &settings.key_file)?;
-    Ok(Keyring::new(key))
+/// Loads the master keys, newest first: `LWA_BROKER_MASTER_KEYS`, else `LWA_BROKER_MASTER_KEY`,
+/// else the key file (created 0600 with one key when missing; one `ID BASE64` line per key).
+pub fn load_master_keys(settings: &Settings) -> Result<MasterKeys, StartError> {
+    Ok(MasterKeys::load(
+        settings.master_keys.as_deref(),
+        settings.master_key.as_deref(),
+        &settings.key_file,
+    )?)
 }
 
-/// Refuses to start with a master key that does not open the database; records the check
-/// value on a new database.
+/// The keyring of [`load_master_keys`]: seals with the newest key, opens with any.
+pub fn load_keyring(settings: &Settings) -> Result<Keyring, StartError> {
+    Ok(load_master_keys(settings)?.keyring())
+}
+
+/// Refuses to start when none of the configured master keys opens the database (any of them
+/// will do: during a rotation the check value may still be sealed with an older one); records
+/// the check value on a new database.
 pub async fn check_master_key(store: &dyn Store, sealer: &Sealer) -> Result<(), StartError> {
     let identity = AeadIdentity::new("meta", KEY_CHECK);
     match store.meta(KEY_CHECK).await? {
@@ -149,7 +161,13 @@ pub async fn check_master_key(store: &dyn Store, sealer: &Sealer) -> Result<(), 
                 Ok(())
             }
             Err(_) => Err(StartError::WrongMasterKey {
-                found: sealer.keyring().newest_fingerprint().to_string(),
+                found: sealer
+                    .keyring()
+                    .fingerprints()
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join(", "),
                 expected: Sealer::fingerprint_of(&sealed).unwrap_or_else(|| "unknown".into()),
             }),
         },

@@ -8,9 +8,11 @@
 //! atomic: of two concurrent takers at most one gets the record.
 
 pub mod model;
+pub mod sealed;
 pub mod sqlite;
 
 pub use model::*;
+pub use sealed::*;
 pub use sqlite::SqliteStore;
 
 use async_trait::async_trait;
@@ -299,4 +301,27 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
         days: u32,
         events: &[NewEvent],
     ) -> Result<bool, StoreError>;
+
+    // --- master key rotation (`keys rotate`, `keys status`) ---
+    /// A page of `table`'s rows (only those with a non-NULL sealed column), ordered by id,
+    /// after `after_id` (exclusive; `None`: from the start).
+    async fn sealed_rows(
+        &self,
+        table: &SealedColumns,
+        after_id: Option<&str>,
+        limit: u32,
+    ) -> Result<Vec<SealedRow>, StoreError>;
+    /// One row's sealed columns, as they are now; `None` when the row is gone.
+    async fn sealed_row(&self, table: &SealedColumns, id: &str) -> Result<Option<SealedRow>, StoreError>;
+    /// Writes each row's new values in one transaction, each compare-and-set on its old values
+    /// (`UPDATE … WHERE col IS old`): a row changed or deleted meanwhile is left alone. Returns,
+    /// per row in order, whether it was written.
+    async fn reseal_rows(&self, table: &SealedColumns, rows: &[ResealRow]) -> Result<Vec<bool>, StoreError>;
+    /// Per sealed column, how many non-NULL values start with each `prefix_len`-character
+    /// prefix (for sealed values, `lwa1.<key fingerprint>.` names the key).
+    async fn sealed_prefix_counts(
+        &self,
+        table: &SealedColumns,
+        prefix_len: u32,
+    ) -> Result<Vec<PrefixCount>, StoreError>;
 }

@@ -21,7 +21,8 @@ use sqlx::{QueryBuilder, Row, Sqlite};
 use crate::{
     ApiKey, AppSecret, AttemptResult, AuditEvent, AuditFilter, ClaimCode, ConnectLink, Connection,
     ConnectionFilter, DeliveryAttempt, DeliveryFilter, DueRefresh, EventTarget, NewEvent, OAuthState,
-    RefreshSchedule, Store, StoreError, Tenant, TokenUpdate, WebhookDelivery,
+    PrefixCount, RefreshSchedule, ResealRow, SealedColumns, SealedRow, Store, StoreError, Tenant,
+    TokenUpdate, WebhookDelivery,
 };
 
 /// The schema, embedded at build time from `migrations/sqlite/`.
@@ -364,6 +365,37 @@ fn conflict_or(err: sqlx::Error, what: impl FnOnce() -> String) -> StoreError {
     } else {
         StoreError::Database(err)
     }
+}
+
+/// `"id", "col1", "col2"` of a table's sealed columns.
+fn sealed_select_list(table: &SealedColumns) -> String {
+    std::iter::once(table.id_column)
+        .chain(table.columns.iter().copied())
+        .map(|c| format!("\"{c}\""))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// ` AND id IN (…)` when the table is limited to some rows.
+fn push_only_ids(query: &mut QueryBuilder<Sqlite>, table: &SealedColumns) {
+    if table.only_ids.is_empty() {
+        return;
+    }
+    query.push(format!(" AND \"{}\" IN (", table.id_column));
+    let mut ids = query.separated(", ");
+    for id in table.only_ids {
+        ids.push_bind(*id);
+    }
+    ids.push_unseparated(")");
+}
+
+fn sealed_row_from(row: &SqliteRow, table: &SealedColumns) -> Result<SealedRow, sqlx::Error> {
+    Ok(SealedRow {
+        id: row.try_get(0)?,
+        values: (1..=table.columns.len())
+            .map(|i| row.try_get(i))
+            .collect::<Result<_, _>>()?,
+    })
 }
 
 fn tenant_from_row(row: &SqliteRow) -> Result<Tenant, sqlx::Error> {
@@ -1777,6 +1809,138 @@ impl Store for SqliteStore {
         }
         tx.commit().await?;
         Ok(added)
+    }
+
+    // --- master key rotation ---
+
+    async fn sealed_rows(
+        &self,
+        table: &SealedColumns,
+        after_id: Option<&str>,
+        limit: u32,
+    ) -> Result<Vec<SealedRow>, StoreError> {
+        let mut query = QueryBuilder::<Sqlite>::new(format!(
+            "SELECT {} FROM \"{}\" WHERE ({})",
+            sealed_select_list(table),
+            table.table,
+            table
+                .columns
+                .iter()
+                .map(|c| format!("\"{c}\" IS NOT NULL"))
+                .collect::<Vec<_>>()
+                .join(" OR ")
+        ));
+        if let Some(after) = after_id {
+            query.push(format!(" AND \"{}\" > ", table.id_column));
+            query.push_bind(after);
+        }
+        push_only_ids(&mut query, table);
+        query.push(format!(" ORDER BY \"{}\" LIMIT ", table.id_column));
+        query.push_bind(i64::from(limit));
+        let rows = query.build().fetch_all(&self.pool).await?;
+        rows.iter()
+            .map(|row| sealed_row_from(row, table))
+            .collect::<Result<_, _>>()
+            .map_err(Into::into)
+    }
+
+    async fn sealed_row(&self, table: &SealedColumns, id: &str) -> Result<Option<SealedRow>, StoreError> {
+        let sql = format!(
+            "SELECT {} FROM \"{}\" WHERE \"{}\" = ?",
+            sealed_select_list(table),
+            table.table,
+            table.id_column
+        );
+        // The names are `&'static str` constants of the program (see `SealedColumns`).
+        let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.map(|row| sealed_row_from(&row, table)).transpose()?)
+    }
+
+    async fn reseal_rows(&self, table: &SealedColumns, rows: &[ResealRow]) -> Result<Vec<bool>, StoreError> {
+        let n = table.columns.len();
+        if rows.is_empty() {
+            return Ok(Vec::new());
+        }
+        if let Some(row) = rows.iter().find(|r| r.old.len() != n || r.new.len() != n) {
+            return Err(StoreError::Io(format!(
+                "a re-seal of {} row {} has {} old and {} new values for {n} columns",
+                table.table,
+                row.id,
+                row.old.len(),
+                row.new.len(),
+            )));
+        }
+        // One `UPDATE … FROM (VALUES …)` per chunk: the row's id, its old values, its new ones
+        // (`column1`, `column2…`, then the new ones), each row compare-and-set on its old values,
+        // `RETURNING` the ids written. The names are `&'static str` constants of the program
+        // (see `SealedColumns`).
+        let set = table
+            .columns
+            .iter()
+            .enumerate()
+            .map(|(i, c)| format!("\"{c}\" = v.column{}", 2 + n + i))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let unchanged = table
+            .columns
+            .iter()
+            .enumerate()
+            .map(|(i, c)| format!(" AND \"{}\".\"{c}\" IS v.column{}", table.table, 2 + i))
+            .collect::<String>();
+        let (name, id) = (table.table, table.id_column);
+        let head = format!("UPDATE \"{name}\" SET {set} FROM (");
+        let tail =
+            format!(") AS v WHERE \"{name}\".\"{id}\" = v.column1{unchanged} RETURNING \"{name}\".\"{id}\"");
+        // SQLite allows 32766 parameters a statement.
+        let per_statement = (32_000 / (1 + 2 * n)).clamp(1, 1000);
+        let mut written = std::collections::HashSet::with_capacity(rows.len());
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        for chunk in rows.chunks(per_statement) {
+            let mut query = QueryBuilder::<Sqlite>::new(head.clone());
+            query.push_values(chunk, |mut values, row| {
+                values.push_bind(row.id.clone());
+                for value in row.old.iter().chain(&row.new) {
+                    values.push_bind(value.clone());
+                }
+            });
+            query.push(tail.clone());
+            for row in query.build().fetch_all(&mut *tx).await? {
+                written.insert(row.try_get::<String, _>(0)?);
+            }
+        }
+        tx.commit().await?;
+        Ok(rows.iter().map(|r| written.contains(&r.id)).collect())
+    }
+
+    async fn sealed_prefix_counts(
+        &self,
+        table: &SealedColumns,
+        prefix_len: u32,
+    ) -> Result<Vec<PrefixCount>, StoreError> {
+        let mut counts = Vec::new();
+        for &column in table.columns {
+            let mut query = QueryBuilder::<Sqlite>::new("SELECT substr(\"");
+            query.push(column);
+            query.push("\", 1, ");
+            query.push_bind(i64::from(prefix_len));
+            query.push(format!(
+                ") AS prefix, count(*) AS n FROM \"{}\" WHERE \"{column}\" IS NOT NULL",
+                table.table
+            ));
+            push_only_ids(&mut query, table);
+            query.push(" GROUP BY prefix ORDER BY prefix");
+            for row in query.build().fetch_all(&self.pool).await? {
+                counts.push(PrefixCount {
+                    column,
+                    prefix: row.try_get("prefix")?,
+                    count: row.try_get::<i64, _>("n")? as u64,
+                });
+            }
+        }
+        Ok(counts)
     }
 }
 

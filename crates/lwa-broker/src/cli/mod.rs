@@ -4,6 +4,7 @@ mod apps;
 mod commands;
 mod dotenv;
 mod login;
+mod rotate;
 mod server;
 mod settings;
 
@@ -60,7 +61,7 @@ enum Command {
     /// Manage the server's tenants.
     #[command(subcommand)]
     Tenants(server::TenantsCommand),
-    /// Manage tenants' API keys.
+    /// Manage tenants' API keys, and the master keys (`new-master`, `rotate`, `status`).
     #[command(subcommand)]
     Keys(server::KeysCommand),
     /// Manage the server's connections.

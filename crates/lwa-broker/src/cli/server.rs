@@ -103,6 +103,26 @@ pub enum KeysCommand {
     },
     /// Revoke a key by its id.
     Revoke { key_id: String },
+    /// Re-seal every sealed value in the database with the newest master key, while servers keep
+    /// serving; resumable. Configure the new key first (newest first in LWA_BROKER_MASTER_KEYS or
+    /// the key file) and restart the servers, then run this.
+    Rotate(super::rotate::RotateArgs),
+    /// Count the database's sealed values per master key.
+    Status {
+        /// Print JSON
+        #[arg(long)]
+        json: bool,
+    },
+    /// Make a new master key with an id and add it, as the newest, to the key file (mode 0600);
+    /// with --print, print `ID:BASE64` for LWA_BROKER_MASTER_KEYS instead.
+    NewMaster {
+        /// The key's id, 1 to 32 letters, digits, '.', '_' or '-' (e.g. 2026-11)
+        #[arg(long)]
+        id: String,
+        /// Print the entry instead of writing the key file
+        #[arg(long)]
+        print: bool,
+    },
 }
 
 /// `connections …`.
@@ -338,6 +358,11 @@ pub async fn tenants(
 
 /// `keys …`.
 pub async fn keys(common: &CommonArgs, server: &ServerArgs, command: KeysCommand) -> Result<(), Failure> {
+    let resolved = settings(&Sources::load(), common, server, None)?;
+    // A new master key needs no database.
+    if let KeysCommand::NewMaster { id, print } = &command {
+        return super::rotate::new_master(&resolved, id, *print);
+    }
     let state = state(common, server).await?;
     match command {
         KeysCommand::Create { tenant, name, scope } => {
@@ -382,6 +407,9 @@ pub async fn keys(common: &CommonArgs, server: &ServerArgs, command: KeysCommand
                 return Err(Failure::config(format!("no active key {key_id}")));
             }
         }
+        KeysCommand::Rotate(args) => super::rotate::rotate(&resolved, &state, args).await?,
+        KeysCommand::Status { json } => super::rotate::status(&resolved, &state, json).await?,
+        KeysCommand::NewMaster { .. } => {}
     }
     Ok(())
 }

@@ -10,7 +10,7 @@ use lwa::{
     AccountType, Api, AppCredentials, Clock, EncryptedFileStore, Endpoints, FakeAmazonClock, LwaClient,
     Marketplace, Region, SystemClock, TokenManager, TokenManagerConfig, TokenStore,
 };
-use lwa_seal::{Keyring, MasterKey};
+use lwa_seal::MasterKeys;
 
 use super::Failure;
 
@@ -119,9 +119,13 @@ impl Context {
                 })?;
             }
         }
-        let key = MasterKey::load(sources.get(None, "LWA_BROKER_MASTER_KEY").as_deref(), &key_path)
-            .map_err(|e| Failure::config(e.to_string()))?;
-        let store = Arc::new(EncryptedFileStore::new(store_path, Keyring::new(key)));
+        let keys = MasterKeys::load(
+            sources.get(None, lwa_seal::MASTER_KEYS_ENV).as_deref(),
+            sources.get(None, "LWA_BROKER_MASTER_KEY").as_deref(),
+            &key_path,
+        )
+        .map_err(|e| Failure::config(e.to_string()))?;
+        let store = Arc::new(EncryptedFileStore::new(store_path, keys.keyring()));
         let base = sources.get(None, "LWA_BROKER_AMAZON_BASE_URL");
         let endpoints = match &base {
             Some(base) => Endpoints::rebased(base),

@@ -5,6 +5,7 @@ mod support;
 mod accounts;
 mod login;
 mod readme;
+mod rotate;
 mod secrets;
 mod server;
 mod storm;

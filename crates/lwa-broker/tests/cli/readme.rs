@@ -40,6 +40,7 @@ fn readme_quick_start() {
         )
         .env("HOME", &dir)
         .env_remove("LWA_BROKER_MASTER_KEY")
+        .env_remove("LWA_BROKER_MASTER_KEYS")
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&output.stdout);

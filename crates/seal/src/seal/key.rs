@@ -148,7 +148,7 @@ impl MasterKey {
         }
     }
 
-    fn parse(text: &str, origin: KeyOrigin) -> Result<MasterKey, KeyError> {
+    pub(crate) fn parse(text: &str, origin: KeyOrigin) -> Result<MasterKey, KeyError> {
         let normalized: Zeroizing<String> = Zeroizing::new(
             text.trim()
                 .chars()
@@ -200,6 +200,12 @@ impl fmt::Debug for MasterKey {
 }
 
 fn read_key_file(path: &Path) -> Result<MasterKey, KeyError> {
+    let text = read_key_file_text(path)?;
+    MasterKey::parse(&text, KeyOrigin::File(path.to_owned()))
+}
+
+/// The key file's text, after checking that only its owner may access it.
+pub(crate) fn read_key_file_text(path: &Path) -> Result<Zeroizing<String>, KeyError> {
     let io_error = |action, source| KeyError::Io {
         action,
         path: path.to_owned(),
@@ -210,7 +216,7 @@ fn read_key_file(path: &Path) -> Result<MasterKey, KeyError> {
     let mut text = Zeroizing::new(String::new());
     file.read_to_string(&mut text)
         .map_err(|error| io_error("read", error))?;
-    MasterKey::parse(&text, KeyOrigin::File(path.to_owned()))
+    Ok(text)
 }
 
 #[cfg(unix)]
@@ -239,7 +245,7 @@ fn check_key_file_mode(_file: &File, _path: &Path) -> Result<(), KeyError> {
 /// Writes a new key beside `path` and hard-links it into place: `link` fails when the name
 /// exists, so the file appears complete or not at all, and a concurrent first run reads the
 /// winner's key instead of overwriting it.
-fn create_key_file(path: &Path) -> Result<MasterKey, KeyError> {
+pub(crate) fn create_key_file(path: &Path) -> Result<MasterKey, KeyError> {
     let io_error = |source| KeyError::Io {
         action: "create",
         path: path.to_owned(),
@@ -263,7 +269,7 @@ fn create_key_file(path: &Path) -> Result<MasterKey, KeyError> {
     }
 }
 
-fn write_private_file(path: &Path, key_base64: &[u8]) -> io::Result<()> {
+pub(crate) fn write_private_file(path: &Path, key_base64: &[u8]) -> io::Result<()> {
     let mut options = OpenOptions::new();
     options.write(true).create_new(true);
     #[cfg(unix)]
@@ -372,6 +378,10 @@ pub enum KeyOrigin {
     Environment,
     /// A key file.
     File(PathBuf),
+    /// One line of a key file of several keys (1-based).
+    FileLine(PathBuf, usize),
+    /// One entry of [`MASTER_KEYS_ENV`](crate::MASTER_KEYS_ENV) (1-based).
+    ListEntry(usize),
 }
 
 impl fmt::Display for KeyOrigin {
@@ -380,6 +390,8 @@ impl fmt::Display for KeyOrigin {
             KeyOrigin::Argument => f.write_str("the master key"),
             KeyOrigin::Environment => f.write_str(MASTER_KEY_ENV),
             KeyOrigin::File(path) => write!(f, "key file {}", path.display()),
+            KeyOrigin::FileLine(path, line) => write!(f, "key file {} line {line}", path.display()),
+            KeyOrigin::ListEntry(entry) => write!(f, "{} entry {entry}", crate::MASTER_KEYS_ENV),
         }
     }
 }
@@ -425,6 +437,49 @@ pub enum KeyError {
         path: PathBuf,
         /// Its permission bits.
         mode: u32,
+    },
+    /// An entry of a list of keys is not `ID:BASE64`, `ID BASE64` or a bare key, or its id is
+    /// not 1 to 32 letters, digits, `.`, `_` or `-`.
+    #[error("{origin} must be ID:BASE64 (or a bare key), the id 1 to 32 letters, digits, '.', '_' or '-'")]
+    BadEntry {
+        /// The entry.
+        origin: KeyOrigin,
+    },
+    /// Two entries of a list of keys have the same id.
+    #[error("{origin} repeats the key id {id:?}; each key needs its own id")]
+    DuplicateId {
+        /// The second entry with that id.
+        origin: KeyOrigin,
+        /// The id.
+        id: String,
+    },
+    /// The same key appears twice in a list of keys.
+    #[error("{origin} repeats the key of fingerprint {fingerprint}")]
+    DuplicateKey {
+        /// The second entry with that key.
+        origin: KeyOrigin,
+        /// Its fingerprint.
+        fingerprint: KeyFingerprint,
+    },
+    /// A list of keys holds no key.
+    #[error("{what} holds no key")]
+    NoKey {
+        /// The variable or the file.
+        what: String,
+    },
+    /// Both the one-key and the several-keys variables are set.
+    #[error(
+        "set either {} (several keys) or {MASTER_KEY_ENV} (one key), not both",
+        crate::MASTER_KEYS_ENV
+    )]
+    BothVariables,
+    /// A new key's id is already in the key file.
+    #[error("key file {} already has a key with id {id:?}", path.display())]
+    IdTaken {
+        /// The key file.
+        path: PathBuf,
+        /// The id.
+        id: String,
     },
     /// The key file could not be read or created.
     #[error("cannot {action} key file {}: {source}", path.display())]

@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use base64::Engine;
 use base64::engine::general_purpose::{STANDARD, STANDARD_NO_PAD, URL_SAFE, URL_SAFE_NO_PAD};
-use lwa_seal::{KeyError, KeyOrigin, MasterKey};
+use lwa_seal::{KeyError, KeyOrigin, MasterKey, MasterKeys};
 
 use crate::support::{TestDir, mode, set_mode};
 
@@ -207,4 +207,154 @@ fn concurrent_first_runs_agree_on_one_key() {
     let on_disk = MasterKey::load(None, &key_file).unwrap().fingerprint();
     assert!(fingerprints.iter().all(|fp| *fp == on_disk), "{fingerprints:?}");
     assert_eq!(dir.entries(), ["master.key"]);
+}
+
+// --- several master keys ---
+
+#[test]
+fn several_keys_from_the_variable_newest_first_with_ids() {
+    let (new, old) = (MasterKey::generate(), MasterKey::generate());
+    let text = format!(
+        " 2026-11:{} , 2026-05 {}",
+        new.to_base64().as_str(),
+        URL_SAFE_NO_PAD.encode([0xfb; 32])
+    );
+    let keys = MasterKeys::load(Some(&text), None, "unused.key".as_ref()).unwrap();
+    let listed: Vec<_> = keys.iter().map(|k| k.id().unwrap().to_owned()).collect();
+    assert_eq!(listed, ["2026-11", "2026-05"]);
+    assert_eq!(keys.newest().key().fingerprint(), new.fingerprint());
+    let keyring = keys.keyring();
+    assert_eq!(keyring.newest_fingerprint(), new.fingerprint());
+    assert_eq!(keyring.fingerprints().len(), 2);
+    assert!(keys.by_fingerprint(old.fingerprint()).is_none());
+}
+
+#[test]
+fn malformed_entries_name_the_variable_and_the_entry_never_the_key() {
+    let good = MasterKey::generate();
+    let good = good.to_base64();
+    let cases = [
+        (
+            format!("a:{},b:c2hvcnQ=", good.as_str()),
+            "LWA_BROKER_MASTER_KEYS entry 2 must be 32 bytes of base64, got 5 bytes".to_owned(),
+        ),
+        (
+            format!("a/b:{}", good.as_str()),
+            "LWA_BROKER_MASTER_KEYS entry 1 must be ID:BASE64 (or a bare key), the id 1 to 32 letters, \
+             digits, '.', '_' or '-'"
+                .to_owned(),
+        ),
+        (
+            format!("a:{}:{}", good.as_str(), good.as_str()),
+            "LWA_BROKER_MASTER_KEYS entry 1 must be ID:BASE64 (or a bare key), the id 1 to 32 letters, \
+             digits, '.', '_' or '-'"
+                .to_owned(),
+        ),
+        (
+            format!(
+                "a:{},a:{}",
+                good.as_str(),
+                MasterKey::generate().to_base64().as_str()
+            ),
+            "LWA_BROKER_MASTER_KEYS entry 2 repeats the key id \"a\"; each key needs its own id".to_owned(),
+        ),
+        (" , ".to_owned(), "LWA_BROKER_MASTER_KEYS holds no key".to_owned()),
+    ];
+    for (text, expected) in cases {
+        let error = MasterKeys::parse_list(&text).unwrap_err();
+        assert_eq!(error.to_string(), expected);
+        assert!(!format!("{error} {error:?}").contains(good.as_str()));
+    }
+    // A key pasted where the id belongs is too long to be an id, so it is never echoed.
+    let swapped = format!("{}:k1", good.as_str());
+    let error = MasterKeys::parse_list(&swapped).unwrap_err();
+    assert!(!error.to_string().contains(&good[..20]), "{error}");
+    let error = MasterKeys::parse_list(&format!("a:{},b:{}", good.as_str(), good.as_str())).unwrap_err();
+    assert!(matches!(error, KeyError::DuplicateKey { .. }), "{error:?}");
+}
+
+#[test]
+fn both_variables_set_is_refused() {
+    let key = MasterKey::generate().to_base64();
+    let error = MasterKeys::load(
+        Some(&format!("a:{}", key.as_str())),
+        Some(&key),
+        "unused".as_ref(),
+    )
+    .unwrap_err();
+    assert_eq!(
+        error.to_string(),
+        "set either LWA_BROKER_MASTER_KEYS (several keys) or LWA_BROKER_MASTER_KEY (one key), not both"
+    );
+}
+
+#[test]
+fn the_single_key_forms_still_work() {
+    let dir = TestDir::new();
+    let key_file = dir.join("master.key");
+    let env_key = MasterKey::generate();
+    let keys = MasterKeys::load(None, Some(&env_key.to_base64()), &key_file).unwrap();
+    assert_eq!(keys.newest().key().fingerprint(), env_key.fingerprint());
+    assert_eq!(keys.newest().id(), None);
+    assert!(!key_file.exists());
+
+    // A missing file is created with one key, in the old format MasterKey::load reads.
+    let created = MasterKeys::load(Some(""), Some(" "), &key_file).unwrap();
+    assert_eq!(mode(&key_file), 0o600);
+    let again = MasterKey::load(None, &key_file).unwrap();
+    assert_eq!(created.newest().key().fingerprint(), again.fingerprint());
+    assert_eq!(created.iter().count(), 1);
+}
+
+#[test]
+fn a_new_key_goes_first_in_the_key_file_and_the_old_ones_stay() {
+    let dir = TestDir::new();
+    let key_file = dir.join("master.key");
+    let first = MasterKeys::load(None, None, &key_file).unwrap();
+    let first = first.newest().key().fingerprint();
+    let new = MasterKey::generate();
+    MasterKeys::add_to_file(&key_file, "2026-11", &new).unwrap();
+    assert_eq!(mode(&key_file), 0o600);
+    assert_eq!(dir.entries(), ["master.key"], "no temp file left behind");
+
+    let keys = MasterKeys::load(None, None, &key_file).unwrap();
+    let fingerprints: Vec<_> = keys.iter().map(|k| k.key().fingerprint()).collect();
+    assert_eq!(fingerprints, [new.fingerprint(), first]);
+    assert_eq!(keys.newest().id(), Some("2026-11"));
+
+    let newer = MasterKey::generate();
+    MasterKeys::add_to_file(&key_file, "2027-05", &newer).unwrap();
+    let keys = MasterKeys::load(None, None, &key_file).unwrap();
+    assert_eq!(keys.iter().count(), 3);
+    assert_eq!(keys.newest().key().fingerprint(), newer.fingerprint());
+    let text = std::fs::read_to_string(&key_file).unwrap();
+    assert_eq!(text.matches("# master keys").count(), 1, "{text}");
+
+    let error = MasterKeys::add_to_file(&key_file, "2026-11", &MasterKey::generate()).unwrap_err();
+    assert!(matches!(error, KeyError::IdTaken { .. }), "{error:?}");
+    assert_eq!(MasterKeys::load(None, None, &key_file).unwrap().iter().count(), 3);
+}
+
+#[test]
+fn a_key_file_of_several_keys_names_the_bad_line_and_keeps_its_mode_rule() {
+    let dir = TestDir::new();
+    let key_file = dir.join("master.key");
+    let good = MasterKey::generate();
+    std::fs::write(
+        &key_file,
+        format!("# keys\n\nnew {}\nold c2hvcnQ=\n", good.to_base64().as_str()),
+    )
+    .unwrap();
+    set_mode(&key_file, 0o600);
+    let error = MasterKeys::load(None, None, &key_file).unwrap_err();
+    assert_eq!(
+        error.to_string(),
+        format!(
+            "key file {} line 4 must be 32 bytes of base64, got 5 bytes",
+            key_file.display()
+        )
+    );
+    set_mode(&key_file, 0o644);
+    let error = MasterKeys::load(None, None, &key_file).unwrap_err();
+    assert!(matches!(error, KeyError::InsecureKeyFile { .. }), "{error:?}");
 }

@@ -1107,3 +1107,158 @@ async fn no_client_secret_or_admin_token_reaches_the_logs_or_the_database() {
         "the admin token is stored as its SHA-256"
     );
 }
+
+/// Master key rotation: the keys themselves, and every token the rotation opens and seals
+/// again (tenant-layered ones included), reach no log line; a value sealed with a key that is
+/// not configured is reported by table, row and column, never by content.
+#[tokio::test]
+async fn no_master_key_or_token_reaches_the_logs_during_a_rotation() {
+    use lwa_seal::{Keyring, MasterKey};
+    use lwa_server::rotation::{RotateOptions, SEALED_TABLES, key_usage, rotate};
+    use lwa_server::sealing::Sealer;
+
+    let (old, new, stranger) = (
+        MasterKey::generate(),
+        MasterKey::generate(),
+        MasterKey::generate(),
+    );
+    let old_entry = format!("2026-05:{}", old.to_base64().as_str());
+    let app = spawn_with(|s| {
+        s.master_key = None;
+        s.master_keys = Some(old_entry.clone());
+    })
+    .await;
+    let mut secrets = Secrets::default();
+    secrets.add("master key", old.to_base64().as_str());
+    secrets.add("master key", new.to_base64().as_str());
+    secrets.add("master key", stranger.to_base64().as_str());
+    secrets.add("master key", &old_entry);
+
+    // Values sealed with the old key: two connections (one with a tenant-held secret), a
+    // connect link carrying a token secret, a tenant signing secret.
+    let (plain, _) = app.onboard_sp("na", Some("A1ROTATELEAK1")).await;
+    let link = app
+        .post_json(
+            "/v1/connect-links",
+            &json!({"region": "na", "state": "s", "redirect_url": RETURN, "token_secret": LINK_SECRET}),
+        )
+        .await;
+    assert_eq!(link.status(), 201);
+    let landing = app
+        .through_consent(
+            link.json::<Value>().await.unwrap()["url"].as_str().unwrap(),
+            Choice::ApproveAs("A1ROTATELEAK2".into()),
+        )
+        .await;
+    let r = app
+        .post_json("/v1/claims", &json!({"code": landing.q["code"]}))
+        .await;
+    assert_eq!(r.status(), 200);
+    let layered: Value = r.json().await.unwrap();
+    let pending_link = app
+        .post_json(
+            "/v1/connect-links",
+            &json!({"region": "na", "state": "s2", "redirect_url": RETURN, "token_secret": VEND_SECRET}),
+        )
+        .await;
+    assert_eq!(pending_link.status(), 201);
+    let store = app.state.store.clone();
+    let old_sealer = app.state.sealer.clone();
+    let mut tenant = store.tenant(&app.tenant_id).await.unwrap().unwrap();
+    let signing = random(40);
+    secrets.add("signing secret", &signing);
+    tenant.signing_secret = Some(old_sealer.seal(&tenant.id, "signing_secret", &signing, None));
+    assert!(store.update_tenant(&tenant).await.unwrap());
+    let plain_id = plain["id"].as_str().unwrap().to_owned();
+    let layered_id = layered["connection"]["id"].as_str().unwrap().to_owned();
+    let layer = TokenSecret::parse(LINK_SECRET).unwrap();
+    for (id, secret) in [(&plain_id, None), (&layered_id, Some(&layer))] {
+        let row = store.connection(id).await.unwrap().unwrap();
+        let refresh = old_sealer
+            .open(id, "refresh_token", row.refresh_token.as_deref().unwrap(), secret)
+            .unwrap();
+        secrets.add("refresh_token", &refresh);
+    }
+    // And one value sealed with a key nobody configured.
+    let mut orphan = store.connection(&plain_id).await.unwrap().unwrap();
+    orphan.id = "conn_orphan".into();
+    orphan.selling_partner_id = Some("A1ORPHAN".into());
+    orphan.refresh_token = Some(Sealer::new(Keyring::new(stranger.clone())).seal(
+        "conn_orphan",
+        "refresh_token",
+        "Atzr|orphan-refresh-token-0123456789",
+        None,
+    ));
+    orphan.access_token = None;
+    store.insert_connection(&orphan).await.unwrap();
+    secrets.add("refresh_token", "Atzr|orphan-refresh-token-0123456789");
+
+    let keyring = Keyring::new(new.clone()).with_older(old.clone());
+    let mut batches = 0;
+    let report = rotate(
+        store.as_ref(),
+        &keyring,
+        RotateOptions {
+            batch_size: 1,
+            max_rows_per_second: None,
+        },
+        &mut |_| batches += 1,
+    )
+    .await
+    .unwrap();
+    assert!(batches >= 5, "one progress call per batch of one row: {batches}");
+    assert_eq!(report.tables.len(), SEALED_TABLES.len());
+    let connections = &report.tables[0];
+    assert_eq!(connections.rows, 3);
+    assert_eq!(
+        connections.resealed, 4,
+        "two connections' refresh and access tokens"
+    );
+    assert_eq!(connections.failures.len(), 1);
+    let failure = &connections.failures[0];
+    assert_eq!(
+        (failure.id.as_str(), failure.column),
+        ("conn_orphan", "refresh_token")
+    );
+    assert!(
+        failure.reason.contains(&stranger.fingerprint().to_string()),
+        "{failure:?}"
+    );
+    assert_eq!(report.still_on_other_keys(), 1, "the orphan");
+    assert_eq!(report.tables[1].resealed, 1, "the signing secret");
+    assert_eq!(report.tables[3].resealed, 1, "the pending link's token secret");
+    assert!(
+        report
+            .unused_keys(&keyring.fingerprints())
+            .contains(&old.fingerprint())
+    );
+    let usage = key_usage(store.as_ref()).await.unwrap();
+    assert_eq!(usage.len(), 2, "{usage:?}");
+
+    // Everything opens with the new key alone, the tenant layer with its secret only.
+    let new_only = Sealer::new(Keyring::new(new.clone()));
+    let row = store.connection(&layered_id).await.unwrap().unwrap();
+    let sealed = row.refresh_token.as_deref().unwrap();
+    assert!(new_only.open(&layered_id, "refresh_token", sealed, None).is_err());
+    let opened = new_only
+        .open(&layered_id, "refresh_token", sealed, Some(&layer))
+        .unwrap();
+    assert!(opened.starts_with("Atzr|"));
+    let tenant = store.tenant(&app.tenant_id).await.unwrap().unwrap();
+    assert_eq!(
+        &*new_only
+            .open(
+                &tenant.id,
+                "signing_secret",
+                tenant.signing_secret.as_deref().unwrap(),
+                None
+            )
+            .unwrap(),
+        signing.as_str()
+    );
+
+    let logged = logs();
+    assert!(logged.contains("re-sealed a table"), "the rotation logged");
+    let found = secrets.found_in(logged.as_bytes());
+    assert!(found.is_empty(), "logged: {found:#?}");
+}
