@@ -17,63 +17,23 @@ use lwa_server::rotation::{SEALED_TABLES, key_usage};
 use lwa_server::sealing::{Sealer, TokenSecret};
 use lwa_store::{ClaimCode, ConnectLink, Connection, OAuthState, Store};
 use serde_json::Value;
-use tokio::io::{AsyncBufReadExt, BufReader, Lines};
-use tokio::process::{Child, ChildStdout};
 
-use crate::support::Cli;
+use crate::support::{Broker, Cli, field, serve};
+
+/// `serve` with these master keys and the background refresher on (one more writer during the
+/// rotation), at a budget that does not slow the thousands of refreshes this test makes.
+async fn serve_with_keys(cli: &Cli, db: &str, keys: &str, log: &Path) -> Broker {
+    let env = [
+        ("LWA_BROKER_MASTER_KEYS", keys),
+        ("LWA_BROKER_REFRESH_BUDGET", "100000"),
+        ("LWA_BROKER_LOG", "debug"),
+    ];
+    serve(cli, db, log, &env).await
+}
 
 const CONNECTIONS: usize = 3000;
 /// The broker's default refresh buffer.
 const BUFFER_S: i64 = 300;
-
-/// A running `lwa-broker serve`.
-struct Broker {
-    child: Child,
-    url: String,
-    _stdout: Lines<BufReader<ChildStdout>>,
-}
-
-async fn serve(cli: &Cli, db: &str, keys: &str, log: &Path) -> Broker {
-    let mut command = cli.command(&["--database", db, "serve", "--listen", "127.0.0.1:0"]);
-    command
-        .env("LWA_BROKER_MASTER_KEYS", keys)
-        // The background refresher runs too (one more writer during the rotation), with a
-        // budget that does not slow the thousands of refreshes this test makes.
-        .env("LWA_BROKER_REFRESH_BUDGET", "100000")
-        .env("LWA_BROKER_LOG", "debug")
-        .stdin(Stdio::null())
-        .stderr(std::fs::File::create(log).unwrap())
-        .kill_on_drop(true);
-    let mut child = command.spawn().unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let url = tokio::time::timeout(Duration::from_secs(30), async {
-        while let Some(line) = lines.next_line().await.unwrap() {
-            if let Some(url) = line.strip_prefix("lwa-broker listening on ") {
-                return url.trim().to_owned();
-            }
-        }
-        panic!(
-            "lwa-broker serve ended before listening: {}",
-            std::fs::read_to_string(log).unwrap_or_default()
-        );
-    })
-    .await
-    .expect("the server starts");
-    Broker {
-        child,
-        url,
-        _stdout: lines,
-    }
-}
-
-fn field(stdout: &str, name: &str) -> String {
-    stdout
-        .lines()
-        .find_map(|l| l.strip_prefix(&format!("{name}: ")))
-        .unwrap_or_else(|| panic!("no {name:?} in {stdout}"))
-        .trim()
-        .to_owned()
-}
 
 async fn vend(http: &reqwest::Client, url: &str, key: &str, id: &str) -> (u16, Value) {
     let r = http
@@ -426,7 +386,7 @@ async fn keys_rotate_killed_half_way_then_resumed_while_a_server_vends_and_refre
 
     // A server sealing with the new key and opening both keeps vending; the clock moves so
     // every vend of a connection not yet refreshed refreshes it.
-    let mut broker = serve(&cli, &db, &both, &cli.dir.join("serve-1.log")).await;
+    let mut broker = serve_with_keys(&cli, &db, &both, &cli.dir.join("serve-1.log")).await;
     let http = reqwest::Client::builder()
         .timeout(Duration::from_secs(60))
         .build()
@@ -547,7 +507,7 @@ async fn keys_rotate_killed_half_way_then_resumed_while_a_server_vends_and_refre
 
     // Restarted with only the new key: every connection still vends, also after a refresh with
     // its re-sealed refresh token.
-    let mut broker = serve(&cli, &db, &new_entry, &cli.dir.join("serve-2.log")).await;
+    let mut broker = serve_with_keys(&cli, &db, &new_entry, &cli.dir.join("serve-2.log")).await;
     vend_all(&http, &broker.url, &key, &ids).await;
     let before = control.counters().await.lwa_calls("refresh_token");
     control.advance_clock(3700.0).await;

@@ -8,16 +8,7 @@ use fake_amazon::defaults;
 use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt, BufReader};
 
-use crate::support::Cli;
-
-fn field(stdout: &str, name: &str) -> String {
-    stdout
-        .lines()
-        .find_map(|l| l.strip_prefix(&format!("{name}: ")))
-        .unwrap_or_else(|| panic!("no {name:?} in {stdout}"))
-        .trim()
-        .to_owned()
-}
+use crate::support::{Cli, field};
 
 #[tokio::test]
 async fn tenants_and_keys_from_the_command_line() {

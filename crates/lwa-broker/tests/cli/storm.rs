@@ -7,16 +7,12 @@
 //! refreshes are stored and the rest are in flight or not yet started.
 
 use std::collections::{HashMap, HashSet};
-use std::path::Path;
-use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use fake_amazon::{FaultSpec, FaultTarget, defaults};
 use serde_json::{Value, json};
-use tokio::io::{AsyncBufReadExt, BufReader, Lines};
-use tokio::process::{Child, ChildStdout};
 
-use crate::support::Cli;
+use crate::support::{Broker, Cli, field, serve};
 
 const CONNECTIONS: usize = 500;
 /// Concurrent vends per connection in the storm.
@@ -29,51 +25,6 @@ const KILL_AFTER_ANSWERED: u64 = 150;
 /// The broker's default refresh buffer.
 const BUFFER_S: i64 = 300;
 const LWA_HOST: &str = "api.amazon.com";
-
-/// A running `lwa-broker serve`.
-struct Broker {
-    child: Child,
-    url: String,
-    _stdout: Lines<BufReader<ChildStdout>>,
-}
-
-async fn serve(cli: &Cli, db: &str, log: &Path) -> Broker {
-    let mut command = cli.command(&["--database", db, "serve", "--listen", "127.0.0.1:0"]);
-    command
-        .env("LWA_BROKER_LOG", "warn")
-        .stdin(Stdio::null())
-        .stderr(std::fs::File::create(log).unwrap())
-        .kill_on_drop(true);
-    let mut child = command.spawn().unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let url = tokio::time::timeout(Duration::from_secs(30), async {
-        while let Some(line) = lines.next_line().await.unwrap() {
-            if let Some(url) = line.strip_prefix("lwa-broker listening on ") {
-                return url.trim().to_owned();
-            }
-        }
-        panic!(
-            "lwa-broker serve ended before listening: {}",
-            std::fs::read_to_string(log).unwrap_or_default()
-        );
-    })
-    .await
-    .expect("the server starts");
-    Broker {
-        child,
-        url,
-        _stdout: lines,
-    }
-}
-
-fn field(stdout: &str, name: &str) -> String {
-    stdout
-        .lines()
-        .find_map(|l| l.strip_prefix(&format!("{name}: ")))
-        .unwrap_or_else(|| panic!("no {name:?} in {stdout}"))
-        .trim()
-        .to_owned()
-}
 
 /// One vend: the status and the body, or the transport error (the server was killed).
 async fn vend(http: reqwest::Client, url: String, key: String, id: String) -> Result<(u16, Value), String> {
@@ -233,7 +184,13 @@ async fn storm(rotating_refresh_tokens: bool) {
             })
             .await;
     }
-    let mut broker = serve(&cli, &db, &cli.dir.join("serve-1.log")).await;
+    let mut broker = serve(
+        &cli,
+        &db,
+        &cli.dir.join("serve-1.log"),
+        &[("LWA_BROKER_LOG", "warn")],
+    )
+    .await;
     let http = reqwest::Client::builder()
         .timeout(Duration::from_secs(60))
         .build()
@@ -342,7 +299,13 @@ async fn storm(rotating_refresh_tokens: bool) {
     }
 
     // Restart on the same database and master key.
-    let broker = serve(&cli, &db, &cli.dir.join("serve-2.log")).await;
+    let broker = serve(
+        &cli,
+        &db,
+        &cli.dir.join("serve-2.log"),
+        &[("LWA_BROKER_LOG", "warn")],
+    )
+    .await;
     let first = vend_all(&http, &broker, &key, &ids).await;
     let received_after_restart = per_token(&refresh_requests(&cli).await);
     let counters = control.counters().await;

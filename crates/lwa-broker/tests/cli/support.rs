@@ -4,7 +4,8 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 
 use fake_amazon::{FakeAmazon, FakeConfig, defaults};
-use tokio::io::AsyncWriteExt as _;
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt as _, BufReader, Lines};
+use tokio::process::{Child, ChildStdout};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_lwa-broker");
 
@@ -193,4 +194,52 @@ impl Cli {
 pub fn mode_of(path: &Path) -> u32 {
     use std::os::unix::fs::PermissionsExt as _;
     std::fs::metadata(path).unwrap().permissions().mode() & 0o777
+}
+
+/// A running `lwa-broker serve`.
+pub struct Broker {
+    pub child: Child,
+    pub url: String,
+    _stdout: Lines<BufReader<ChildStdout>>,
+}
+
+/// Starts `lwa-broker --database DB serve` on a free port, with `env` added and stderr into
+/// `log`, and waits until it listens.
+pub async fn serve(cli: &Cli, db: &str, log: &Path, env: &[(&str, &str)]) -> Broker {
+    let mut command = cli.command(&["--database", db, "serve", "--listen", "127.0.0.1:0"]);
+    command
+        .envs(env.iter().copied())
+        .stdin(Stdio::null())
+        .stderr(std::fs::File::create(log).unwrap())
+        .kill_on_drop(true);
+    let mut child = command.spawn().unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let url = tokio::time::timeout(std::time::Duration::from_secs(30), async {
+        while let Some(line) = lines.next_line().await.unwrap() {
+            if let Some(url) = line.strip_prefix("lwa-broker listening on ") {
+                return url.trim().to_owned();
+            }
+        }
+        panic!(
+            "lwa-broker serve ended before listening: {}",
+            std::fs::read_to_string(log).unwrap_or_default()
+        );
+    })
+    .await
+    .expect("the server starts");
+    Broker {
+        child,
+        url,
+        _stdout: lines,
+    }
+}
+
+/// The value of a `name: value` line of a command's output.
+pub fn field(stdout: &str, name: &str) -> String {
+    stdout
+        .lines()
+        .find_map(|l| l.strip_prefix(&format!("{name}: ")))
+        .unwrap_or_else(|| panic!("no {name:?} in {stdout}"))
+        .trim()
+        .to_owned()
 }

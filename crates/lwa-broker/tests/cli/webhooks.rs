@@ -3,8 +3,6 @@
 //! signature that checks against the secret `tenants set-webhook` printed.
 
 use std::net::SocketAddr;
-use std::path::Path;
-use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -14,10 +12,8 @@ use axum::extract::State;
 use axum::http::HeaderMap;
 use fake_amazon::defaults;
 use serde_json::{Value, json};
-use tokio::io::{AsyncBufReadExt, BufReader, Lines};
-use tokio::process::{Child, ChildStdout};
 
-use crate::support::Cli;
+use crate::support::{Broker, Cli, field, serve};
 
 type Inbox = Arc<Mutex<Vec<(HeaderMap, String)>>>;
 
@@ -37,51 +33,6 @@ async fn receive_on(addr: SocketAddr, inbox: Inbox) -> tokio::task::JoinHandle<(
     tokio::spawn(async move {
         axum::serve(listener, app).await.unwrap();
     })
-}
-
-/// A running `lwa-broker serve`.
-struct Broker {
-    child: Child,
-    url: String,
-    _stdout: Lines<BufReader<ChildStdout>>,
-}
-
-async fn serve(cli: &Cli, db: &str, log: &Path) -> Broker {
-    let mut command = cli.command(&["--database", db, "serve", "--listen", "127.0.0.1:0"]);
-    command
-        .env("LWA_BROKER_LOG", "debug")
-        .stdin(Stdio::null())
-        .stderr(std::fs::File::create(log).unwrap())
-        .kill_on_drop(true);
-    let mut child = command.spawn().unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let url = tokio::time::timeout(Duration::from_secs(30), async {
-        while let Some(line) = lines.next_line().await.unwrap() {
-            if let Some(url) = line.strip_prefix("lwa-broker listening on ") {
-                return url.trim().to_owned();
-            }
-        }
-        panic!(
-            "lwa-broker serve ended before listening: {}",
-            std::fs::read_to_string(log).unwrap_or_default()
-        );
-    })
-    .await
-    .expect("the server starts");
-    Broker {
-        child,
-        url,
-        _stdout: lines,
-    }
-}
-
-fn field(stdout: &str, name: &str) -> String {
-    stdout
-        .lines()
-        .find_map(|l| l.strip_prefix(&format!("{name}: ")))
-        .unwrap_or_else(|| panic!("no {name} in {stdout}"))
-        .trim()
-        .to_owned()
 }
 
 async fn deliveries(http: &reqwest::Client, broker: &Broker, key: &str) -> Vec<Value> {
@@ -223,7 +174,13 @@ async fn kill_9_between_the_change_and_its_delivery_still_delivers_the_event_aft
 
     // The change: a disconnect. The receiver is down, so its event is not delivered; once the
     // worker has tried and failed, the server is killed.
-    let broker = serve(&cli, &db, &cli.dir.join("serve-1.log")).await;
+    let broker = serve(
+        &cli,
+        &db,
+        &cli.dir.join("serve-1.log"),
+        &[("LWA_BROKER_LOG", "debug")],
+    )
+    .await;
     let http = reqwest::Client::new();
     let r = http
         .delete(format!("{}/v1/connections/{id}", broker.url))
@@ -265,7 +222,13 @@ async fn kill_9_between_the_change_and_its_delivery_still_delivers_the_event_aft
     // The receiver comes up; the server restarts on the same database; the retry comes due.
     let inbox: Inbox = Arc::default();
     let _receiver = receive_on(addr, inbox.clone()).await;
-    let broker = serve(&cli, &db, &cli.dir.join("serve-2.log")).await;
+    let broker = serve(
+        &cli,
+        &db,
+        &cli.dir.join("serve-2.log"),
+        &[("LWA_BROKER_LOG", "debug")],
+    )
+    .await;
     cli.fake.control().advance_clock(120.0).await;
     let deadline = Instant::now() + Duration::from_secs(20);
     while inbox.lock().unwrap().is_empty() {
