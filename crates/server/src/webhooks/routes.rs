@@ -214,7 +214,8 @@ pub async fn retry(
             ),
         ));
     }
-    state.webhooks.wake();
+    // Read before waking the worker, so that the answer shows the delivery as retried.
     let d = state.store.webhook_delivery(d.id).await?.ok_or_else(not_found)?;
+    state.webhooks.wake();
     Ok(axum::Json(delivery_view(&d)).into_response())
 }
