@@ -213,7 +213,8 @@ pub struct RefresherSettings {
     /// Refreshes in flight at once (`LWA_BROKER_REFRESH_CONCURRENCY`, default 16).
     pub concurrency: usize,
     /// LWA calls per second per app the refresher may make (`LWA_BROKER_REFRESH_BUDGET`,
-    /// default 20); vends are not held back by it.
+    /// default 50: enough for about 150,000 connections per app); vends are not held back by
+    /// it.
     pub budget_per_second: f64,
 }
 
@@ -230,7 +231,7 @@ impl Default for RefresherSettings {
 /// Default number of background refreshes in flight at once.
 pub const DEFAULT_REFRESH_CONCURRENCY: usize = 16;
 /// Default LWA calls per second per app for the background refresher.
-pub const DEFAULT_REFRESH_BUDGET: f64 = 20.0;
+pub const DEFAULT_REFRESH_BUDGET: f64 = 50.0;
 
 /// Default database: `lwa-broker.db` in the working directory.
 pub const DEFAULT_DATABASE_URL: &str = "sqlite:lwa-broker.db";

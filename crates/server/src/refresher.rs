@@ -5,10 +5,12 @@
 //! (`app.client_secret_expiring`, see [`crate::apps::due_secret_warnings`]).
 //!
 //! **Schedule:** each connection's next refresh is a column beside it (`next_refresh_at_ms`),
-//! set by every refresh to a random point in the first half of the new token's buffer (see
-//! [`crate::vend::next_refresh_at`]), so tokens that expired together (a migration, a restart)
-//! are refreshed spread out, and none is refreshed sooner than `lifetime − buffer` after the
-//! last. Time is the broker's clock; a test moves it and calls [`Refresher::run_once`].
+//! set by every refresh to when the new token enters its buffer, plus a little jitter (see
+//! [`crate::vend::next_refresh_at`]): one LWA call per connection per `lifetime − buffer`, never
+//! sooner. Tokens first seen inside their buffer are spread over three buffers, and tokens that
+//! fall due together are paced by the budget, so a migration or a restart does not reach
+//! Amazon in one burst. Time is the broker's clock; a test moves it and calls
+//! [`Refresher::run_once`].
 //!
 //! **Sharing:** a due connection is refreshed through the vend cache's single flight, so a
 //! refresh a vend already started is joined, never repeated; a fresh token another process

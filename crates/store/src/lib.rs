@@ -184,6 +184,11 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
         lease_ms: i64,
         limit: u32,
     ) -> Result<Vec<DueRefresh>, StoreError>;
+    /// The connection and its schedule in one read; `None` when unknown.
+    async fn connection_with_schedule(
+        &self,
+        id: &str,
+    ) -> Result<Option<(Connection, RefreshSchedule)>, StoreError>;
     /// The connection's schedule; `None` when unknown.
     async fn refresh_schedule(&self, id: &str) -> Result<Option<RefreshSchedule>, StoreError>;
     /// Sets when the refresher looks at it next; false when unknown.

@@ -122,6 +122,9 @@ pub struct SqliteStore {
     pool: SqlitePool,
     /// The database file; `None` for an in-memory database.
     path: Option<PathBuf>,
+    /// Taken by the refresh path's frequent writes, so that this process's writers queue here
+    /// rather than in SQLite's busy handler, which sleeps for milliseconds at a time.
+    write_gate: std::sync::Arc<tokio::sync::Mutex<()>>,
 }
 
 /// Where a `sqlite:` URL points.
@@ -178,6 +181,7 @@ impl SqliteStore {
         Ok(SqliteStore {
             pool,
             path: Some(path.to_path_buf()),
+            write_gate: Default::default(),
         })
     }
 
@@ -198,7 +202,11 @@ impl SqliteStore {
             .max_lifetime(None)
             .connect_with(options)
             .await?;
-        Ok(SqliteStore { pool, path: None })
+        Ok(SqliteStore {
+            pool,
+            path: None,
+            write_gate: Default::default(),
+        })
     }
 
     /// Applies every embedded migration not yet applied. Safe to call on every start.
@@ -1154,6 +1162,7 @@ impl Store for SqliteStore {
     }
 
     async fn save_tokens(&self, u: &TokenUpdate) -> Result<bool, StoreError> {
+        let _gate = self.write_gate.lock().await;
         let done = sqlx::query(
             "UPDATE connections SET refresh_token = ?, access_token = ?, access_expires_at_ms = ?, \
              last_refresh_at_ms = ?, last_error = NULL, status = 'active', updated_at_ms = ?, \
@@ -1368,6 +1377,7 @@ impl Store for SqliteStore {
     ) -> Result<Vec<DueRefresh>, StoreError> {
         // One statement: atomic against another process claiming the same rows. The partial
         // index is named, since without statistics SQLite prefers the one on `status`.
+        let _gate = self.write_gate.lock().await;
         let rows = sqlx::query(
             "UPDATE connections SET next_refresh_at_ms = ? WHERE id IN ( \
                SELECT id FROM connections INDEXED BY connections_due \
@@ -1390,6 +1400,26 @@ impl Store for SqliteStore {
             })
             .collect::<Result<_, sqlx::Error>>()
             .map_err(Into::into)
+    }
+
+    async fn connection_with_schedule(
+        &self,
+        id: &str,
+    ) -> Result<Option<(Connection, RefreshSchedule)>, StoreError> {
+        let row = sqlx::query(concat!(
+            "SELECT ",
+            connection_cols!(),
+            ", ",
+            schedule_cols!(),
+            " FROM connections WHERE id = ?"
+        ))
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row
+            .as_ref()
+            .map(|r| Ok::<_, sqlx::Error>((connection_from_row(r)?, schedule_from_row(r)?)))
+            .transpose()?)
     }
 
     async fn refresh_schedule(&self, id: &str) -> Result<Option<RefreshSchedule>, StoreError> {
@@ -1426,6 +1456,7 @@ impl Store for SqliteStore {
     }
 
     async fn set_next_refresh(&self, id: &str, at_ms: i64) -> Result<bool, StoreError> {
+        let _gate = self.write_gate.lock().await;
         let done = sqlx::query("UPDATE connections SET next_refresh_at_ms = ? WHERE id = ?")
             .bind(at_ms)
             .bind(id)
@@ -1442,6 +1473,7 @@ impl Store for SqliteStore {
         at_ms: i64,
         retry_at: &(dyn Fn(i64) -> i64 + Send + Sync),
     ) -> Result<Option<RefreshSchedule>, StoreError> {
+        let _gate = self.write_gate.lock().await;
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
         let failures: Option<i64> = sqlx::query_scalar(
             "UPDATE connections SET refresh_failures = refresh_failures + 1, last_error = ?, \

@@ -20,7 +20,7 @@ use std::time::Duration;
 
 use lwa::restricted::{self, RestrictedResource};
 use lwa::{AccessToken, Api, LwaError, RefreshToken, Region, TokenError};
-use lwa_store::{Connection, TokenUpdate};
+use lwa_store::{Connection, RefreshSchedule, TokenUpdate};
 use parking_lot::{Mutex, RwLock};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
@@ -397,7 +397,7 @@ impl Vendor {
             .get(
                 move || hold_clock.now_ms(),
                 move |t| t.expires_at_ms - fresh_clock.now_ms() > buffer,
-                move || refresh_connection(task_state, task_id, task_secret, buffer, false),
+                move || refresh_connection(task_state, task_id, task_secret, buffer, false, None),
             )
             .await;
         match result {
@@ -439,20 +439,28 @@ impl Vendor {
         budget: Option<Budget>,
     ) -> Result<Arc<CachedToken>, VendError> {
         let now = state.now_ms();
-        let mut entry = match self.connections.get(id) {
-            Some(entry) => entry,
-            None => self.entry_from_database(state, id, now).await?,
-        };
-        if entry.meta.read().tenant_secret {
-            // The database chose it, so it has no tenant layer by now (re-authorized elsewhere):
-            // the cache is stale.
-            self.forget(id);
-            entry = self.entry_from_database(state, id, now).await?;
-            if entry.meta.read().tenant_secret {
-                // The broker cannot open it: refreshed on demand only.
-                return Err(VendError::Forbidden);
-            }
+        // One read serves the cache entry and the refresh itself.
+        let (row, schedule) = state
+            .store
+            .connection_with_schedule(id)
+            .await?
+            .ok_or(VendError::NotFound)?;
+        if row.tenant_secret {
+            // The broker cannot open it: refreshed on demand only.
+            return Err(VendError::Forbidden);
         }
+        let entry = match self.connections.get(id) {
+            Some(entry) if !entry.meta.read().tenant_secret => entry,
+            cached => {
+                // Not cached, or cached with a tenant layer it no longer has (re-authorized
+                // elsewhere).
+                if cached.is_some() {
+                    self.forget(id);
+                }
+                let fresh_entry = entry_from_row(state, &row, now)?;
+                self.connections.get_or_insert_with(id, || fresh_entry)
+            }
+        };
         let buffer = self.buffer_ms;
         if let Some(token) = entry.flight.current().filter(|t| t.expires_at_ms - now > buffer) {
             state
@@ -474,7 +482,7 @@ impl Vendor {
                 move |t| t.expires_at_ms - fresh_clock.now_ms() > buffer,
                 move || {
                     task_ran.store(true, std::sync::atomic::Ordering::Relaxed);
-                    refresh_connection(task_state, task_id, None, buffer, true)
+                    refresh_connection(task_state, task_id, None, buffer, true, Some((row, schedule)))
                 },
             )
             .await;
@@ -492,17 +500,6 @@ impl Vendor {
             _ => {}
         }
         result
-    }
-
-    async fn entry_from_database(
-        &self,
-        state: &AppState,
-        id: &str,
-        now: i64,
-    ) -> Result<Arc<ConnEntry>, VendError> {
-        let row = state.store.connection(id).await?.ok_or(VendError::NotFound)?;
-        let fresh_entry = entry_from_row(state, &row, now)?;
-        Ok(self.connections.get_or_insert_with(id, || fresh_entry))
     }
 
     async fn revalidate(
@@ -754,17 +751,26 @@ async fn check_secret(
 }
 
 /// When the background refresher should next refresh a token that expires at `expires_at_ms`:
-/// once it is inside the buffer, at a random point of the buffer's first half, so that tokens
-/// that expire together are not all refreshed together; never sooner than `lifetime − buffer`
-/// after the refresh that made it. A token that lives less than the buffer is looked at again
-/// halfway through its life.
+/// as it enters the buffer, plus up to [`SCHEDULE_JITTER_MS`] — so no connection is refreshed
+/// sooner than `lifetime − buffer` after its last refresh, and each costs Amazon one call per
+/// refresh period. An expired token is due at once. A token already inside the buffer when it
+/// is scheduled (a restart, a migration, a token that lives less than the buffer) is spread
+/// over the next three buffers, so that many of them do not reach Amazon in one burst; a vend
+/// meanwhile still refreshes it on demand.
 pub fn next_refresh_at(now_ms: i64, expires_at_ms: i64, buffer_ms: i64) -> i64 {
     let due = expires_at_ms - buffer_ms;
-    if due <= now_ms {
-        return now_ms + ((expires_at_ms - now_ms) / 2).max(1_000);
+    if due > now_ms {
+        due + rand::random_range(0..=SCHEDULE_JITTER_MS)
+    } else if expires_at_ms <= now_ms {
+        now_ms
+    } else {
+        now_ms + rand::random_range(1_000..=(3 * buffer_ms).max(1_000))
     }
-    due + rand::random_range(0..=(buffer_ms / 2).max(0))
 }
+
+/// The most a scheduled refresh is put off past the start of the buffer (spreads refreshes that
+/// fell due together without changing a connection's period by more than 1%).
+pub const SCHEDULE_JITTER_MS: i64 = 30_000;
 
 /// The first backoff after a failed refresh; it doubles with each failure in a row.
 pub const BACKOFF_BASE_MS: i64 = 10_000;
@@ -798,8 +804,17 @@ async fn refresh_connection(
     secret: Option<TokenSecret>,
     buffer_ms: i64,
     background: bool,
+    read: Option<(Connection, RefreshSchedule)>,
 ) -> Result<Arc<CachedToken>, VendError> {
-    let row = state.store.connection(&id).await?.ok_or(VendError::NotFound)?;
+    // The caller's read of the row when it has just made one, else ours.
+    let (row, schedule) = match read {
+        Some(read) => read,
+        None => state
+            .store
+            .connection_with_schedule(&id)
+            .await?
+            .ok_or(VendError::NotFound)?,
+    };
     match Status::of(&row.status) {
         Status::Active => {}
         Status::NeedsReauth => return Err(VendError::NeedsReauth),
@@ -818,7 +833,6 @@ async fn refresh_connection(
         Err(UnsealError::TenantSecret) => Err(VendError::Forbidden),
         Err(e) => Err(VendError::Internal(format!("connection {id}: {e}"))),
     };
-    let schedule = state.store.refresh_schedule(&id).await?.unwrap_or_default();
     // Another process, or this one before a restart, may have stored a fresh token already.
     if let (Some(sealed), Some(expires_at_ms)) = (&row.access_token, row.access_expires_at_ms)
         && expires_at_ms - now > buffer_ms
