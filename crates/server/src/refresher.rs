@@ -103,7 +103,10 @@ impl Pacer {
             *next = slot + self.interval;
             slot
         };
-        tokio::time::sleep_until(slot).await;
+        // A slot already due costs no trip through the timer (which would round up to its tick).
+        if slot > tokio::time::Instant::now() {
+            tokio::time::sleep_until(slot).await;
+        }
     }
 }
 

@@ -125,7 +125,19 @@ pub struct SqliteStore {
     /// Taken by the refresh path's frequent writes, so that this process's writers queue here
     /// rather than in SQLite's busy handler, which sleeps for milliseconds at a time.
     write_gate: std::sync::Arc<tokio::sync::Mutex<()>>,
+    /// The group commit of `save_tokens`, started on first use.
+    token_writer: std::sync::Arc<std::sync::OnceLock<TokenWriter>>,
 }
+
+/// A `save_tokens` waiting for the group commit, and where its answer goes.
+type PendingSave = (
+    TokenUpdate,
+    tokio::sync::oneshot::Sender<Result<bool, StoreError>>,
+);
+type TokenWriter = tokio::sync::mpsc::UnboundedSender<PendingSave>;
+
+/// Most saves written in one transaction.
+const GROUP_COMMIT_MAX: usize = 256;
 
 /// Where a `sqlite:` URL points.
 #[derive(Debug, PartialEq, Eq)]
@@ -182,6 +194,7 @@ impl SqliteStore {
             pool,
             path: Some(path.to_path_buf()),
             write_gate: Default::default(),
+            token_writer: Default::default(),
         })
     }
 
@@ -206,6 +219,7 @@ impl SqliteStore {
             pool,
             path: None,
             write_gate: Default::default(),
+            token_writer: Default::default(),
         })
     }
 
@@ -742,6 +756,112 @@ async fn insert_events_on(conn: &mut sqlx::SqliteConnection, events: &[NewEvent]
     Ok(())
 }
 
+/// One token save on any executor (see [`Store::save_tokens`]).
+async fn save_tokens_on(conn: &mut sqlx::SqliteConnection, u: &TokenUpdate) -> Result<bool, StoreError> {
+    let done = sqlx::query(
+        "UPDATE connections SET refresh_token = ?, access_token = ?, access_expires_at_ms = ?, \
+         last_refresh_at_ms = ?, last_error = NULL, status = 'active', updated_at_ms = ?, \
+         next_refresh_at_ms = ?, refresh_failures = 0, retry_at_ms = NULL \
+         WHERE id = ? AND status <> 'disconnected' AND refresh_token = ?",
+    )
+    .bind(&u.refresh_token)
+    .bind(&u.access_token)
+    .bind(u.access_expires_at_ms)
+    .bind(u.refreshed_at_ms)
+    .bind(u.refreshed_at_ms)
+    .bind(u.next_refresh_at_ms)
+    .bind(&u.connection_id)
+    .bind(&u.expected_refresh_token)
+    .execute(conn)
+    .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+/// Writes a group of token saves in one statement (`UPDATE … FROM (VALUES …)`, each row still
+/// compare-and-set on its own expected refresh token); which were stored, in order. A group
+/// that names a connection twice is written one by one in a transaction instead.
+async fn save_tokens_together(pool: &SqlitePool, batch: &[PendingSave]) -> Result<Vec<bool>, StoreError> {
+    let ids: std::collections::HashSet<&str> = batch.iter().map(|(u, _)| u.connection_id.as_str()).collect();
+    if ids.len() < batch.len() {
+        let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
+        let mut answers = Vec::with_capacity(batch.len());
+        for (update, _) in batch {
+            answers.push(save_tokens_on(&mut tx, update).await?);
+        }
+        tx.commit().await?;
+        return Ok(answers);
+    }
+    let mut query = QueryBuilder::<Sqlite>::new(
+        "WITH v (id, expected, refresh_token, access_token, expires_at, refreshed_at, next_at) AS (",
+    );
+    query.push_values(batch, |mut row, (u, _)| {
+        row.push_bind(&u.connection_id)
+            .push_bind(&u.expected_refresh_token)
+            .push_bind(&u.refresh_token)
+            .push_bind(&u.access_token)
+            .push_bind(u.access_expires_at_ms)
+            .push_bind(u.refreshed_at_ms)
+            .push_bind(u.next_refresh_at_ms);
+    });
+    query.push(
+        ") UPDATE connections SET refresh_token = v.refresh_token, access_token = v.access_token, \
+         access_expires_at_ms = v.expires_at, last_refresh_at_ms = v.refreshed_at, last_error = NULL, \
+         status = 'active', updated_at_ms = v.refreshed_at, next_refresh_at_ms = v.next_at, \
+         refresh_failures = 0, retry_at_ms = NULL \
+         FROM v WHERE connections.id = v.id AND connections.status <> 'disconnected' \
+         AND connections.refresh_token = v.expected RETURNING connections.id",
+    );
+    let stored: std::collections::HashSet<String> = query
+        .build_query_scalar::<String>()
+        .fetch_all(pool)
+        .await?
+        .into_iter()
+        .collect();
+    Ok(batch
+        .iter()
+        .map(|(u, _)| stored.contains(&u.connection_id))
+        .collect())
+}
+
+/// The group commit behind `save_tokens`: takes every save waiting (up to
+/// [`GROUP_COMMIT_MAX`]) and writes them in one transaction; if that transaction fails, each
+/// is written on its own so every caller gets its own answer. Ends when the store is dropped.
+async fn group_commit(
+    pool: SqlitePool,
+    gate: std::sync::Arc<tokio::sync::Mutex<()>>,
+    mut rx: tokio::sync::mpsc::UnboundedReceiver<PendingSave>,
+) {
+    while let Some(first) = rx.recv().await {
+        let mut batch = vec![first];
+        while batch.len() < GROUP_COMMIT_MAX {
+            match rx.try_recv() {
+                Ok(next) => batch.push(next),
+                Err(_) => break,
+            }
+        }
+        let _gate = gate.lock().await;
+        let together = save_tokens_together(&pool, &batch).await;
+        match together {
+            Ok(answers) => {
+                for ((_, reply), saved) in batch.into_iter().zip(answers) {
+                    let _ = reply.send(Ok(saved));
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, saves = batch.len(), "a group of token saves failed; writing each alone");
+                for (update, reply) in batch {
+                    let alone = async {
+                        let mut conn = pool.acquire().await?;
+                        save_tokens_on(&mut conn, &update).await
+                    }
+                    .await;
+                    let _ = reply.send(alone);
+                }
+            }
+        }
+    }
+}
+
 #[async_trait]
 impl Store for SqliteStore {
     fn backend(&self) -> &'static str {
@@ -1161,25 +1281,22 @@ impl Store for SqliteStore {
         Ok(done.rows_affected() == 1)
     }
 
+    /// Saves that arrive together (a refresh storm, the background refresher) are written in one
+    /// transaction by one task — each still compare-and-set on its own row — so a commit is
+    /// paid once per group, not once per refresh.
     async fn save_tokens(&self, u: &TokenUpdate) -> Result<bool, StoreError> {
-        let _gate = self.write_gate.lock().await;
-        let done = sqlx::query(
-            "UPDATE connections SET refresh_token = ?, access_token = ?, access_expires_at_ms = ?, \
-             last_refresh_at_ms = ?, last_error = NULL, status = 'active', updated_at_ms = ?, \
-             next_refresh_at_ms = ?, refresh_failures = 0, retry_at_ms = NULL \
-             WHERE id = ? AND status <> 'disconnected' AND refresh_token = ?",
-        )
-        .bind(&u.refresh_token)
-        .bind(&u.access_token)
-        .bind(u.access_expires_at_ms)
-        .bind(u.refreshed_at_ms)
-        .bind(u.refreshed_at_ms)
-        .bind(u.next_refresh_at_ms)
-        .bind(&u.connection_id)
-        .bind(&u.expected_refresh_token)
-        .execute(&self.pool)
-        .await?;
-        Ok(done.rows_affected() == 1)
+        let writer = self.token_writer.get_or_init(|| {
+            let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+            tokio::spawn(group_commit(self.pool.clone(), self.write_gate.clone(), rx));
+            tx
+        });
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        if writer.send((u.clone(), reply)).is_err() {
+            return Err(StoreError::Io("the token writer stopped".into()));
+        }
+        answer
+            .await
+            .unwrap_or_else(|_| Err(StoreError::Io("the token writer stopped".into())))
     }
 
     async fn record_refresh_error(

@@ -2267,3 +2267,76 @@ async fn app_secrets_are_added_once_replaced_by_version_and_warned_once() {
         vec![30, 7]
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_token_saves_are_written_together_each_compare_and_set() {
+    let (_dir, store) = fresh("group-commit").await;
+    store.insert_tenant(&tenant("ten_1", 1_000)).await.unwrap();
+    let ids: Vec<String> = (0..200).map(|i| format!("conn_{i:03}")).collect();
+    for id in &ids {
+        store.insert_connection(&connection(id, "ten_1")).await.unwrap();
+    }
+    let mut tasks = Vec::new();
+    for (i, id) in ids.iter().enumerate() {
+        let store = store.clone();
+        let update = TokenUpdate {
+            connection_id: id.clone(),
+            // Every third started from a refresh token the row no longer holds.
+            expected_refresh_token: if i % 3 == 0 {
+                "lwa1.fp.b2xk".into()
+            } else {
+                "lwa1.fp.cmVmcmVzaA".into()
+            },
+            refresh_token: format!("lwa1.fp.new-{i}"),
+            access_token: format!("lwa1.fp.access-{i}"),
+            access_expires_at_ms: 100_000 + i as i64,
+            refreshed_at_ms: 50_000,
+            next_refresh_at_ms: 90_000,
+        };
+        tasks.push(tokio::spawn(
+            async move { store.save_tokens(&update).await.unwrap() },
+        ));
+    }
+    for (i, task) in tasks.into_iter().enumerate() {
+        assert_eq!(task.await.unwrap(), i % 3 != 0, "save {i}");
+    }
+    for (i, id) in ids.iter().enumerate() {
+        let row = store.connection(id).await.unwrap().unwrap();
+        if i % 3 == 0 {
+            assert_eq!(row.refresh_token.as_deref(), Some("lwa1.fp.cmVmcmVzaA"), "{id}");
+        } else {
+            assert_eq!(row.refresh_token, Some(format!("lwa1.fp.new-{i}")), "{id}");
+            assert_eq!(row.access_expires_at_ms, Some(100_000 + i as i64));
+            assert_eq!(
+                store
+                    .refresh_schedule(id)
+                    .await
+                    .unwrap()
+                    .unwrap()
+                    .next_refresh_at_ms,
+                90_000
+            );
+        }
+    }
+    // Two saves of one connection arriving together: the second started from the token the
+    // first replaced.
+    let first = TokenUpdate {
+        connection_id: "conn_001".into(),
+        expected_refresh_token: "lwa1.fp.new-1".into(),
+        refresh_token: "lwa1.fp.newer".into(),
+        access_token: "lwa1.fp.a".into(),
+        access_expires_at_ms: 1,
+        refreshed_at_ms: 1,
+        next_refresh_at_ms: 1,
+    };
+    let second = TokenUpdate {
+        refresh_token: "lwa1.fp.other".into(),
+        ..first.clone()
+    };
+    let (a, b) = tokio::join!(store.save_tokens(&first), store.save_tokens(&second));
+    assert_eq!(
+        [a.unwrap(), b.unwrap()].iter().filter(|s| **s).count(),
+        1,
+        "exactly one of two saves from the same token"
+    );
+}
