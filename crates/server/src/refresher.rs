@@ -241,7 +241,12 @@ impl Refresher {
                     let _permit = permit;
                     state
                         .vendor
-                        .refresh_due(&state, &due.id, Some(budget))
+                        .refresh_due(
+                            &state,
+                            &due.id,
+                            Some((due.connection, due.schedule)),
+                            Some(budget),
+                        )
                         .await
                         .map(|_| ())
                 });

@@ -222,7 +222,12 @@ pub struct DueRefresh {
     pub id: String,
     /// App name from the config (the refresher's budget is per app).
     pub app: String,
+    /// The claim's lease: when another process may take it.
     pub next_refresh_at_ms: i64,
+    /// The row as claimed, so the refresh need not read it again.
+    pub connection: Connection,
+    /// Its schedule as claimed (`next_refresh_at_ms` is the lease).
+    pub schedule: RefreshSchedule,
 }
 
 /// A connection's place in the background refresher's schedule (columns beside the

@@ -811,8 +811,11 @@ async fn save_tokens_together(pool: &SqlitePool, batch: &[PendingSave]) -> Resul
          FROM v WHERE connections.id = v.id AND connections.status <> 'disconnected' \
          AND connections.refresh_token = v.expected RETURNING connections.id",
     );
+    // Not kept in the statement cache: its text changes with the group's size, and caching
+    // each would push out the statements every request uses.
     let stored: std::collections::HashSet<String> = query
         .build_query_scalar::<String>()
+        .persistent(false)
         .fetch_all(pool)
         .await?
         .into_iter()
@@ -1495,13 +1498,16 @@ impl Store for SqliteStore {
         // One statement: atomic against another process claiming the same rows. The partial
         // index is named, since without statistics SQLite prefers the one on `status`.
         let _gate = self.write_gate.lock().await;
-        let rows = sqlx::query(
+        let rows = sqlx::query(concat!(
             "UPDATE connections SET next_refresh_at_ms = ? WHERE id IN ( \
                SELECT id FROM connections INDEXED BY connections_due \
                WHERE status = 'active' AND tenant_secret = 0 AND next_refresh_at_ms <= ? \
                ORDER BY next_refresh_at_ms, id LIMIT ?) \
-             RETURNING id, app, next_refresh_at_ms",
-        )
+             RETURNING ",
+            connection_cols!(),
+            ", ",
+            schedule_cols!()
+        ))
         .bind(now_ms.saturating_add(lease_ms))
         .bind(now_ms)
         .bind(i64::from(limit.min(10_000)))
@@ -1513,6 +1519,8 @@ impl Store for SqliteStore {
                     id: r.try_get("id")?,
                     app: r.try_get("app")?,
                     next_refresh_at_ms: r.try_get("next_refresh_at_ms")?,
+                    connection: connection_from_row(r)?,
+                    schedule: schedule_from_row(r)?,
                 })
             })
             .collect::<Result<_, sqlx::Error>>()

@@ -436,15 +436,19 @@ impl Vendor {
         &self,
         state: &AppState,
         id: &str,
+        claimed: Option<(Connection, RefreshSchedule)>,
         budget: Option<Budget>,
     ) -> Result<Arc<CachedToken>, VendError> {
         let now = state.now_ms();
-        // One read serves the cache entry and the refresh itself.
-        let (row, schedule) = state
-            .store
-            .connection_with_schedule(id)
-            .await?
-            .ok_or(VendError::NotFound)?;
+        // The claim's copy of the row (or one read) serves the cache entry and the refresh.
+        let (row, schedule) = match claimed {
+            Some(claimed) => claimed,
+            None => state
+                .store
+                .connection_with_schedule(id)
+                .await?
+                .ok_or(VendError::NotFound)?,
+        };
         if row.tenant_secret {
             // The broker cannot open it: refreshed on demand only.
             return Err(VendError::Forbidden);
