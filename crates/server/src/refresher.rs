@@ -264,10 +264,7 @@ impl Refresher {
         report: &mut RunReport,
     ) -> Result<(), VendError> {
         for id in state.store.due_profile_checks(now, SIDE_WORK_PER_RUN).await? {
-            let (Some(row), Some(schedule)) = (
-                state.store.connection(&id).await?,
-                state.store.refresh_schedule(&id).await?,
-            ) else {
+            let Some((row, schedule)) = state.store.connection_with_schedule(&id).await? else {
                 continue;
             };
             // Spread over an hour, so connections authorized together are not read together.
