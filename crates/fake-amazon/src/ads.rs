@@ -8,10 +8,11 @@ use crate::faults::{self, FaultQuery, Injected};
 use crate::hosts::{self, HostKind};
 use crate::http::{Ctx, FaultMarker, json as json_response, json_typed, set_header};
 use crate::ids;
-use crate::model::{Advertiser, AppKind, FaultTarget, Principal, Region};
+use crate::model::{Advertiser, AppKind, FaultTarget, Principal, Profile, Region};
 use crate::state::Throttle;
 
 const AMC_EXECUTION_TYPE: &str = "application/vnd.amcworkflowexecutions.v1+json";
+const SP_CAMPAIGN_TYPE: &str = "application/vnd.spCampaign.v3+json";
 
 /// An Ads error answer.
 #[derive(Debug, Clone)]
@@ -120,8 +121,13 @@ pub async fn handle(ctx: Ctx) -> Response {
 
     let path = ctx.path.clone();
     let segs: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
+    let payload = (ctx.method == Method::GET)
+        .then(|| ctx.shared.inner.lock().payload(&ctx.host, &ctx.path))
+        .flatten();
     let operation = match (ctx.method.clone(), segs.as_slice()) {
+        _ if payload.is_some() => crate::payload::OPERATION,
         (Method::GET, ["v2", "profiles"]) => "getProfiles",
+        (Method::POST, ["sp", "campaigns", "list"]) => "listSponsoredProductsCampaigns",
         (Method::GET, ["amc", "accounts"]) => "listAmcAccounts",
         (Method::POST, ["amc", "reporting", _, "workflowExecutions"]) => "createWorkflowExecution",
         (Method::GET, ["amc", "reporting", _, "workflowExecutions", _]) => "getWorkflowExecution",
@@ -146,8 +152,12 @@ pub async fn handle(ctx: Ctx) -> Response {
     if let Throttle::Throttled(secs) = throttle {
         return error_response(&ctx, &AdsError::throttled(secs));
     }
+    if let Some(payload) = &payload {
+        return crate::payload::response(payload);
+    }
     let result = match operation {
         "getProfiles" => Ok(profiles(&advertiser, region)),
+        "listSponsoredProductsCampaigns" => list_sp_campaigns(&ctx, &advertiser, region),
         "listAmcAccounts" => Ok(amc_accounts(&advertiser)),
         "createWorkflowExecution" => create_execution(&ctx, &advertiser, segs[2], now),
         _ => get_execution(&ctx, &advertiser, segs[2], segs[4]),
@@ -200,8 +210,9 @@ fn authenticate(
         .ok_or_else(|| AdsError::unauthorized("Not authorized to access this advertiser"))
 }
 
-fn profiles(advertiser: &Advertiser, region: Region) -> Response {
-    let list: Vec<&crate::model::Profile> = advertiser
+/// The advertiser's profiles in `region` (those `GET /v2/profiles` lists on its host).
+fn profiles_in(advertiser: &Advertiser, region: Region) -> Vec<&Profile> {
+    advertiser
         .profiles
         .iter()
         .filter(|p| {
@@ -209,8 +220,124 @@ fn profiles(advertiser: &Advertiser, region: Region) -> Response {
                 .or_else(|| hosts::marketplace_by_country(&p.country_code))
                 .is_some_and(|m| m.region == region)
         })
+        .collect()
+}
+
+fn profiles(advertiser: &Advertiser, region: Region) -> Response {
+    json_response(StatusCode::OK, &profiles_in(advertiser, region))
+}
+
+/// Checks `Amazon-Advertising-API-Scope`: present (400), and one of the advertiser's profiles in
+/// the host's region (401, as a profile used on another region's host).
+fn scoped_profile<'a>(
+    ctx: &Ctx,
+    advertiser: &'a Advertiser,
+    region: Region,
+) -> Result<&'a Profile, AdsError> {
+    let scope = ctx
+        .header_nonempty("amazon-advertising-api-scope")
+        .ok_or_else(|| AdsError::bad_request("Missing required header Amazon-Advertising-API-Scope"))?;
+    scope
+        .parse::<i64>()
+        .ok()
+        .and_then(|id| {
+            profiles_in(advertiser, region)
+                .into_iter()
+                .find(|p| p.profile_id == id)
+        })
+        .ok_or_else(|| AdsError::unauthorized("Not authorized to access this advertiser"))
+}
+
+/// `POST /sp/campaigns/list`: two fixed campaigns per profile, filtered and capped by the body.
+fn list_sp_campaigns(ctx: &Ctx, advertiser: &Advertiser, region: Region) -> Result<Response, AdsError> {
+    let profile = scoped_profile(ctx, advertiser, region)?;
+    let content_type = ctx
+        .header("content-type")
+        .map(|c| c.split(';').next().unwrap_or("").trim().to_ascii_lowercase());
+    if let Some(c) = &content_type
+        && c != "application/json"
+        && !c.eq_ignore_ascii_case(SP_CAMPAIGN_TYPE)
+    {
+        return Err(AdsError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "UNSUPPORTED_MEDIA_TYPE",
+            format!("Content-Type {c} is not supported; use {SP_CAMPAIGN_TYPE}"),
+        ));
+    }
+    let body: Value = if ctx.body.iter().all(u8::is_ascii_whitespace) {
+        json!({})
+    } else {
+        serde_json::from_slice(&ctx.body)
+            .map_err(|_| AdsError::bad_request("Request body is not valid JSON"))?
+    };
+    if !body.is_object() {
+        return Err(AdsError::bad_request("Request body must be a JSON object"));
+    }
+    let max_results = match body.get("maxResults") {
+        None | Some(Value::Null) => None,
+        Some(v) => match v.as_u64() {
+            Some(n @ 1..=5000) => Some(n as usize),
+            _ => {
+                return Err(AdsError::bad_request(
+                    "maxResults must be an integer between 1 and 5000",
+                ));
+            }
+        },
+    };
+    let states: Option<Vec<String>> = match body.pointer("/stateFilter/include") {
+        None | Some(Value::Null) => None,
+        Some(Value::Array(items)) => Some(
+            items
+                .iter()
+                .map(|i| i.as_str().map(str::to_ascii_uppercase))
+                .collect::<Option<_>>()
+                .ok_or_else(|| AdsError::bad_request("stateFilter.include must list states"))?,
+        ),
+        Some(_) => return Err(AdsError::bad_request("stateFilter.include must be an array")),
+    };
+    let id = profile.profile_id;
+    let all = [
+        json!({
+            "campaignId": format!("{id}1"),
+            "name": format!("Fake SP campaign {id} A"),
+            "campaignType": "SPONSORED_PRODUCTS",
+            "targetingType": "MANUAL",
+            "state": "ENABLED",
+            "startDate": "2024-01-01",
+            "budget": {"budgetType": "DAILY", "budget": 10.0},
+            "dynamicBidding": {"strategy": "LEGACY_FOR_SALES", "placementBidding": []},
+            "tags": {},
+        }),
+        json!({
+            "campaignId": format!("{id}2"),
+            "name": format!("Fake SP campaign {id} B"),
+            "campaignType": "SPONSORED_PRODUCTS",
+            "targetingType": "AUTO",
+            "state": "PAUSED",
+            "startDate": "2024-02-01",
+            "budget": {"budgetType": "DAILY", "budget": 25.5},
+            "dynamicBidding": {"strategy": "AUTO_FOR_SALES", "placementBidding": []},
+            "tags": {},
+        }),
+    ];
+    let matching: Vec<Value> = all
+        .into_iter()
+        .filter(|c| {
+            states
+                .as_ref()
+                .is_none_or(|s| s.iter().any(|state| c["state"].as_str() == Some(state.as_str())))
+        })
         .collect();
-    json_response(StatusCode::OK, &list)
+    let total = matching.len();
+    let campaigns: Vec<Value> = matching
+        .into_iter()
+        .take(max_results.unwrap_or(usize::MAX))
+        .collect();
+    Ok(json_typed(
+        StatusCode::OK,
+        SP_CAMPAIGN_TYPE,
+        &json!({"campaigns": campaigns, "totalResults": total}),
+    ))
 }
 
 fn amc_accounts(advertiser: &Advertiser) -> Response {

@@ -8,7 +8,7 @@ use serde_json::{Value, json};
 use crate::config::Quirks;
 use crate::model::{
     Advertiser, AdvertiserSpec, App, AppSpec, AppstoreSpec, AuthorizationRecord, AuthorizeSpec, ClockState,
-    Counters, Fault, FaultSpec, RecordedRequest, RevokeSpec, Seller, SellerSpec, TokenInfo,
+    Counters, Fault, FaultSpec, PayloadSpec, RecordedRequest, RevokeSpec, Seller, SellerSpec, TokenInfo,
 };
 
 /// A control API call that failed.
@@ -311,6 +311,37 @@ impl FakeControl {
                 Some(json!({"operation": operation, "rate": rate, "burst": burst})),
             )
             .await;
+    }
+
+    /// Serves `bytes` bytes at `GET {host}{path}` (an SP-API or Ads host), generated on the fly
+    /// and streamed in 64 KiB chunks, `Content-Type: application/octet-stream`. Byte `i` is
+    /// [`crate::payload::byte_at`]`(i)`. The host's usual auth applies (operation
+    /// `downloadPayload`). The same host and path again replaces the payload.
+    pub async fn add_payload(&self, host: &str, path: &str, bytes: u64) {
+        self.add_payload_spec(PayloadSpec {
+            host: host.to_owned(),
+            path: path.to_owned(),
+            bytes,
+            content_type: None,
+        })
+        .await;
+    }
+
+    /// [`FakeControl::add_payload`] with every field, e.g. a `content_type`.
+    pub async fn add_payload_spec(&self, spec: PayloadSpec) {
+        let _: Value = self
+            .typed(Method::POST, "payloads", Some(Self::to_json(&spec)))
+            .await;
+    }
+
+    /// Every registered payload.
+    pub async fn payloads(&self) -> Vec<PayloadSpec> {
+        self.typed(Method::GET, "payloads", None).await
+    }
+
+    /// Removes every payload.
+    pub async fn clear_payloads(&self) {
+        let _: Value = self.typed(Method::DELETE, "payloads", None).await;
     }
 
     /// What the fake knows about a token, if anything.

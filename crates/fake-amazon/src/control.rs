@@ -12,7 +12,7 @@ use serde_json::{Value, json};
 use crate::http::{append_query, first, form_pairs, json as json_response};
 use crate::model::{
     AccountType, AdvertiserSpec, ApiCount, AppKind, AppSpec, AppstoreSpec, AuthorizeSpec, Counters,
-    FaultSpec, LwaCount, Principal, RateSpec, Region, RevokeSpec, SellerSpec,
+    FaultSpec, LwaCount, PayloadSpec, Principal, RateSpec, Region, RevokeSpec, SellerSpec,
 };
 use crate::sp_api::notification;
 use crate::state::{AUTHORIZATION_LIFETIME_MS, AmazonStateRecord, Challenge, RefreshRecord, Shared};
@@ -221,6 +221,14 @@ fn route(shared: &Arc<Shared>, request: &Request<'_>, segs: &[&str]) -> Outcome 
                 .set_rate(&spec.operation, spec.rate, spec.burst);
             Ok(to_value(spec))
         }
+        ("GET", ["payloads"]) => Ok(to_value(
+            shared.inner.lock().payloads.values().cloned().collect::<Vec<_>>(),
+        )),
+        ("POST", ["payloads"]) => add_payload(shared, body(bytes)?),
+        ("DELETE", ["payloads"]) => {
+            shared.inner.lock().payloads.clear();
+            Ok(json!({}))
+        }
         ("POST", ["token-info"]) => {
             #[derive(Deserialize)]
             struct Query {
@@ -239,6 +247,35 @@ fn route(shared: &Arc<Shared>, request: &Request<'_>, segs: &[&str]) -> Outcome 
             segs.join("/")
         ))),
     }
+}
+
+/// Registers a payload streamed at `GET {host}{path}` on an SP-API or Ads host.
+fn add_payload(shared: &Shared, mut spec: PayloadSpec) -> Outcome {
+    spec.host = spec.host.trim().to_ascii_lowercase();
+    let newer = shared.inner.lock().settings.quirks.newer_seller_central_hosts;
+    if !matches!(
+        hosts::lookup(&spec.host, newer),
+        Some(hosts::HostKind::SpApi(_) | hosts::HostKind::Ads(_))
+    ) {
+        return Err(Failure::bad(format!(
+            "host {:?} is not an SP-API or Ads host",
+            spec.host
+        )));
+    }
+    if !spec.path.starts_with('/') || spec.path.contains(['?', '#']) {
+        return Err(Failure::bad("path must start with / and hold no query"));
+    }
+    if let Some(content_type) = &spec.content_type
+        && axum::http::HeaderValue::from_str(content_type).is_err()
+    {
+        return Err(Failure::bad("content_type is not a valid header value"));
+    }
+    shared
+        .inner
+        .lock()
+        .payloads
+        .insert((spec.host.clone(), spec.path.clone()), spec);
+    Ok(json!({}))
 }
 
 fn index(shared: &Shared) -> Value {

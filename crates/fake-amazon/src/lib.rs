@@ -40,6 +40,7 @@ mod http;
 mod ids;
 mod lwa;
 mod model;
+pub mod payload;
 pub mod sandbox;
 mod server;
 mod sp_api;
@@ -56,7 +57,7 @@ pub use config::{FakeConfig, Quirks};
 pub use model::{
     AccountInfo, AccountType, Advertiser, AdvertiserSpec, AmcInstance, AmcInstanceSpec, ApiCount, App,
     AppKind, AppSpec, AppstoreSpec, AuthorizationRecord, AuthorizeSpec, ClockState, Counters, Fault,
-    FaultScript, FaultSpec, FaultTarget, LwaCount, Principal, Profile, ProfileSpec, RateSpec,
+    FaultScript, FaultSpec, FaultTarget, LwaCount, PayloadSpec, Principal, Profile, ProfileSpec, RateSpec,
     RecordedRequest, Region, RevokeSpec, Seller, SellerSpec, TokenInfo,
 };
 

@@ -604,3 +604,17 @@ pub struct RateSpec {
     /// Bucket size.
     pub burst: u32,
 }
+
+/// `POST /__fake/payloads`: a large body served on the fly at `GET {host}{path}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PayloadSpec {
+    /// An SP-API or Ads host (`sellingpartnerapi-na.amazon.com`, `advertising-api.amazon.com`…).
+    pub host: String,
+    /// The path after the host, starting with `/` (the query is not part of it).
+    pub path: String,
+    /// Exact length of the body, in bytes.
+    pub bytes: u64,
+    /// `Content-Type` of the answer; `application/octet-stream` when absent.
+    #[serde(default)]
+    pub content_type: Option<String>,
+}

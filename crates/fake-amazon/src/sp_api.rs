@@ -215,7 +215,14 @@ pub async fn handle(ctx: Ctx) -> Response {
     if sandbox {
         return sandbox_answer(&ctx, token.as_deref(), record.as_ref());
     }
-    let Some((operation, access)) = route(&ctx.method, &segs) else {
+    let payload = (ctx.method == Method::GET)
+        .then(|| ctx.shared.inner.lock().payload(&ctx.host, &ctx.path))
+        .flatten();
+    let route = match &payload {
+        Some(_) => Some((crate::payload::OPERATION, Access::Seller)),
+        None => route(&ctx.method, &segs),
+    };
+    let Some((operation, access)) = route else {
         return error_response(
             &ctx,
             &ApiError::not_found("The requested resource was not found."),
@@ -240,6 +247,12 @@ pub async fn handle(ctx: Ctx) -> Response {
         Throttle::Allowed(rate) => rate,
         Throttle::Throttled(_) => return error_response(&ctx, &throttled(), None),
     };
+
+    if let Some(payload) = &payload {
+        let mut resp = crate::payload::response(payload);
+        rate_header(&mut resp, rate);
+        return resp;
+    }
 
     let result = match operation {
         "getMarketplaceParticipations" => marketplace_participations(&ctx, &record),

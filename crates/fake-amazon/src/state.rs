@@ -15,7 +15,8 @@ use crate::hosts::{self, MARKETPLACES};
 use crate::ids;
 use crate::model::{
     AccountInfo, AccountType, Advertiser, AdvertiserSpec, AmcInstance, App, AppKind, AppSpec,
-    AuthorizationRecord, Fault, Principal, Profile, RecordedRequest, Region, Seller, SellerSpec, TokenInfo,
+    AuthorizationRecord, Fault, PayloadSpec, Principal, Profile, RecordedRequest, Region, Seller, SellerSpec,
+    TokenInfo,
 };
 use crate::sandbox::Sandbox;
 
@@ -308,6 +309,8 @@ pub struct Inner {
     pub destinations: BTreeMap<String, Vec<Value>>,
     /// AMC executions by (instance, execution id).
     pub amc_executions: HashMap<(String, String), Value>,
+    /// Streamed payloads by (host, path).
+    pub payloads: BTreeMap<(String, String), PayloadSpec>,
 }
 
 /// The default rate and burst of every rate-limited operation.
@@ -327,6 +330,8 @@ pub const DEFAULT_RATES: &[(&str, f64, u32)] = &[
     ("listAmcAccounts", 1.0, 5),
     ("createWorkflowExecution", 0.5, 10),
     ("getWorkflowExecution", 5.0, 10),
+    ("listSponsoredProductsCampaigns", 10.0, 20),
+    ("downloadPayload", 10.0, 20),
 ];
 
 /// The outcome of taking a token from a bucket.
@@ -369,6 +374,7 @@ impl Inner {
             buckets: HashMap::new(),
             destinations: BTreeMap::new(),
             amc_executions: HashMap::new(),
+            payloads: BTreeMap::new(),
         }
     }
 
@@ -825,6 +831,11 @@ impl Inner {
     pub fn set_rate(&mut self, operation: &str, rate: f64, burst: u32) {
         self.rates.insert(operation.to_owned(), (rate, burst));
         self.buckets.retain(|(op, _), _| op != operation);
+    }
+
+    /// The payload registered at `host` + `path`, if any.
+    pub fn payload(&self, host: &str, path: &str) -> Option<PayloadSpec> {
+        self.payloads.get(&(host.to_owned(), path.to_owned())).cloned()
     }
 
     /// Records a request for `GET /__fake/requests`.

@@ -260,3 +260,211 @@ async fn amc_workflow_execution() {
     let (status, _) = read(t.amc(&sp, &amc_headers, &sql).await).await;
     assert_eq!(status, 401);
 }
+
+const CAMPAIGNS: &str = "/sp/campaigns/list";
+const SP_CAMPAIGN_TYPE: &str = "application/vnd.spCampaign.v3+json";
+
+impl TestFake {
+    /// `POST /sp/campaigns/list` with the Ads auth headers, an optional scope and a body.
+    async fn sp_campaigns(
+        &self,
+        host: &str,
+        token: &str,
+        scope: Option<&str>,
+        body: Option<&str>,
+    ) -> reqwest::Response {
+        let mut req = self
+            .http
+            .post(self.url(host, CAMPAIGNS))
+            .bearer_auth(token)
+            .header("Amazon-Advertising-API-ClientId", defaults::ADS_CLIENT_ID)
+            .header("Content-Type", SP_CAMPAIGN_TYPE)
+            .header("Accept", SP_CAMPAIGN_TYPE);
+        if let Some(scope) = scope {
+            req = req.header("Amazon-Advertising-API-Scope", scope);
+        }
+        if let Some(body) = body {
+            req = req.body(body.to_owned());
+        }
+        req.send().await.unwrap()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sp_campaigns_list_under_a_profile_of_the_hosts_region() {
+    let t = spawn().await;
+    let (access, _) = t.ads_tokens().await;
+    let na = defaults::PROFILE_NA.to_string();
+    let resp = t
+        .sp_campaigns(ADS_NA, &access, Some(&na), Some(r#"{"maxResults":10}"#))
+        .await;
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.headers()["content-type"], SP_CAMPAIGN_TYPE);
+    assert_eq!(resp.headers()["x-amzn-RequestId"].len(), 36);
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!(body["totalResults"], 2, "{body}");
+    let campaigns = body["campaigns"].as_array().unwrap();
+    assert_eq!(campaigns.len(), 2);
+    for c in campaigns {
+        assert!(c["campaignId"].as_str().unwrap().starts_with(&na), "{c}");
+        assert!(c["name"].is_string() && c["state"].is_string(), "{c}");
+        assert_eq!(c["budget"]["budgetType"], "DAILY");
+        assert!(c["budget"]["budget"].is_number());
+    }
+    assert_eq!(campaigns[0]["state"], "ENABLED");
+
+    // Deterministic: the same answer again, with no body and plain JSON too.
+    let again: Value = t
+        .sp_campaigns(ADS_NA, &access, Some(&na), None)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(again, body);
+    let resp = t
+        .http
+        .post(t.url(ADS_NA, CAMPAIGNS))
+        .bearer_auth(&access)
+        .header("Amazon-Advertising-API-ClientId", defaults::ADS_CLIENT_ID)
+        .header("Amazon-Advertising-API-Scope", &na)
+        .json(&json!({"maxResults": 1, "stateFilter": {"include": ["ENABLED"]}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let filtered: Value = resp.json().await.unwrap();
+    assert_eq!(filtered["totalResults"], 1);
+    assert_eq!(filtered["campaigns"][0], campaigns[0]);
+
+    // The EU profile on the EU host has its own campaigns.
+    let eu = defaults::PROFILE_EU.to_string();
+    let body: Value = t
+        .sp_campaigns("advertising-api-eu.amazon.com", &access, Some(&eu), None)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert!(
+        body["campaigns"][0]["campaignId"]
+            .as_str()
+            .unwrap()
+            .starts_with(&eu)
+    );
+
+    let c = t.control.counters().await;
+    assert_eq!(c.api_calls_with_status(ADS_NA, CAMPAIGNS, 200), 3);
+    let recorded = t.control.requests(Some(ADS_NA)).await;
+    assert_eq!(recorded.len(), 3);
+    assert_eq!(recorded[0].method, "POST");
+    assert_eq!(recorded[0].path, CAMPAIGNS);
+    assert_eq!(recorded[0].body, r#"{"maxResults":10}"#);
+    assert_eq!(recorded[0].headers["amazon-advertising-api-scope"], na);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sp_campaigns_refusals() {
+    let t = spawn().await;
+    let (access, _) = t.ads_tokens().await;
+    let na = defaults::PROFILE_NA.to_string();
+    let check = |resp: reqwest::Response, want: u16, code: &'static str| async move {
+        let (status, body) = read(resp).await;
+        assert_eq!(status, want, "{body}");
+        assert_eq!(body["code"], code, "{body}");
+        assert!(body["details"].is_string() && body["requestId"].is_string());
+    };
+    // Auth first: no token, wrong client id, an SP-API token.
+    let resp = t
+        .http
+        .post(t.url(ADS_NA, CAMPAIGNS))
+        .header("Amazon-Advertising-API-ClientId", defaults::ADS_CLIENT_ID)
+        .header("Amazon-Advertising-API-Scope", &na)
+        .send()
+        .await
+        .unwrap();
+    check(resp, 401, "UNAUTHORIZED").await;
+    let resp = t
+        .http
+        .post(t.url(ADS_NA, CAMPAIGNS))
+        .bearer_auth(&access)
+        .header("Amazon-Advertising-API-ClientId", defaults::SP_API_CLIENT_ID)
+        .header("Amazon-Advertising-API-Scope", &na)
+        .send()
+        .await
+        .unwrap();
+    check(resp, 401, "UNAUTHORIZED").await;
+    let (sp, _) = t.seller_tokens(Region::Na).await;
+    check(
+        t.sp_campaigns(ADS_NA, &sp, Some(&na), None).await,
+        401,
+        "UNAUTHORIZED",
+    )
+    .await;
+
+    // Scope missing: 400; another region's profile, unknown or malformed: 401.
+    check(
+        t.sp_campaigns(ADS_NA, &access, None, None).await,
+        400,
+        "BAD_REQUEST",
+    )
+    .await;
+    let eu = defaults::PROFILE_EU.to_string();
+    for scope in [eu.as_str(), "3510842657329999", "not-a-profile"] {
+        check(
+            t.sp_campaigns(ADS_NA, &access, Some(scope), None).await,
+            401,
+            "UNAUTHORIZED",
+        )
+        .await;
+    }
+    // The same EU profile is fine on the EU host.
+    assert_eq!(
+        t.sp_campaigns("advertising-api-eu.amazon.com", &access, Some(&eu), None)
+            .await
+            .status(),
+        200
+    );
+
+    // Bodies: not JSON, not an object, bad maxResults: 400; another content type: 415.
+    for body in ["{not json", "[1,2]", r#"{"maxResults":0}"#] {
+        check(
+            t.sp_campaigns(ADS_NA, &access, Some(&na), Some(body)).await,
+            400,
+            "BAD_REQUEST",
+        )
+        .await;
+    }
+    let resp = t
+        .http
+        .post(t.url(ADS_NA, CAMPAIGNS))
+        .bearer_auth(&access)
+        .header("Amazon-Advertising-API-ClientId", defaults::ADS_CLIENT_ID)
+        .header("Amazon-Advertising-API-Scope", &na)
+        .header("Content-Type", "text/plain")
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
+    check(resp, 415, "UNSUPPORTED_MEDIA_TYPE").await;
+    // Only POST is routed.
+    let resp = t
+        .ads_get(ADS_NA, CAMPAIGNS, &access, defaults::ADS_CLIENT_ID)
+        .await;
+    assert_eq!(resp.status(), 404);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sp_campaigns_throttled_per_advertiser() {
+    let t = spawn().await;
+    t.control.set_rate("listSponsoredProductsCampaigns", 0.5, 1).await;
+    let (access, _) = t.ads_tokens().await;
+    let na = defaults::PROFILE_NA.to_string();
+    assert_eq!(
+        t.sp_campaigns(ADS_NA, &access, Some(&na), None).await.status(),
+        200
+    );
+    let resp = t.sp_campaigns(ADS_NA, &access, Some(&na), None).await;
+    assert_eq!(resp.status(), 429);
+    assert_eq!(resp.headers()["retry-after"], "2");
+    let (_, body) = read(resp).await;
+    assert_eq!(body["code"], "TOO_MANY_REQUESTS");
+}

@@ -7,6 +7,7 @@ mod consent;
 mod control;
 mod faults;
 mod lwa;
+mod proxy;
 mod sandbox;
 mod sp_api;
 mod support;
