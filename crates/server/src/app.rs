@@ -9,7 +9,7 @@ use axum::extract::{DefaultBodyLimit, MatchedPath, Request};
 use axum::http::StatusCode;
 use axum::middleware::{self, Next};
 use axum::response::Response;
-use axum::routing::{get, post};
+use axum::routing::{any, get, post};
 use fake_amazon::{FakeAmazon, FakeConfig};
 use lwa::{Clock, Endpoints, FakeAmazonClock, SystemClock};
 use tokio::net::TcpListener;
@@ -20,7 +20,7 @@ use crate::error::ApiError;
 use crate::onboarding::{callback, claims, initialize, links, login_uri};
 use crate::sealing::Sealer;
 use crate::state::{AppState, StartError, check_master_key, load_keyring, open_store};
-use crate::{apps, audit, connections, sandbox, vend, webhooks};
+use crate::{apps, audit, connections, proxy, sandbox, vend, webhooks};
 
 /// Who may call a route.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -73,7 +73,12 @@ pub const ROUTES: &[(&str, &str, Access)] = &[
     ),
     ("POST", "/auth/o2/token", Access::LwaClient),
     ("POST", "/admin/api/app-secret-notifications", Access::Admin),
+    ("GET", "/admin/api/proxy/metrics", Access::Admin),
 ];
+
+/// The proxy's route, any method (a key or a stand-in token); not in [`ROUTES`], whose walk
+/// checks one method per route.
+pub const PROXY_ROUTE: &str = "/v1/connections/{id}/proxy/{*path}";
 
 /// The whole HTTP surface.
 pub fn router(state: AppState) -> Router {
@@ -122,6 +127,11 @@ pub fn router(state: AppState) -> Router {
         .route(
             "/admin/api/app-secret-notifications",
             post(apps::notification_route),
+        )
+        .route("/admin/api/proxy/metrics", get(proxy::routes::metrics))
+        .route(
+            PROXY_ROUTE,
+            any(proxy::routes::connection_proxy).layer(DefaultBodyLimit::disable()),
         );
     let reserved: Vec<&str> = ROUTES.iter().map(|r| r.1).collect();
     for path in state.callback_paths() {
@@ -133,7 +143,7 @@ pub fn router(state: AppState) -> Router {
         router = router.route("/sandbox/done", get(sandbox::landing));
     }
     router
-        .fallback(not_found)
+        .fallback(proxy::routes::root)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(state.body_limit))
         .layer(middleware::from_fn(log_request))
@@ -142,10 +152,6 @@ pub fn router(state: AppState) -> Router {
 
 async fn healthz() -> &'static str {
     "ok"
-}
-
-async fn not_found() -> ApiError {
-    ApiError::not_found("no such route")
 }
 
 async fn method_not_allowed() -> ApiError {

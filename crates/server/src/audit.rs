@@ -52,6 +52,8 @@ pub enum Via {
     V1,
     /// The LWA-compatible `/auth/o2/token`.
     Lwa,
+    /// The passthrough proxy (RDTs it minted for a call or a stand-in).
+    Proxy,
 }
 
 impl Via {
@@ -59,6 +61,7 @@ impl Via {
         match self {
             Via::V1 => "v1",
             Via::Lwa => "lwa",
+            Via::Proxy => "proxy",
         }
     }
 }

@@ -196,6 +196,8 @@ pub struct Settings {
     pub audit_retention_days: u32,
     /// The background refresher.
     pub refresher: RefresherSettings,
+    /// The passthrough proxy.
+    pub proxy: ProxySettings,
     /// Where operator events (`app.client_secret_expiring`) go.
     pub operator_webhook_url: Option<String>,
     /// The operator webhook's signing secret (required with the URL).
@@ -225,6 +227,71 @@ impl Default for RefresherSettings {
             concurrency: DEFAULT_REFRESH_CONCURRENCY,
             budget_per_second: DEFAULT_REFRESH_BUDGET,
         }
+    }
+}
+
+/// How the passthrough proxy forwards calls.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ProxySettings {
+    /// How long one proxied request may spend retrying 429s and waiting in the rate limiter
+    /// (`LWA_BROKER_PROXY_RETRY_BUDGET_SECONDS`, default 10); after it, Amazon's 429 is
+    /// returned unchanged.
+    pub retry_budget: std::time::Duration,
+    /// Largest request body forwarded (`LWA_BROKER_PROXY_BODY_LIMIT_BYTES`, default 100 MiB).
+    pub body_limit: u64,
+    /// Connecting to Amazon (`LWA_BROKER_PROXY_CONNECT_TIMEOUT_SECONDS`, default 5).
+    pub connect_timeout: std::time::Duration,
+    /// The whole exchange, body included (`LWA_BROKER_PROXY_TIMEOUT_SECONDS`, default 300).
+    pub timeout: std::time::Duration,
+    /// Space calls by the rate Amazon announces (`LWA_BROKER_PROXY_LIMITER`, default on).
+    pub limiter: bool,
+}
+
+impl Default for ProxySettings {
+    fn default() -> Self {
+        ProxySettings {
+            retry_budget: std::time::Duration::from_secs(10),
+            body_limit: 100 * 1024 * 1024,
+            connect_timeout: std::time::Duration::from_secs(5),
+            timeout: std::time::Duration::from_secs(300),
+            limiter: true,
+        }
+    }
+}
+
+impl ProxySettings {
+    fn resolve(env: Lookup<'_>) -> Result<ProxySettings, ConfigError> {
+        let d = ProxySettings::default();
+        let seconds = |name: &str,
+                       default: std::time::Duration|
+         -> Result<std::time::Duration, ConfigError> {
+            match env(name) {
+                None => Ok(default),
+                Some(v) => v
+                    .trim()
+                    .parse::<f64>()
+                    .ok()
+                    .filter(|s| s.is_finite() && *s > 0.0 && *s <= 86_400.0)
+                    .map(std::time::Duration::from_secs_f64)
+                    .ok_or_else(|| bad(format!("{name} must be a number of seconds between 0 and 86400"))),
+            }
+        };
+        Ok(ProxySettings {
+            retry_budget: seconds("LWA_BROKER_PROXY_RETRY_BUDGET_SECONDS", d.retry_budget)?,
+            body_limit: match env("LWA_BROKER_PROXY_BODY_LIMIT_BYTES") {
+                None => d.body_limit,
+                Some(v) => v
+                    .trim()
+                    .parse()
+                    .map_err(|_| bad("LWA_BROKER_PROXY_BODY_LIMIT_BYTES must be a number of bytes"))?,
+            },
+            connect_timeout: seconds("LWA_BROKER_PROXY_CONNECT_TIMEOUT_SECONDS", d.connect_timeout)?,
+            timeout: seconds("LWA_BROKER_PROXY_TIMEOUT_SECONDS", d.timeout)?,
+            limiter: match env("LWA_BROKER_PROXY_LIMITER") {
+                None => d.limiter,
+                Some(v) => flag(&v).ok_or_else(|| bad("LWA_BROKER_PROXY_LIMITER must be on or off"))?,
+            },
+        })
     }
 }
 
@@ -389,6 +456,7 @@ impl Settings {
                 "the refresh budget must be a positive number of calls per second",
             ));
         }
+        let proxy = ProxySettings::resolve(env)?;
         let webhook_allow_private = match env("LWA_BROKER_WEBHOOK_ALLOW_PRIVATE") {
             Some(v) => truthy(Some(v)),
             None => file.webhook_allow_private.unwrap_or(false),
@@ -442,6 +510,7 @@ impl Settings {
             grantless_scopes,
             audit_retention_days,
             refresher,
+            proxy,
             operator_webhook_url,
             operator_webhook_secret,
             webhook_allow_private,

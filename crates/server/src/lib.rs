@@ -29,6 +29,7 @@ pub mod extract;
 pub mod ids;
 pub mod onboarding;
 pub mod operator;
+pub mod proxy;
 pub mod refresher;
 pub mod rotation;
 pub mod sandbox;

@@ -62,6 +62,8 @@ pub struct Inner {
     pub webhooks: Arc<crate::webhooks::Webhooks>,
     /// Every app's client secrets as last read from the database (see `crate::apps`).
     pub secrets: LiveSecrets,
+    /// The passthrough proxy's client, rate limiter and metrics.
+    pub proxy: crate::proxy::Proxy,
 }
 
 /// How long an API key read from the database is trusted: a key revoked by another process
@@ -216,6 +218,7 @@ impl AppState {
                 settings.webhook_allow_private,
             )),
             secrets: LiveSecrets::default(),
+            proxy: crate::proxy::Proxy::new(settings.proxy),
         }))
     }
 

@@ -7,6 +7,9 @@
 //!   connection's current Amazon access token, the handle echoed as `refresh_token` and
 //!   `expires_in` the time it has left.
 //! - `grant_type=client_credentials` with `scope` answers a grantless token.
+//! - A **proxy-only** key gets a stand-in token (`lwas_…`, see [`crate::proxy::standin`]) in
+//!   place of the Amazon token: it works only on this broker's proxy and expires with the token
+//!   it stands for. Grantless tokens are refused to such keys.
 //! - Bodies: `application/x-www-form-urlencoded` (or no content type) and `application/json`.
 //! - Errors: LWA's `{"error_description","error","request_id"}` with LWA's statuses; an unknown,
 //!   foreign, disconnected or secret-less handle is the same `invalid_grant`, so the answer
@@ -29,6 +32,7 @@ use crate::audit::{Kind, Via};
 use crate::auth::{KEY_PREFIX, TenantAuth, verify};
 use crate::extract::read_body;
 use crate::onboarding::parse_handle;
+use crate::proxy::standin;
 use crate::state::AppState;
 
 /// An error in LWA's shape.
@@ -376,11 +380,13 @@ async fn serve(state: &AppState, headers: &HeaderMap, request: Request) -> Resul
         ));
     }
     let auth = client(state, headers, &params).await?;
-    if auth.key.scope == "proxy-only" {
+    let proxy_only = auth.key.scope == "proxy-only";
+    if proxy_only && grant_type == "client_credentials" {
         return Err(LwaFailure::new(
             StatusCode::BAD_REQUEST,
             "unauthorized_client",
-            "Not authorized for requested operation: this key is proxy-only",
+            "Not authorized for requested operation: this key is proxy-only, and grantless calls do not go \
+             through the proxy",
         ));
     }
     match grant_type {
@@ -400,13 +406,32 @@ async fn serve(state: &AppState, headers: &HeaderMap, request: Request) -> Resul
                 .await
                 .map_err(lwa_error)?;
             let now = state.now_ms();
-            state
-                .auditor
-                .record(now, &auth, Some(&id), Kind::AccessToken, Via::Lwa, None);
+            // A proxy-only key gets a stand-in that only this broker's proxy accepts.
+            let stand_in = proxy_only.then(|| {
+                standin::issue(
+                    &state.sealer,
+                    &standin::StandIn {
+                        key_id: auth.key.id.clone(),
+                        tenant_id: auth.tenant.id.clone(),
+                        connection_id: id.clone(),
+                        expires_at_ms: token.expires_at_ms,
+                        secret: secret.clone(),
+                        rdt: None,
+                    },
+                )
+            });
+            state.auditor.record(
+                now,
+                &auth,
+                Some(&id),
+                Kind::AccessToken,
+                Via::Lwa,
+                proxy_only.then(|| "stand-in".to_owned()),
+            );
             Ok(lwa_json(
                 StatusCode::OK,
                 &Granted {
-                    access_token: token.token.expose(),
+                    access_token: stand_in.as_deref().unwrap_or(token.token.expose()),
                     refresh_token: Some(handle),
                     token_type: "bearer",
                     expires_in: token.expires_in(now),

@@ -136,6 +136,54 @@ struct ConnMeta {
     status: Status,
     tenant_secret: bool,
     checked_at_ms: i64,
+    /// Ads profiles (`None` for SP-API connections and Ads ones without profiles).
+    profiles: Option<Arc<[AdsProfile]>>,
+}
+
+/// One Ads profile of a connection, as the proxy checks `Amazon-Advertising-API-Scope`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AdsProfile {
+    /// The profile id, as digits.
+    pub id: Box<str>,
+    /// The region whose Ads host serves it.
+    pub region: Option<Region>,
+}
+
+/// What the proxy needs to know of a connection besides its token.
+#[derive(Debug, Clone)]
+pub struct ConnectionView {
+    pub app: Arc<str>,
+    pub api: Api,
+    pub region: Region,
+    pub profiles: Option<Arc<[AdsProfile]>>,
+}
+
+/// The profiles of a connection's stored `profiles` JSON (`profileId` as number or string,
+/// `region` as the broker recorded it, else from `countryCode`).
+fn parse_profiles(text: &str) -> Option<Arc<[AdsProfile]>> {
+    let serde_json::Value::Array(items) = serde_json::from_str(text).ok()? else {
+        return None;
+    };
+    let profiles: Vec<AdsProfile> = items
+        .iter()
+        .filter_map(|p| {
+            let id = match p.get("profileId")? {
+                serde_json::Value::Number(n) => n.to_string(),
+                serde_json::Value::String(s) => s.clone(),
+                _ => return None,
+            };
+            let region = p
+                .get("region")
+                .and_then(|r| r.as_str())
+                .or_else(|| p.get("countryCode").and_then(|c| c.as_str()))
+                .and_then(|r| Region::parse(r).ok());
+            Some(AdsProfile {
+                id: id.into(),
+                region,
+            })
+        })
+        .collect();
+    (!profiles.is_empty()).then(|| profiles.into())
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -174,6 +222,7 @@ impl ConnMeta {
                 .map_err(|e| VendError::Internal(format!("connection {}: {e}", row.id)))?,
             status: Status::of(&row.status),
             tenant_secret: row.tenant_secret,
+            profiles: parse_profiles(&row.profiles),
             // Spread over time, so entries filled together are not all re-read together.
             checked_at_ms: now - rand::random_range(0..REVALIDATE_MS / 3),
         })
@@ -263,6 +312,7 @@ pub struct Vendor {
     rdt_buckets: Mutex<HashMap<String, Bucket>>,
     names: Names,
     buffer_ms: i64,
+    rdts_minted: std::sync::atomic::AtomicU64,
 }
 
 /// An RDT request, canonical.
@@ -282,12 +332,18 @@ impl Vendor {
             rdt_buckets: Mutex::new(HashMap::new()),
             names: Names::default(),
             buffer_ms: buffer.as_millis() as i64,
+            rdts_minted: std::sync::atomic::AtomicU64::new(0),
         }
     }
 
     /// The refresh buffer.
     pub fn buffer_ms(&self) -> i64 {
         self.buffer_ms
+    }
+
+    /// Restricted Data Tokens this process has minted (asked Amazon for).
+    pub fn rdts_minted(&self) -> u64 {
+        self.rdts_minted.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// How many connections are cached.
@@ -424,6 +480,90 @@ impl Vendor {
             },
             Err(e) => Err(e),
         }
+    }
+
+    /// The connection's access token and what the proxy needs to know of it, checked like a
+    /// vend (ownership, status, the tenant's secret).
+    pub async fn for_proxy(
+        &self,
+        state: &AppState,
+        tenant_id: &str,
+        id: &str,
+        secret: Option<&TokenSecret>,
+    ) -> Result<(Arc<CachedToken>, ConnectionView), VendError> {
+        let (token, meta) = self.access_token_meta(state, tenant_id, id, secret, true).await?;
+        Ok((
+            token,
+            ConnectionView {
+                app: meta.app,
+                api: meta.api,
+                region: meta.region,
+                profiles: meta.profiles,
+            },
+        ))
+    }
+
+    /// Refreshes the connection because Amazon refused `rejected`, unless the cached token is
+    /// already another one (a concurrent caller's forced refresh, or a scheduled one): then that
+    /// one is the answer. Concurrent callers share one refresh.
+    pub async fn force_refresh(
+        &self,
+        state: &AppState,
+        tenant_id: &str,
+        id: &str,
+        secret: Option<&TokenSecret>,
+        rejected: &Arc<CachedToken>,
+    ) -> Result<Arc<CachedToken>, VendError> {
+        let entry = self.connections.get(id).ok_or(VendError::NotFound)?;
+        if &*entry.meta.read().tenant_id != tenant_id {
+            return Err(VendError::NotFound);
+        }
+        let secret = if entry.meta.read().tenant_secret {
+            secret
+        } else {
+            None
+        };
+        let tag = secret.map(|s| secret_tag(id, s));
+        let rejected_digest: [u8; 32] = Sha256::digest(rejected.token.expose().as_bytes()).into();
+        let (fresh_clock, hold_clock) = (state.clock.clone(), state.clock.clone());
+        let rejected_ptr = rejected.clone();
+        let task_state = state.clone();
+        let (task_id, task_secret, buffer) = (id.to_owned(), secret.cloned(), self.buffer_ms);
+        let result = entry
+            .flight
+            .get(
+                move || hold_clock.now_ms(),
+                move |t| !std::ptr::eq(t, &*rejected_ptr) && t.expires_at_ms > fresh_clock.now_ms(),
+                move || {
+                    refresh_connection_inner(
+                        task_state,
+                        task_id,
+                        task_secret,
+                        buffer,
+                        false,
+                        None,
+                        Some(rejected_digest),
+                    )
+                },
+            )
+            .await;
+        match result {
+            Ok(token) if token.allows(tag.as_ref()) => Ok(token),
+            Ok(_) => Err(VendError::Forbidden),
+            Err(e) => {
+                match e {
+                    VendError::NeedsReauth => entry.meta.write().status = Status::NeedsReauth,
+                    VendError::Disconnected => entry.meta.write().status = Status::Disconnected,
+                    _ => {}
+                }
+                Err(e)
+            }
+        }
+    }
+
+    /// Forgets a cached RDT (Amazon refused it).
+    pub fn forget_rdt(&self, id: &str, request: &RdtRequest) {
+        self.rdts.remove(&rdt_key(id, request));
     }
 
     /// The background refresher's step for one due connection: joins the refresh a vend may
@@ -610,14 +750,7 @@ impl Vendor {
             .cloned()
             .ok_or_else(|| VendError::Configuration(format!("app {:?} is not configured", meta.app)))?;
         let region = meta.region;
-        // The key is a hash: a request may list 50 long paths.
-        let mut h = Sha256::new();
-        h.update(id.as_bytes());
-        h.update(b"\0");
-        h.update(request.target_application.as_deref().unwrap_or("").as_bytes());
-        h.update(b"\0");
-        h.update(serde_json::to_vec(&request.resources).unwrap_or_default());
-        let key = hex::encode(h.finalize());
+        let key = rdt_key(id, &request);
         if self.rdts.len() > 50_000 {
             let now = state.now_ms();
             self.rdts
@@ -654,6 +787,9 @@ impl Vendor {
                     )
                     .await
                     .map_err(rdt_failure)?;
+                    vendor
+                        .rdts_minted
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     Ok(CachedToken::new(
                         minted.token,
                         started + minted.expires_in as i64 * 1000,
@@ -701,6 +837,17 @@ impl Vendor {
             tokio::time::sleep_until(wake).await;
         }
     }
+}
+
+/// The RDT cache's key: a hash, as a request may list 50 long paths.
+fn rdt_key(id: &str, request: &RdtRequest) -> String {
+    let mut h = Sha256::new();
+    h.update(id.as_bytes());
+    h.update(b"\0");
+    h.update(request.target_application.as_deref().unwrap_or("").as_bytes());
+    h.update(b"\0");
+    h.update(serde_json::to_vec(&request.resources).unwrap_or_default());
+    hex::encode(h.finalize())
 }
 
 /// The caller's connection row, or `NotFound` (also for another tenant's).
@@ -810,6 +957,20 @@ async fn refresh_connection(
     background: bool,
     read: Option<(Connection, RefreshSchedule)>,
 ) -> Result<Arc<CachedToken>, VendError> {
+    refresh_connection_inner(state, id, secret, buffer_ms, background, read, None).await
+}
+
+/// [`refresh_connection`]; with `rejected` (the SHA-256 of a token Amazon refused), a stored
+/// token equal to it is not taken as fresh.
+async fn refresh_connection_inner(
+    state: AppState,
+    id: String,
+    secret: Option<TokenSecret>,
+    buffer_ms: i64,
+    background: bool,
+    read: Option<(Connection, RefreshSchedule)>,
+    rejected: Option<[u8; 32]>,
+) -> Result<Arc<CachedToken>, VendError> {
     // The caller's read of the row when it has just made one, else ours.
     let (row, schedule) = match read {
         Some(read) => read,
@@ -842,17 +1003,23 @@ async fn refresh_connection(
         && expires_at_ms - now > buffer_ms
     {
         let plain = open("access_token", sealed)?;
-        if !row.tenant_secret {
-            state
-                .store
-                .set_next_refresh(&id, next_refresh_at(now, expires_at_ms, buffer_ms))
-                .await?;
+        let refused = rejected.is_some_and(|r| {
+            let digest: [u8; 32] = Sha256::digest(plain.as_bytes()).into();
+            digest == r
+        });
+        if !refused {
+            if !row.tenant_secret {
+                state
+                    .store
+                    .set_next_refresh(&id, next_refresh_at(now, expires_at_ms, buffer_ms))
+                    .await?;
+            }
+            return Ok(CachedToken::new(
+                AccessToken::new(plain.as_str()),
+                expires_at_ms,
+                tag,
+            ));
         }
-        return Ok(CachedToken::new(
-            AccessToken::new(plain.as_str()),
-            expires_at_ms,
-            tag,
-        ));
     }
     if let Some(retry_at) = schedule.retry_at_ms.filter(|at| *at > now) {
         return Err(VendError::Unavailable {

@@ -1851,36 +1851,47 @@ async fn the_token_endpoint_answers_bad_bodies_in_lwas_shape() {
         assert!(!a.text.contains(key_secret), "{label}: the secret was echoed");
     }
 
-    // A proxy-only key is a client LWA does not authorize.
+    // A proxy-only key gets a stand-in instead of the Amazon token, and no grantless token.
     let proxy = lwa_server::admin::create_key(&app.state, &app.tenant_id, None, "proxy-only")
         .await
         .unwrap()
         .key
         .to_string();
     let (proxy_id, proxy_secret) = lwa_server::auth::split_key(&proxy).unwrap();
-    for (grant, extra) in [
-        ("refresh_token", ("refresh_token", handle.as_str())),
-        ("client_credentials", ("scope", NOTIFICATIONS)),
-    ] {
-        let a = seen
-            .send(
-                format!("proxy-only key, {grant}"),
-                request(&app, "POST", "/auth/o2/token").form(&[
-                    ("grant_type", grant),
-                    extra,
-                    ("client_id", proxy_id),
-                    ("client_secret", proxy_secret),
-                ]),
-            )
-            .await;
-        assert_lwa(
-            &a,
-            400,
-            "unauthorized_client",
-            "Not authorized for requested operation: this key is proxy-only",
-            grant,
-        );
-    }
+    let a = seen
+        .send(
+            "proxy-only key, refresh_token".to_owned(),
+            request(&app, "POST", "/auth/o2/token").form(&[
+                ("grant_type", "refresh_token"),
+                ("refresh_token", handle.as_str()),
+                ("client_id", proxy_id),
+                ("client_secret", proxy_secret),
+            ]),
+        )
+        .await;
+    assert_eq!(a.status, 200, "{}", a.text);
+    let granted: Value = serde_json::from_str(&a.text).unwrap();
+    assert!(granted["access_token"].as_str().unwrap().starts_with("lwas_"));
+    assert!(!a.text.contains("Atza|"), "a proxy-only key saw an Amazon token");
+    let a = seen
+        .send(
+            "proxy-only key, client_credentials".to_owned(),
+            request(&app, "POST", "/auth/o2/token").form(&[
+                ("grant_type", "client_credentials"),
+                ("scope", NOTIFICATIONS),
+                ("client_id", proxy_id),
+                ("client_secret", proxy_secret),
+            ]),
+        )
+        .await;
+    assert_lwa(
+        &a,
+        400,
+        "unauthorized_client",
+        "Not authorized for requested operation: this key is proxy-only, and grantless calls do not go \
+         through the proxy",
+        "client_credentials",
+    );
 
     // A disconnected connection's handle is the same invalid_grant as an unknown one.
     let r = request(&app, "DELETE", &format!("/v1/connections/{id}"))

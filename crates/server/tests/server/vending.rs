@@ -866,6 +866,18 @@ async fn proxy_only_keys_get_no_amazon_token() {
             ("client_secret", &key_secret),
         ])
         .await;
+    // A stand-in, never the Amazon token (the proxy tests use it).
+    assert_eq!(r.status(), 200);
+    let body: Value = r.json().await.unwrap();
+    assert!(body["access_token"].as_str().unwrap().starts_with("lwas_"));
+    let r = app
+        .token_endpoint(&[
+            ("grant_type", "client_credentials"),
+            ("scope", "sellingpartnerapi::notifications"),
+            ("client_id", &key_id),
+            ("client_secret", &key_secret),
+        ])
+        .await;
     assert_eq!(r.status(), 400);
     assert_eq!(r.json::<Value>().await.unwrap()["error"], "unauthorized_client");
 }
