@@ -1262,3 +1262,188 @@ async fn no_master_key_or_token_reaches_the_logs_during_a_rotation() {
     let found = secrets.found_in(logged.as_bytes());
     assert!(found.is_empty(), "logged: {found:#?}");
 }
+
+/// The proxy: every token it sent Amazon (access tokens, RDTs, Ads bearer tokens), every
+/// stand-in it issued, the keys and the tenant secret it was given, through successes,
+/// refresh-and-retry, 429 retries, refusals and stand-in flows, reach neither the logs nor the
+/// database in clear.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_token_the_proxy_handles_reaches_the_logs_or_the_database() {
+    const ORDER: &str = "123-1234567-1234567";
+    let app = spawn().await;
+    let mut secrets = Secrets::default();
+    add_key(&mut secrets, &app.key);
+    let proxy_key = lwa_server::admin::create_key(&app.state, &app.tenant_id, None, "proxy-only")
+        .await
+        .unwrap()
+        .key
+        .to_string();
+    add_key(&mut secrets, &proxy_key);
+    secrets.add("tenant secret", VEND_SECRET);
+    let (plain, plain_handle) = app.onboard_sp("na", Some("A1LEAKPROXYPLAIN")).await;
+    let p = plain["id"].as_str().unwrap().to_owned();
+    let link = app
+        .connect_link(
+            json!({"region": "na", "state": "v", "redirect_url": RETURN, "token_secret": VEND_SECRET}),
+        )
+        .await;
+    let landing = app
+        .through_consent(&link, Choice::ApproveAs("A1LEAKPROXYSECRET".into()))
+        .await;
+    let body = claim_v1(&app, &landing.q["code"], &mut secrets).await;
+    let s = body["connection"]["id"].as_str().unwrap().to_owned();
+    let s_handle = body["handle"].as_str().unwrap().to_owned();
+    let link = app
+        .connect_link(json!({"api": "ads", "region": "na", "state": "a", "redirect_url": RETURN}))
+        .await;
+    let landing = app.through_consent(&link, Choice::Approve).await;
+    let ads = claim_v1(&app, &landing.q["code"], &mut secrets).await["connection"]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let proxy = |id: &str, path: &str| {
+        app.http
+            .get(format!("{}/v1/connections/{id}/proxy{path}", app.url))
+            .bearer_auth(&app.key)
+    };
+    let ok = |r: reqwest::Response| {
+        assert!(r.status().is_success(), "{}", r.status());
+    };
+
+    ok(proxy(&p, "/sellers/v1/marketplaceParticipations")
+        .send()
+        .await
+        .unwrap());
+    ok(proxy(&p, &format!("/orders/v0/orders/{ORDER}/address"))
+        .send()
+        .await
+        .unwrap());
+    ok(proxy(&s, "/sellers/v1/account")
+        .header("x-amazon-token-secret", VEND_SECRET)
+        .send()
+        .await
+        .unwrap());
+    assert_eq!(
+        proxy(&s, "/sellers/v1/account").send().await.unwrap().status(),
+        403
+    );
+    ok(proxy(&ads, "/v2/profiles").send().await.unwrap());
+    ok(app
+        .http
+        .post(format!(
+            "{}/v1/connections/{ads}/proxy/sp/campaigns/list",
+            app.url
+        ))
+        .bearer_auth(&app.key)
+        .header("amazon-advertising-api-scope", defaults::PROFILE_NA.to_string())
+        .send()
+        .await
+        .unwrap());
+    // Amazon throttles twice (429 retries), then refuses the token once (refresh and retry).
+    app.fake.control().set_rate("getAccount", 100.0, 100).await;
+    fault(
+        &app,
+        FaultSpec {
+            target: FaultTarget::Api,
+            path_prefix: Some("/sellers/v1/account".into()),
+            script: Some(FaultScript {
+                count: 2,
+                status: Some(429),
+                error: None,
+                drop: false,
+            }),
+            ..FaultSpec::default()
+        },
+    )
+    .await;
+    let r = proxy(&p, "/sellers/v1/account").send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["x-lwa-broker-retries"], "2");
+    harvest_fake(&app, &mut secrets).await;
+    let current = app
+        .fake
+        .control()
+        .requests(Some("sellingpartnerapi-na.amazon.com"))
+        .await;
+    let token = current.last().unwrap().headers["x-amz-access-token"].clone();
+    app.fake
+        .control()
+        .revoke(RevokeSpec {
+            access_token: Some(token),
+            ..RevokeSpec::default()
+        })
+        .await;
+    let r = proxy(&p, "/sellers/v1/marketplaceParticipations")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["x-lwa-broker-refreshed"], "true");
+
+    // Stand-ins: issued, used at the root and on /v1, swapped for RDTs, tampered with.
+    let (key_id, key_secret) = lwa_server::auth::split_key(&proxy_key).unwrap();
+    for handle in [&plain_handle, &s_handle] {
+        let (status, body) = lwa_token_as(&app, "form", key_id, key_secret, &refresh(handle)).await;
+        assert_eq!(status, 200, "{body}");
+        let stand_in = body["access_token"].as_str().unwrap().to_owned();
+        secrets.add("stand-in token", &stand_in);
+        let r = app
+            .http
+            .get(format!("{}/sellers/v1/account", app.url))
+            .header("x-amz-access-token", &stand_in)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        let r = app
+            .http
+            .post(format!("{}/tokens/2021-03-01/restrictedDataToken", app.url))
+            .header("x-amz-access-token", &stand_in)
+            .json(&json!({"restrictedResources": [{"method": "GET", "path": "/orders/v0/orders/{orderId}/address"}]}))
+            .send()
+            .await
+            .unwrap();
+        let rdt: Value = r.json().await.unwrap();
+        let rdt = rdt["restrictedDataToken"].as_str().unwrap().to_owned();
+        secrets.add("stand-in RDT", &rdt);
+        let r = app
+            .http
+            .get(format!("{}/orders/v0/orders/{ORDER}/address", app.url))
+            .header("x-amz-access-token", &rdt)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        let tampered = format!("{}x", &stand_in[..stand_in.len() - 1]);
+        let r = app
+            .http
+            .get(format!("{}/sellers/v1/account", app.url))
+            .header("x-amz-access-token", &tampered)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 403);
+    }
+    harvest_fake(&app, &mut secrets).await;
+    harvest_store(&app, &mut secrets).await;
+    for (what, at_least) in [("access_token", 5), ("stand-in token", 2), ("stand-in RDT", 2)] {
+        assert!(
+            secrets.count(what) >= at_least,
+            "only {} {what}s collected",
+            secrets.count(what)
+        );
+    }
+    let logged = logs();
+    assert!(
+        logged.contains("route=/v1/connections/{id}/proxy/{*path}"),
+        "the proxy's requests were not logged"
+    );
+    let found = secrets.found_in(logged.as_bytes());
+    assert!(found.is_empty(), "logged: {found:#?}");
+    let mut db = std::fs::read(app.db_path()).unwrap();
+    if let Ok(bytes) = std::fs::read(app.db_path().with_file_name("broker.db-wal")) {
+        db.extend(bytes);
+    }
+    let found = secrets.found_in(&db);
+    assert!(found.is_empty(), "in the database: {found:#?}");
+}

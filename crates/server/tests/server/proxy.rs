@@ -831,3 +831,94 @@ async fn bad_input_on_the_proxy_is_never_a_500() {
     assert_eq!(r.status(), 413);
     assert_eq!(small.fake.control().requests(None).await.len(), 0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ads_calls_scoped_to_a_profile_reach_its_region() {
+    let app = spawn().await;
+    let ads = app.onboard_ads().await;
+    for (profile, host) in [
+        (defaults::PROFILE_NA, ADS_NA),
+        (defaults::PROFILE_EU, "advertising-api-eu.amazon.com"),
+        (defaults::PROFILE_FE, "advertising-api-fe.amazon.com"),
+    ] {
+        let r = app
+            .proxy(reqwest::Method::POST, &ads, "/sp/campaigns/list")
+            .header("amazon-advertising-api-scope", profile.to_string())
+            .header("content-type", "application/vnd.spCampaign.v3+json")
+            .body(r#"{"maxResults":10}"#)
+            .send()
+            .await
+            .unwrap();
+        let status = r.status();
+        let body: Value = r.json().await.unwrap();
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(body["totalResults"], 2, "{body}");
+        let seen = app.last_request(host).await;
+        assert_eq!(seen.path, "/sp/campaigns/list");
+        assert_eq!(seen.headers["amazon-advertising-api-scope"], profile.to_string());
+        assert_eq!(seen.headers["content-type"], "application/vnd.spCampaign.v3+json");
+        assert_eq!(seen.body, r#"{"maxResults":10}"#);
+    }
+    // Without a profile the call goes as asked, and Amazon's answer comes back unchanged.
+    let r = app
+        .proxy(reqwest::Method::POST, &ads, "/sp/campaigns/list")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    assert!(r.headers().contains_key("x-lwa-broker-token"));
+    assert_eq!(r.json::<Value>().await.unwrap()["code"], "BAD_REQUEST");
+}
+
+/// The process's resident memory (kB): now and at its peak.
+fn memory_kb() -> (u64, u64) {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    let field = |name: &str| {
+        status
+            .lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse().ok())
+            .unwrap()
+    };
+    (field("VmRSS:"), field("VmHWM:"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_100_mb_download_streams_through_without_growing_memory() {
+    const SIZE: u64 = 100 * 1024 * 1024;
+    const PATH: &str = "/reports/2021-06-30/documents/BIG1/content";
+    let app = spawn().await;
+    let (conn, _) = app.onboard_sp("na", None).await;
+    let id = conn["id"].as_str().unwrap();
+    app.fake.control().add_payload(NA, PATH, SIZE).await;
+    // Warm every path once (allocator pools, connections), then measure.
+    let r = app
+        .proxy(reqwest::Method::GET, id, "/sellers/v1/account")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let (before, _) = memory_kb();
+    let mut r = app.proxy(reqwest::Method::GET, id, PATH).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["content-length"], SIZE.to_string());
+    let mut received = 0u64;
+    let mut mismatches = 0u64;
+    let mut peak = before;
+    while let Some(chunk) = r.chunk().await.unwrap() {
+        for (i, byte) in chunk.iter().enumerate() {
+            if *byte != fake_amazon::payload::byte_at(received + i as u64) {
+                mismatches += 1;
+            }
+        }
+        received += chunk.len() as u64;
+        peak = peak.max(memory_kb().0);
+    }
+    assert_eq!(received, SIZE);
+    assert_eq!(mismatches, 0);
+    let (_, high_water) = memory_kb();
+    let growth_mb = (peak.max(high_water).saturating_sub(before)) as f64 / 1024.0;
+    println!("resident memory grew by {growth_mb:.1} MB over a 100 MB proxied download");
+    assert!(growth_mb < 20.0, "resident memory grew by {growth_mb:.1} MB");
+}
