@@ -10,7 +10,7 @@
 //! - the Ads headers the proxy sets itself (`Amazon-Advertising-API-*`: the client id is the
 //!   app's; the scope, marketplace and advertiser are checked before they are set again);
 //! - the broker's own `x-lwa-broker-*`;
-//! - `host`, `content-length` and `user-agent`, which the proxy writes.
+//! - `host`, `content-length` and `user-agent`, which the proxy writes, and `expect`.
 //!
 //! ```
 //! use axum::http::HeaderMap;
@@ -39,6 +39,7 @@ const HOP_BY_HOP: &[&str] = &[
 
 const NEVER: &[&str] = &[
     "host",
+    "expect",
     "content-length",
     "user-agent",
     "authorization",

@@ -378,6 +378,18 @@ async fn forward_inner(
         proxy
             .metrics
             .added(started.elapsed().saturating_sub(upstream_time + waited));
+        if let Some(request) = target.rdt.as_ref().filter(|_| used_rdt) {
+            // Restricted data was read on the tenant's behalf: the audit trail says so.
+            let detail = request.audit_detail();
+            state.auditor.record(
+                state.now_ms(),
+                auth,
+                Some(id),
+                crate::audit::Kind::RestrictedDataToken,
+                crate::audit::Via::Proxy,
+                Some(detail),
+            );
+        }
         return Ok(pass_through(response, used_rdt, refreshed, retries));
     }
 }

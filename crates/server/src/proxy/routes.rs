@@ -178,12 +178,7 @@ pub(super) async fn stand_in_rdt(
         .await
         .map_err(|e| v1_error(e, Some(id)))?;
     let now = state.now_ms();
-    let detail = request
-        .resources
-        .iter()
-        .map(|r| format!("{} {}", r.method, r.path))
-        .collect::<Vec<_>>()
-        .join("; ");
+    let detail = request.audit_detail();
     state.auditor.record(
         now,
         &caller.auth,

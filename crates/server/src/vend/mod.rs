@@ -322,6 +322,23 @@ pub struct RdtRequest {
     pub target_application: Option<String>,
 }
 
+impl RdtRequest {
+    /// The audit trail's detail: `GET /orders/v0/orders/{orderId} [buyerInfo]; …`.
+    pub fn audit_detail(&self) -> String {
+        self.resources
+            .iter()
+            .map(|r| {
+                let mut text = format!("{} {}", r.method, r.path);
+                if !r.data_elements.is_empty() {
+                    text.push_str(&format!(" [{}]", r.data_elements.join(",")));
+                }
+                text
+            })
+            .collect::<Vec<_>>()
+            .join("; ")
+    }
+}
+
 impl Vendor {
     /// Empty caches; refresh once a token has less than `buffer` left.
     pub fn new(buffer: Duration) -> Vendor {

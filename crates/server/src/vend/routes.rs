@@ -322,18 +322,7 @@ pub async fn restricted_data_token(
         .await
         .map_err(|e| v1_error(e, Some(&id)))?;
     let now = state.now_ms();
-    let detail = request
-        .resources
-        .iter()
-        .map(|r| {
-            let mut text = format!("{} {}", r.method, r.path);
-            if !r.data_elements.is_empty() {
-                text.push_str(&format!(" [{}]", r.data_elements.join(",")));
-            }
-            text
-        })
-        .collect::<Vec<_>>()
-        .join("; ");
+    let detail = request.audit_detail();
     state.auditor.record(
         now,
         &auth,

@@ -333,6 +333,31 @@ async fn restricted_calls_use_one_rdt_and_ordinary_calls_none() {
     assert_eq!(r.status(), 200);
     assert_eq!(app.rdts_minted_at_fake().await, 3);
 
+    // Each restricted call read personal data on the tenant's behalf: the audit trail has them.
+    let page: Value = app
+        .get_auth("/v1/audit?kind=restricted_data_token")
+        .await
+        .json()
+        .await
+        .unwrap();
+    let proxied: Vec<&Value> = page["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["via"] == "proxy")
+        .collect();
+    assert_eq!(
+        proxied.iter().map(|e| e["count"].as_i64().unwrap()).sum::<i64>(),
+        5,
+        "{page}"
+    );
+    assert!(
+        proxied
+            .iter()
+            .any(|e| e["detail"] == "GET /orders/v0/orders/{orderId} [buyerInfo,shippingAddress]"),
+        "{page}"
+    );
+
     // The operator's metrics: refused without the admin token, counted with it.
     let metrics_url = format!("{}/admin/api/proxy/metrics", app.url);
     let r = app.http.get(&metrics_url).send().await.unwrap();
