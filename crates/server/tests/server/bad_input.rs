@@ -126,7 +126,7 @@ fn concrete(path: &str, id: &str) -> String {
         "/v1/grantless-tokens" | "/v1/audit" | "/auth/o2/token" => path.to_owned(),
         "/v1/webhook" | "/v1/webhook/rotate-secret" | "/v1/webhook/deliveries" => path.to_owned(),
         "/v1/webhook/deliveries/{delivery_id}/retry" => path.replace("{delivery_id}", "1"),
-        "/admin/api/app-secret-notifications" => path.to_owned(),
+        "/admin/api/app-secret-notifications" | "/admin/api/proxy/metrics" => path.to_owned(),
         "/auth/connect/{token}" => "/auth/connect/garbage-token".to_owned(),
         "/v1/connections/{id}"
         | "/v1/connections/{id}/reauthorize-link"
@@ -633,7 +633,7 @@ async fn every_keyed_route_refuses_missing_malformed_wrong_and_revoked_keys() {
         }
     }
     assert_eq!(keyed, 18, "every keyed route was tried");
-    assert_eq!(admin_routes, 1, "every operator route was tried");
+    assert_eq!(admin_routes, 2, "every operator route was tried");
     assert_eq!(
         lwa_clients, 1,
         "every route with LWA client credentials was tried"

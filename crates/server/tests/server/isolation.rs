@@ -962,6 +962,17 @@ async fn every_route_keeps_tenants_apart() {
                 assert_eq!(app.state.store.app_secrets().await.unwrap(), before);
                 a_unchanged().await;
             }
+            ("GET", "/admin/api/proxy/metrics") => {
+                // Every tenant's proxy traffic: no tenant's key opens it.
+                lwa_server::operator::create_admin_token(&app.state)
+                    .await
+                    .unwrap();
+                for key in [&app.key, &b_key] {
+                    let (status, answer) = call(&app, method, path, key, false, None).await;
+                    assert_eq!(status, 401, "{answer}");
+                    assert_eq!(answer["error"]["message"], "invalid admin token");
+                }
+            }
             other => panic!("isolation.rs does not know how to check {other:?}: teach it"),
         }
         covered.push((method, path));
