@@ -6,6 +6,8 @@ use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use lwa::restricted::RestrictedResource;
+use serde::Deserialize;
 use serde_json::json;
 
 use super::standin::{self, StandInError, is_stand_in};
@@ -143,6 +145,16 @@ pub async fn root(State(state): State<AppState>, request: Request) -> Response {
     forward(&state, caller, &path, request).await
 }
 
+/// A `createRestrictedDataToken` body as an SDK sends it. Unlike `/v1`'s strict [`RdtBody`],
+/// fields beside these are ignored, as Amazon ignores them: python-amazon-sp-api adds
+/// `marketplaceIds` and `MarketplaceIds` to every POST body it sends. The resources stay strict.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct SdkRdtBody {
+    restricted_resources: Vec<RestrictedResource>,
+    target_application: Option<String>,
+}
+
 /// The SDK's `createRestrictedDataToken` from a caller that holds only stand-ins: a real RDT is
 /// minted (or reused from the cache) and a stand-in for it returned in the Tokens API's shape.
 pub(super) async fn stand_in_rdt(
@@ -158,13 +170,16 @@ pub(super) async fn stand_in_rdt(
                 "the request body could not be read or is too large",
             )
         })?;
-    let parsed: RdtBody = serde_json::from_slice(&bytes).map_err(|e| {
+    let parsed: SdkRdtBody = serde_json::from_slice(&bytes).map_err(|e| {
         ApiError::bad_request(
             "InvalidInput",
             format!("the body is not a createRestrictedDataToken request: {e}"),
         )
     })?;
-    let request = rdt_request(parsed)?;
+    let request = rdt_request(RdtBody {
+        restricted_resources: parsed.restricted_resources,
+        target_application: parsed.target_application,
+    })?;
     let id = caller.connection_id.as_str();
     let token = state
         .vendor

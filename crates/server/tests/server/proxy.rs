@@ -639,12 +639,17 @@ async fn stand_in_tokens_work_only_on_this_broker_and_never_show_an_amazon_token
     assert_eq!(r.status(), 200);
     let seen = app.last_request(NA).await;
     assert_eq!(seen.headers["x-amz-access-token"], app.current_token(id).await);
-    // The SDK's own RDT request gets a stand-in RDT, which the proxy swaps for a real one.
+    // The SDK's own RDT request gets a stand-in RDT, which the proxy swaps for a real one. The
+    // marketplace ids python-amazon-sp-api adds to every POST body are ignored, as Amazon does.
     let r = app
         .http
         .post(format!("{}/tokens/2021-03-01/restrictedDataToken", app.url))
         .header("x-amz-access-token", &stand_in)
-        .json(&json!({"restrictedResources": [{"method": "GET", "path": format!("/orders/v0/orders/{ORDER}/address")}]}))
+        .json(&json!({
+            "restrictedResources": [{"method": "GET", "path": format!("/orders/v0/orders/{ORDER}/address")}],
+            "marketplaceIds": ["ATVPDKIKX0DER"],
+            "MarketplaceIds": ["ATVPDKIKX0DER"],
+        }))
         .send()
         .await
         .unwrap();
