@@ -30,6 +30,12 @@ use tokio::time::Instant;
 
 /// The most calls per second the limiter believes (larger values mean no spacing).
 const MAX_RATE: f64 = 100_000.0;
+/// The fewest (one call in about three hours): smaller values are taken as this.
+const MIN_RATE: f64 = 1e-4;
+/// Keys kept at most; past it, new keys go unlimited (idle ones are dropped once a minute).
+const MAX_KEYS: usize = 100_000;
+/// How long a key's first call keeps the others waiting before they go anyway.
+const PROBE_EXCLUSIVE: Duration = Duration::from_secs(1);
 /// How often a caller waiting on a probe looks again.
 const PROBE_POLL: Duration = Duration::from_millis(10);
 /// Keys idle longer than this are forgotten when the map grows.
@@ -40,8 +46,8 @@ pub type LimitKey = (String, &'static str, String);
 
 #[derive(Debug)]
 enum Pace {
-    /// No answer seen yet; `true` while a probe is out.
-    Unknown { probing: bool },
+    /// No answer seen yet; `Some(since)` while a probe is out.
+    Unknown { probing: Option<Instant> },
     /// Amazon's bucket as learned.
     Bucket(Bucket),
     /// Amazon gives no rate here.
@@ -103,7 +109,33 @@ pub enum Turn {
 #[derive(Debug)]
 pub struct Limiter {
     enabled: bool,
-    slots: Mutex<HashMap<LimitKey, Slot>>,
+    slots: Mutex<Slots>,
+}
+
+#[derive(Debug)]
+struct Slots {
+    map: HashMap<LimitKey, Slot>,
+    pruned_at: Instant,
+}
+
+/// Gives a promised turn back if its caller goes away before it comes (a dropped request).
+struct Promise<'a> {
+    limiter: &'a Limiter,
+    key: &'a LimitKey,
+    kept: bool,
+}
+
+impl Drop for Promise<'_> {
+    fn drop(&mut self) {
+        if !self.kept
+            && let Some(Slot {
+                pace: Pace::Bucket(bucket),
+                ..
+            }) = self.limiter.slots.lock().map.get_mut(self.key)
+        {
+            bucket.tokens = (bucket.tokens + 1.0).min(bucket.capacity);
+        }
+    }
 }
 
 impl Limiter {
@@ -111,7 +143,10 @@ impl Limiter {
     pub fn new(enabled: bool) -> Limiter {
         Limiter {
             enabled,
-            slots: Mutex::new(HashMap::new()),
+            slots: Mutex::new(Slots {
+                map: HashMap::new(),
+                pruned_at: Instant::now(),
+            }),
         }
     }
 
@@ -131,7 +166,13 @@ impl Limiter {
                 Step::Go(turn) => return Ok(turn),
                 Step::At(at) if at > deadline => return Err(at - now),
                 Step::Reserved(at) => {
+                    let mut promise = Promise {
+                        limiter: self,
+                        key,
+                        kept: false,
+                    };
                     tokio::time::sleep_until(at).await;
+                    promise.kept = true;
                     return Ok(Turn::Go);
                 }
                 Step::At(at) => tokio::time::sleep_until(at).await,
@@ -142,11 +183,16 @@ impl Limiter {
     /// One look at the key, under the lock.
     fn step(&self, key: &LimitKey, now: Instant, deadline: Instant) -> Step {
         let mut slots = self.slots.lock();
-        if slots.len() > 100_000 {
-            slots.retain(|_, s| now.duration_since(s.used_at) < IDLE);
+        if slots.map.len() >= MAX_KEYS && now.duration_since(slots.pruned_at) > Duration::from_secs(60) {
+            slots.pruned_at = now;
+            slots.map.retain(|_, s| now.duration_since(s.used_at) < IDLE);
         }
-        let slot = slots.entry(key.clone()).or_insert(Slot {
-            pace: Pace::Unknown { probing: false },
+        if slots.map.len() >= MAX_KEYS && !slots.map.contains_key(key) {
+            // Full of keys in use: this one goes unlimited rather than grow the map.
+            return Step::Go(Turn::Go);
+        }
+        let slot = slots.map.entry(key.clone()).or_insert(Slot {
+            pace: Pace::Unknown { probing: None },
             held_until: now,
             used_at: now,
         });
@@ -155,11 +201,17 @@ impl Limiter {
             return Step::At(slot.held_until);
         }
         match &mut slot.pace {
-            Pace::Unknown { probing: false } => {
-                slot.pace = Pace::Unknown { probing: true };
+            Pace::Unknown { probing: None } => {
+                slot.pace = Pace::Unknown { probing: Some(now) };
                 Step::Go(Turn::Probe)
             }
-            Pace::Unknown { probing: true } => Step::At(now + PROBE_POLL),
+            // A slow first call does not hold the others for long.
+            Pace::Unknown { probing: Some(since) } if now.duration_since(*since) >= PROBE_EXCLUSIVE => {
+                Step::Go(Turn::Go)
+            }
+            Pace::Unknown { probing: Some(since) } => {
+                Step::At((*since + PROBE_EXCLUSIVE).min(now + PROBE_POLL))
+            }
             Pace::Free => Step::Go(Turn::Go),
             Pace::Bucket(bucket) => {
                 bucket.refill(now);
@@ -199,12 +251,12 @@ impl Limiter {
         }
         let now = Instant::now();
         let mut slots = self.slots.lock();
-        let Some(slot) = slots.get_mut(key) else {
+        let Some(slot) = slots.map.get_mut(key) else {
             return;
         };
         let rate = rate
             .filter(|r| r.is_finite() && *r > 0.0)
-            .map(|r| r.min(MAX_RATE));
+            .map(|r| r.clamp(MIN_RATE, MAX_RATE));
         match (&mut slot.pace, rate) {
             (Pace::Bucket(bucket), rate) => {
                 bucket.refill(now);
@@ -241,7 +293,7 @@ impl Limiter {
                 slot.pace = if matches!(status, 200..=299 | 400 | 404) {
                     Pace::Free
                 } else {
-                    Pace::Unknown { probing: false }
+                    Pace::Unknown { probing: None }
                 };
             }
             _ => {}
@@ -256,9 +308,34 @@ impl Limiter {
         }
     }
 
+    /// When the key's next call could leave at the earliest (now if it could at once).
+    pub fn ready_at(&self, key: &LimitKey) -> Instant {
+        let now = Instant::now();
+        if !self.enabled {
+            return now;
+        }
+        let slots = self.slots.lock();
+        let Some(slot) = slots.map.get(key) else {
+            return now;
+        };
+        let bucket_at = match &slot.pace {
+            Pace::Bucket(bucket) => {
+                let elapsed = now.saturating_duration_since(bucket.at).as_secs_f64();
+                let tokens = (bucket.tokens + elapsed * bucket.rate).min(bucket.capacity);
+                if tokens >= 1.0 {
+                    now
+                } else {
+                    now + Duration::from_secs_f64((1.0 - tokens) / bucket.rate)
+                }
+            }
+            _ => now,
+        };
+        bucket_at.max(slot.held_until)
+    }
+
     /// Keys the limiter knows (for metrics and tests).
     pub fn len(&self) -> usize {
-        self.slots.lock().len()
+        self.slots.lock().map.len()
     }
 
     /// Whether it knows no key.
@@ -341,6 +418,38 @@ mod tests {
         limiter.learn(&key(), Turn::Go, 429, None, Some(Duration::from_secs(3)));
         assert_eq!(limiter.acquire(&key(), far).await, Ok(Turn::Go));
         assert!(Instant::now() - t0 >= Duration::from_secs(3));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_caller_that_goes_away_gives_its_turn_back_and_tiny_rates_do_not_overflow() {
+        let limiter = std::sync::Arc::new(Limiter::new(true));
+        let far = Instant::now() + Duration::from_secs(600);
+        let turn = limiter.acquire(&key(), far).await.unwrap();
+        limiter.learn(&key(), turn, 200, Some(1.0), None);
+        limiter.learn(&key(), Turn::Extra, 429, None, None);
+        // Three callers wait their turns; two go away.
+        let mut waiting = Vec::new();
+        for _ in 0..3 {
+            let limiter = limiter.clone();
+            waiting.push(tokio::spawn(async move { limiter.acquire(&key(), far).await }));
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        waiting[1].abort();
+        waiting[2].abort();
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        let t0 = Instant::now();
+        assert!(waiting.remove(0).await.unwrap().is_ok());
+        // The next caller waits for one turn after the first, not three.
+        assert_eq!(limiter.acquire(&key(), far).await, Ok(Turn::Go));
+        assert!(
+            Instant::now() - t0 < Duration::from_millis(2_100),
+            "{:?}",
+            Instant::now() - t0
+        );
+        // A rate too small to be real is taken as the smallest one.
+        limiter.learn(&key(), Turn::Go, 200, Some(1e-300), None);
+        let soon = Instant::now() + Duration::from_secs(1);
+        assert!(limiter.acquire(&key(), soon).await.is_err());
     }
 
     #[tokio::test(start_paused = true)]

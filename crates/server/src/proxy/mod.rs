@@ -53,6 +53,8 @@ use path::UpstreamPath;
 
 /// Request bodies up to this size are kept so the call can be retried; larger ones stream.
 pub const REPLAY_LIMIT: usize = 1024 * 1024;
+/// The shortest wait before a 429 is retried (whatever `Retry-After` says).
+const MIN_RETRY_DELAY: Duration = Duration::from_millis(100);
 /// Largest Amazon error body read to decide whether a 401/403 means a bad token.
 const ERROR_BODY_LIMIT: usize = 64 * 1024;
 
@@ -197,13 +199,25 @@ async fn forward_inner(
         )
     })?;
 
-    // The SDK's own RDT request, from a caller that must never hold an Amazon token.
-    if view.api == Api::SpApi
-        && method == Method::POST
-        && upstream_path.path() == restricted::RDT_PATH
-        && caller.stand_ins_only
-    {
-        return routes::stand_in_rdt(state, caller, body).await;
+    // The Tokens API, for a caller that must never hold an Amazon token: the SDK's own RDT
+    // request gets a stand-in RDT; nothing else under /tokens/ is forwarded, whatever its
+    // spelling (a trailing slash, escaped letters, case).
+    if view.api == Api::SpApi && caller.stand_ins_only {
+        let normalized = path::normalized(upstream_path.path());
+        if normalized == "/tokens" || normalized.starts_with("/tokens/") {
+            if method == Method::POST
+                && normalized == restricted::RDT_PATH.to_ascii_lowercase()
+                && caller.stand_in_rdt.is_none()
+            {
+                return routes::stand_in_rdt(state, caller, body).await;
+            }
+            return Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                "tokens_api_refused",
+                "this caller gets Restricted Data Tokens only as stand-ins: POST \
+                 /tokens/2021-03-01/restrictedDataToken with a stand-in access token",
+            ));
+        }
     }
 
     let target = target(caller, &parts.headers, &method, &upstream_path, &view, &app)?;
@@ -233,6 +247,7 @@ async fn forward_inner(
     let limit_key = (id.to_owned(), target.host, target.operation.clone());
     let deadline = started + proxy.settings.retry_budget;
     let mut refreshed = false;
+    let mut rdt_renewed = false;
     let mut retries: u32 = 0;
     let mut upstream_time = Duration::ZERO;
     let mut waited = Duration::ZERO;
@@ -240,7 +255,7 @@ async fn forward_inner(
         // The credential for this attempt.
         let (credential, used_rdt) = match &target.rdt {
             Some(request) => {
-                let rdt = state
+                let minted = state
                     .vendor
                     .restricted_data_token(
                         state,
@@ -249,9 +264,34 @@ async fn forward_inner(
                         caller.secret.as_ref(),
                         request.clone(),
                     )
-                    .await
-                    .map_err(|e| v1_error(e, Some(id)))?;
-                (rdt, true)
+                    .await;
+                match minted {
+                    Ok(rdt) => (rdt, true),
+                    // The Tokens API refused the access token: refresh it once, then mint again.
+                    Err(VendError::Rejected {
+                        status: 401 | 403, ..
+                    }) if !refreshed => {
+                        refreshed = true;
+                        proxy.metrics.refreshed(view.api, &target.operation);
+                        match state
+                            .vendor
+                            .force_refresh(state, &auth.tenant.id, id, caller.secret.as_ref(), &token)
+                            .await
+                            .map_err(|e| refresh_failed(e, id))?
+                        {
+                            Some(fresh) => token = fresh,
+                            None => {
+                                return Err(ApiError::new(
+                                    StatusCode::FORBIDDEN,
+                                    "amazon_denied",
+                                    "Amazon's Tokens API refused the connection's fresh access token",
+                                ));
+                            }
+                        }
+                        continue;
+                    }
+                    Err(e) => return Err(v1_error(e, Some(id))),
+                }
             }
             None => (token.clone(), false),
         };
@@ -340,8 +380,13 @@ async fn forward_inner(
         let replayable = matches!(outgoing, Outgoing::Kept(_));
 
         if status == 429 && replayable {
-            let delay = retry_after.unwrap_or_else(|| backoff(retries));
-            if Instant::now() + delay <= deadline {
+            // Amazon's wait (or a backoff), and the limiter's, must both fit the budget;
+            // otherwise Amazon's 429 goes back unchanged.
+            let delay = retry_after
+                .unwrap_or_else(|| backoff(retries))
+                .max(MIN_RETRY_DELAY);
+            let ready = (Instant::now() + delay).max(proxy.limiter.ready_at(&limit_key));
+            if ready <= deadline {
                 retries += 1;
                 proxy.metrics.retried(view.api, &target.operation);
                 drop(response);
@@ -353,20 +398,37 @@ async fn forward_inner(
                 continue;
             }
         }
-        if (status == 401 || status == 403) && !refreshed && replayable {
+        let may_renew = !refreshed || (target.rdt.is_some() && !rdt_renewed);
+        if (status == 401 || status == 403) && replayable && may_renew {
+            let encoded = response
+                .headers()
+                .get(header::CONTENT_ENCODING)
+                .is_some_and(|v| !v.as_bytes().eq_ignore_ascii_case(b"identity"));
             let (response_parts, body_bytes) = read_small(response).await;
-            if token_rejected(view.api, status, &body_bytes) {
-                refreshed = true;
-                proxy.metrics.refreshed(view.api, &target.operation);
+            if token_rejected(view.api, status, &body_bytes, encoded) {
                 if let Some(request) = &target.rdt {
+                    // Amazon refused the RDT: a new one is minted first (no LWA call), and if
+                    // the Tokens API refuses the access token, that is refreshed (above).
                     state.vendor.forget_rdt(id, request);
+                    if !rdt_renewed {
+                        rdt_renewed = true;
+                        continue;
+                    }
                 }
-                token = state
-                    .vendor
-                    .force_refresh(state, &auth.tenant.id, id, caller.secret.as_ref(), &token)
-                    .await
-                    .map_err(|e| refresh_failed(e, id))?;
-                continue;
+                if !refreshed {
+                    let fresh = state
+                        .vendor
+                        .force_refresh(state, &auth.tenant.id, id, caller.secret.as_ref(), &token)
+                        .await
+                        .map_err(|e| refresh_failed(e, id))?;
+                    if let Some(fresh) = fresh {
+                        refreshed = true;
+                        proxy.metrics.refreshed(view.api, &target.operation);
+                        token = fresh;
+                        continue;
+                    }
+                }
+                // Refreshed a moment ago and refused again: Amazon's answer stands.
             }
             let mut out = Response::from_parts(response_parts, Body::from(body_bytes));
             finish(&mut out, used_rdt, refreshed, retries);
@@ -751,18 +813,20 @@ async fn read_small(response: reqwest::Response) -> (axum::http::response::Parts
 }
 
 /// Whether Amazon's 401/403 says the token is expired or invalid (not, say, a missing role).
-/// SP-API: a 401/403 whose error mentions the token being expired, revoked, malformed, invalid
-/// or missing (AMAZON.md §3.3; `MissingAuthenticationToken` seen too). Ads: any 401.
-pub fn token_rejected(api: Api, status: u16, body: &[u8]) -> bool {
+/// SP-API: a 401/403 whose error mentions the token being expired, revoked, malformed or
+/// invalid (AMAZON.md §3.3). Ads: any 401. A compressed body cannot be read here, so it counts
+/// as a refusal. Whatever this says, a connection is force-refreshed at most once a minute while
+/// Amazon keeps refusing (`FORCED_REFRESH_COOLDOWN_MS`).
+pub fn token_rejected(api: Api, status: u16, body: &[u8], encoded: bool) -> bool {
     match api {
         Api::Ads => status == 401,
+        Api::SpApi if encoded => true,
         Api::SpApi => {
             let text = String::from_utf8_lossy(body).to_ascii_lowercase();
-            text.contains("missingauthenticationtoken")
-                || text.contains("token")
-                    && ["expired", "revoked", "malformed", "invalid"]
-                        .iter()
-                        .any(|w| text.contains(w))
+            text.contains("token")
+                && ["expired", "revoked", "malformed", "invalid"]
+                    .iter()
+                    .any(|w| text.contains(w))
         }
     }
 }

@@ -103,12 +103,12 @@ impl UpstreamPath {
             }
         };
         Ok(UpstreamPath {
-            path: path.to_owned(),
-            query,
+            path: escape_for_url(path, false),
+            query: query.map(|q| escape_for_url(&q, true)),
         })
     }
 
-    /// The path, as the caller wrote it.
+    /// The path, as the caller wrote it (with the few bytes a URL may not hold raw escaped).
     pub fn path(&self) -> &str {
         &self.path
     }
@@ -144,6 +144,30 @@ fn percent_decode(s: &str) -> Option<Vec<u8>> {
         }
     }
     Some(out)
+}
+
+/// A path for comparisons only: escapes decoded, lower case, no trailing slash.
+pub fn normalized(path: &str) -> String {
+    let decoded = percent_decode(path).unwrap_or_else(|| path.as_bytes().to_vec());
+    String::from_utf8_lossy(&decoded)
+        .to_ascii_lowercase()
+        .trim_end_matches('/')
+        .to_owned()
+}
+
+/// Bytes the URL parser would escape itself (which would make the URL differ from what was
+/// checked): escaped here first. Path: `"` `<` `>` `` ` `` `{` `}` and space-like bytes never
+/// reach here; query: also `'`.
+fn escape_for_url(text: &str, query: bool) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '"' | '<' | '>' | '`' | '{' | '}' => out.push_str(&format!("%{:02X}", c as u32)),
+            '\'' if query => out.push_str("%27"),
+            c => out.push(c),
+        }
+    }
+    out
 }
 
 /// The URL for `path` on `origin` (`https://host` or the fake's `{base}/{host}`), parsed back and
@@ -253,6 +277,11 @@ mod tests {
             "/catalog/2022-04-01/items/",
             "/a/b:c",
         ] {
+            let p = UpstreamPath::parse(good, Some("keywords=men's")).unwrap();
+            assert!(
+                checked_url("https://sellingpartnerapi-na.amazon.com", &p).is_ok(),
+                "{good}"
+            );
             let p = UpstreamPath::parse(good, Some("marketplaceIds=ATVPDKIKX0DER&x=%20")).unwrap();
             assert_eq!(p.path(), good);
             let url = checked_url("http://127.0.0.1:9/sellingpartnerapi-na.amazon.com", &p).unwrap();
@@ -260,6 +289,18 @@ mod tests {
             let url = checked_url("https://sellingpartnerapi-na.amazon.com", &p).unwrap();
             assert_eq!(url.host_str(), Some("sellingpartnerapi-na.amazon.com"));
         }
+    }
+
+    #[test]
+    fn characters_the_url_parser_escapes_are_escaped_first() {
+        let p = UpstreamPath::parse("/catalog/{x}/\"q\"", Some("keywords=men's&a=<b>")).unwrap();
+        let url = checked_url("https://sellingpartnerapi-na.amazon.com", &p).unwrap();
+        assert_eq!(url.path(), "/catalog/%7Bx%7D/%22q%22");
+        assert_eq!(url.query(), Some("keywords=men%27s&a=%3Cb%3E"));
+        assert_eq!(
+            normalized("/Tokens/2021-03-01/restrictedDataToke%6E/"),
+            "/tokens/2021-03-01/restricteddatatoken"
+        );
     }
 
     #[test]

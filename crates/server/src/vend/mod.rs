@@ -207,7 +207,13 @@ impl Status {
 struct ConnEntry {
     meta: RwLock<ConnMeta>,
     flight: Arc<Flight<CachedToken>>,
+    /// When a refresh forced by Amazon refusing the token last finished (ms; 0: never).
+    forced_at_ms: std::sync::atomic::AtomicI64,
 }
+
+/// A connection's token is force-refreshed at most once in this time while Amazon keeps
+/// refusing the new one too (a wrong path or a missing role reads like a token problem).
+pub const FORCED_REFRESH_COOLDOWN_MS: i64 = 60_000;
 
 impl ConnMeta {
     fn of(row: &Connection, now: i64, names: &Names) -> Result<ConnMeta, VendError> {
@@ -522,7 +528,9 @@ impl Vendor {
 
     /// Refreshes the connection because Amazon refused `rejected`, unless the cached token is
     /// already another one (a concurrent caller's forced refresh, or a scheduled one): then that
-    /// one is the answer. Concurrent callers share one refresh.
+    /// one is the answer. Concurrent callers share one refresh. `None` when the refused token is
+    /// the one a forced refresh gave less than [`FORCED_REFRESH_COOLDOWN_MS`] ago: refreshing
+    /// again would not help, and Amazon's answer stands.
     pub async fn force_refresh(
         &self,
         state: &AppState,
@@ -530,8 +538,15 @@ impl Vendor {
         id: &str,
         secret: Option<&TokenSecret>,
         rejected: &Arc<CachedToken>,
-    ) -> Result<Arc<CachedToken>, VendError> {
-        let entry = self.connections.get(id).ok_or(VendError::NotFound)?;
+    ) -> Result<Option<Arc<CachedToken>>, VendError> {
+        let entry = match self.connections.get(id) {
+            Some(entry) => entry,
+            None => {
+                // Forgotten since the call (a revalidation): enter it again the usual way.
+                self.access_token_meta(state, tenant_id, id, secret, true).await?;
+                self.connections.get(id).ok_or(VendError::NotFound)?
+            }
+        };
         if &*entry.meta.read().tenant_id != tenant_id {
             return Err(VendError::NotFound);
         }
@@ -541,16 +556,26 @@ impl Vendor {
             None
         };
         let tag = secret.map(|s| secret_tag(id, s));
-        let rejected_digest: [u8; 32] = Sha256::digest(rejected.token.expose().as_bytes()).into();
+        let rejected_digest = token_digest(rejected);
+        let forced_at = entry.forced_at_ms.load(std::sync::atomic::Ordering::Acquire);
+        if state.now_ms() - forced_at < FORCED_REFRESH_COOLDOWN_MS
+            && entry
+                .flight
+                .current()
+                .is_some_and(|t| token_digest(&t) == rejected_digest)
+        {
+            return Ok(None);
+        }
         let (fresh_clock, hold_clock) = (state.clock.clone(), state.clock.clone());
-        let rejected_ptr = rejected.clone();
         let task_state = state.clone();
         let (task_id, task_secret, buffer) = (id.to_owned(), secret.cloned(), self.buffer_ms);
         let result = entry
             .flight
             .get(
                 move || hold_clock.now_ms(),
-                move |t| !std::ptr::eq(t, &*rejected_ptr) && t.expires_at_ms > fresh_clock.now_ms(),
+                // Another token than the refused one (by value: the same token may sit in a new
+                // entry) is the answer, when it is still valid.
+                move |t| t.expires_at_ms > fresh_clock.now_ms() && token_digest(t) != rejected_digest,
                 move || {
                     refresh_connection_inner(
                         task_state,
@@ -565,7 +590,12 @@ impl Vendor {
             )
             .await;
         match result {
-            Ok(token) if token.allows(tag.as_ref()) => Ok(token),
+            Ok(token) if token.allows(tag.as_ref()) => {
+                entry
+                    .forced_at_ms
+                    .store(state.now_ms(), std::sync::atomic::Ordering::Release);
+                Ok(Some(token))
+            }
             Ok(_) => Err(VendError::Forbidden),
             Err(e) => {
                 match e {
@@ -856,6 +886,11 @@ impl Vendor {
     }
 }
 
+/// SHA-256 of a token's value.
+fn token_digest(token: &CachedToken) -> [u8; 32] {
+    Sha256::digest(token.token.expose().as_bytes()).into()
+}
+
 /// The RDT cache's key: a hash, as a request may list 50 long paths.
 fn rdt_key(id: &str, request: &RdtRequest) -> String {
     let mut h = Sha256::new();
@@ -889,6 +924,7 @@ fn entry_from_row(state: &AppState, row: &Connection, now: i64) -> Result<ConnEn
     Ok(ConnEntry {
         meta: RwLock::new(ConnMeta::of(row, now, &state.vendor.names)?),
         flight: Arc::new(Flight::with(token)),
+        forced_at_ms: std::sync::atomic::AtomicI64::new(0),
     })
 }
 
@@ -1020,10 +1056,7 @@ async fn refresh_connection_inner(
         && expires_at_ms - now > buffer_ms
     {
         let plain = open("access_token", sealed)?;
-        let refused = rejected.is_some_and(|r| {
-            let digest: [u8; 32] = Sha256::digest(plain.as_bytes()).into();
-            digest == r
-        });
+        let refused = rejected.is_some_and(|r| r == <[u8; 32]>::from(Sha256::digest(plain.as_bytes())));
         if !refused {
             if !row.tenant_secret {
                 state

@@ -285,6 +285,36 @@ async fn restricted_calls_use_one_rdt_and_ordinary_calls_none() {
         assert_ne!(seen.headers["x-amz-access-token"], access);
     }
     assert_eq!(app.rdts_minted_at_fake().await, 1);
+
+    // Amazon refuses the RDT and the access token it was minted with: a new RDT is asked for,
+    // the Tokens API refuses the access token, that is refreshed once, and the call succeeds.
+    let rdt_used = app.last_request(NA).await.headers["x-amz-access-token"].clone();
+    for token in [rdt_used, access.clone()] {
+        app.fake
+            .control()
+            .revoke(RevokeSpec {
+                access_token: Some(token),
+                ..RevokeSpec::default()
+            })
+            .await;
+    }
+    let refreshes = app.fake.control().counters().await.lwa_calls("refresh_token");
+    let r = app
+        .proxy(
+            reqwest::Method::GET,
+            id,
+            &format!("/orders/v0/orders/{ORDER}/address"),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["x-lwa-broker-refreshed"], "true");
+    assert_eq!(
+        app.fake.control().counters().await.lwa_calls("refresh_token"),
+        refreshes + 1
+    );
+    assert_eq!(app.rdts_minted_at_fake().await, 2);
     let rdt_request = app
         .fake
         .control()
@@ -310,7 +340,7 @@ async fn restricted_calls_use_one_rdt_and_ordinary_calls_none() {
     let body: Value = r.json().await.unwrap();
     assert!(body["payload"].get("ShippingAddress").is_some(), "{body}");
     assert!(body["payload"].get("BuyerInfo").is_some(), "{body}");
-    assert_eq!(app.rdts_minted_at_fake().await, 2);
+    assert_eq!(app.rdts_minted_at_fake().await, 3);
     let r = app
         .proxy(reqwest::Method::GET, id, &format!("/orders/v0/orders/{ORDER}"))
         .header("x-lwa-broker-data-elements", "everything")
@@ -331,7 +361,7 @@ async fn restricted_calls_use_one_rdt_and_ordinary_calls_none() {
         .await
         .unwrap();
     assert_eq!(r.status(), 200);
-    assert_eq!(app.rdts_minted_at_fake().await, 3);
+    assert_eq!(app.rdts_minted_at_fake().await, 4);
 
     // Each restricted call read personal data on the tenant's behalf: the audit trail has them.
     let page: Value = app
@@ -348,7 +378,7 @@ async fn restricted_calls_use_one_rdt_and_ordinary_calls_none() {
         .collect();
     assert_eq!(
         proxied.iter().map(|e| e["count"].as_i64().unwrap()).sum::<i64>(),
-        5,
+        6,
         "{page}"
     );
     assert!(
@@ -376,7 +406,7 @@ async fn restricted_calls_use_one_rdt_and_ordinary_calls_none() {
         .json()
         .await
         .unwrap();
-    assert_eq!(snapshot["rdts_minted"], 3, "{snapshot}");
+    assert_eq!(snapshot["rdts_minted"], 4, "{snapshot}");
     let address = snapshot["operations"]
         .as_array()
         .unwrap()
@@ -385,7 +415,8 @@ async fn restricted_calls_use_one_rdt_and_ordinary_calls_none() {
         .unwrap()
         .clone();
     assert_eq!(address["api"], "sp-api");
-    assert_eq!(address["statuses"]["200"], 4, "{snapshot}");
+    assert_eq!(address["statuses"]["200"], 5, "{snapshot}");
+    assert_eq!(address["statuses"]["403"], 1, "{snapshot}");
     assert!(snapshot["added_latency"]["count"].as_u64().unwrap() >= 6);
 }
 
@@ -434,6 +465,41 @@ async fn a_revoked_token_is_refreshed_once_and_a_dead_grant_is_needs_reauth() {
         .map(|c| c.count)
         .sum::<u64>();
     assert!((1..=20).contains(&forbidden), "{forbidden} refusals");
+
+    // Refused again at once (as a wrong path or a missing role may read): no second refresh
+    // within a minute, Amazon's answer comes back.
+    let second = app.current_token(&id).await;
+    app.fake
+        .control()
+        .revoke(RevokeSpec {
+            access_token: Some(second.clone()),
+            ..RevokeSpec::default()
+        })
+        .await;
+    let r = app
+        .proxy(reqwest::Method::GET, &id, "/sellers/v1/marketplaceParticipations")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
+    assert_eq!(r.headers()["x-lwa-broker-refreshed"], "false");
+    assert_eq!(
+        app.fake.control().counters().await.lwa_calls("refresh_token"),
+        refreshes + 1
+    );
+    // A minute later the refusal earns a refresh again.
+    app.advance(61.0).await;
+    let r = app
+        .proxy(reqwest::Method::GET, &id, "/sellers/v1/marketplaceParticipations")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(
+        app.fake.control().counters().await.lwa_calls("refresh_token"),
+        refreshes + 2
+    );
+    app.advance(61.0).await;
 
     // The seller revokes the app: the refresh gets invalid_grant; a clear error, needs_reauth,
     // and no loop.
@@ -704,6 +770,37 @@ async fn stand_in_tokens_work_only_on_this_broker_and_never_show_an_amazon_token
             .unwrap()
             .starts_with("lwas_")
     );
+
+    // However the Tokens API's path is spelled, a proxy-only caller never gets a real RDT; and
+    // a stand-in RDT cannot mint RDTs.
+    for (path, status) in [
+        ("/tokens/2021-03-01/restrictedDataToken/", 200),
+        ("/tokens/2021-03-01/restrictedDataToke%6E", 200),
+        ("/TOKENS/2021-03-01/restrictedDataToken", 200),
+        ("/tokens/2021-03-01/somethingElse", 403),
+    ] {
+        let r = app
+            .http
+            .post(format!("{}/v1/connections/{id}/proxy{path}", app.url))
+            .bearer_auth(&proxy_key)
+            .json(&json!({"restrictedResources": [{"method": "GET", "path": "/orders/v0/orders/{orderId}/address"}]}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), status, "{path}");
+        let text = r.text().await.unwrap();
+        assert!(!text.contains("Atz.sprdt|"), "{path}: {text}");
+    }
+    let r = app
+        .http
+        .post(format!("{}/tokens/2021-03-01/restrictedDataToken", app.url))
+        .header("x-amz-access-token", &stand_in_rdt)
+        .json(&json!({"restrictedResources": [{"method": "GET", "path": "/orders/v0/orders/{orderId}", "dataElements": ["buyerTaxInformation"]}]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
+    assert!(!r.text().await.unwrap().contains("lwas_"));
 
     // Useless at Amazon itself.
     let r = app
