@@ -209,17 +209,17 @@ async fn connect_accepts_every_sqlite_url_form() {
 async fn bad_urls_say_what_was_expected() {
     assert_eq!(
         bad_url(SqliteStore::connect("mysql://x").await),
-        "unsupported database URL \"mysql://x\": expected sqlite:PATH (or postgres://… once PostgreSQL is enabled)"
+        "unsupported database URL \"mysql://x\": expected sqlite:PATH (or postgres://… for PostgreSQL)"
     );
     assert_eq!(
         bad_url(SqliteStore::connect("broker.db").await),
-        "unsupported database URL \"broker.db\": expected sqlite:PATH (or postgres://… once PostgreSQL is enabled)"
+        "unsupported database URL \"broker.db\": expected sqlite:PATH (or postgres://… for PostgreSQL)"
     );
     let pg = bad_url(SqliteStore::connect("postgres://broker:hunter2@db.internal/broker").await);
     assert_eq!(
         pg,
-        "unsupported database URL \"postgres://***@db.internal/broker\": PostgreSQL is not enabled in this \
-         build; expected sqlite:PATH"
+        "unsupported database URL \"postgres://***@db.internal/broker\": a PostgreSQL URL, which PgStore \
+         opens; expected sqlite:PATH"
     );
     assert!(!pg.contains("hunter2"));
     let empty = bad_url(SqliteStore::connect("sqlite:").await);
