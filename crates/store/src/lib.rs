@@ -1,17 +1,28 @@
-//! lwa-broker's storage: the [`Store`] interface the server is written against, and its SQLite
-//! backend ([`SqliteStore`]). A PostgreSQL backend implements the same trait.
+//! lwa-broker's storage: the [`Store`] interface the server is written against, and its two
+//! backends: [`SqliteStore`] (one file, one process) and [`PgStore`] (PostgreSQL, shared by
+//! several replicas). Each has its own migrations (`migrations/sqlite/`, `migrations/postgres/`)
+//! with the same tables and columns, and the same behaviour; one test suite
+//! (`tests/store/`) runs against both.
 //!
 //! **Invariant:** this crate stores only what it is given: sealed values and hashes. It has no
 //! key and cannot open a token.
 //!
 //! **Invariant:** every "take" (`take_oauth_state`, `take_connect_link`, `take_claim_code`) is
 //! atomic: of two concurrent takers at most one gets the record.
+//!
+//! **Invariant:** every claim of work (`claim_due_refreshes`, `claim_deliveries`) leases what it
+//! hands out in the statement that picks it: two processes on one database never get the same
+//! connection or delivery until the lease runs out.
 
+#[macro_use]
+mod columns;
 pub mod model;
+pub mod postgres;
 pub mod sealed;
 pub mod sqlite;
 
 pub use model::*;
+pub use postgres::PgStore;
 pub use sealed::*;
 pub use sqlite::SqliteStore;
 

@@ -1,51 +1,55 @@
-//! `SqliteStore` against real database files in a temporary directory.
+//! The `Store` contract, run against both backends: each shared test once on SQLite (a
+//! temporary file) and once on PostgreSQL (a fresh schema), as `sqlite::…` and `postgres::…`.
+//! What only one backend has (SQLite's file, pragmas and backups; PostgreSQL's URLs, schemas
+//! and replicas) is tested in `sqlite_only` and `postgres_only`.
 
-use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU32, Ordering};
+#[macro_use]
+mod backend;
+mod postgres_only;
+mod sqlite_only;
 
 use lwa_store::{
     ApiKey, AppSecret, AttemptResult, AuditEvent, AuditFilter, ClaimCode, ConnectLink, Connection,
     ConnectionFilter, DeliveryAttempt, DeliveryFilter, EventTarget, NewEvent, OAuthState, RefreshSchedule,
-    SqliteStore, Store, StoreError, Tenant, TokenUpdate,
+    Store, StoreError, Tenant, TokenUpdate,
 };
 
-/// A directory under the system temp dir, removed on drop.
-struct TempDir(PathBuf);
+use backend::{Backend, TestDb, fresh};
 
-impl TempDir {
-    fn new(name: &str) -> TempDir {
-        static NEXT: AtomicU32 = AtomicU32::new(0);
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_nanos();
-        let dir = std::env::temp_dir().join(format!(
-            "lwa-store-test-{name}-{}-{}-{nanos}",
-            std::process::id(),
-            NEXT.fetch_add(1, Ordering::Relaxed)
-        ));
-        std::fs::create_dir_all(&dir).unwrap();
-        TempDir(dir)
-    }
-
-    fn file(&self, name: &str) -> PathBuf {
-        self.0.join(name)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-/// A migrated store on a fresh file.
-async fn fresh(name: &str) -> (TempDir, SqliteStore) {
-    let dir = TempDir::new(name);
-    let store = SqliteStore::open_path(&dir.file("broker.db")).await.unwrap();
-    store.migrate().await.unwrap();
-    (dir, store)
-}
+on_both_backends!(
+    migrations_current_before_and_after_migrate,
+    calls_before_migrate_fail_with_database_error,
+    meta_set_get_overwrite,
+    tenants_insert_get_list_update,
+    duplicate_tenant_is_conflict,
+    api_keys_insert_get_list,
+    api_key_revoke_and_touch,
+    oauth_state_insert_get_take,
+    oauth_state_already_used_cannot_be_taken,
+    connect_link_insert_take,
+    connection_insert_get_update,
+    connection_by_partner_finds_the_newest_match,
+    list_connections_filters,
+    list_connections_pages,
+    list_connections_limit_defaults_and_cap,
+    count_connections_by_status,
+    save_authorization_new_then_claim,
+    save_authorization_update_existing,
+    save_authorization_is_all_or_nothing,
+    concurrent_claim_takers_get_it_once,
+    concurrent_state_and_link_takers_get_them_once,
+    purge_expired_removes_only_expired,
+    save_tokens_touches_only_token_columns_and_never_a_disconnected_connection,
+    the_refresh_schedule_follows_refreshes_failures_and_new_authorizations,
+    audit_events_are_appended_and_paged_newest_first_with_filters,
+    events_are_written_with_the_change_that_caused_them_or_not_at_all,
+    needs_reauth_and_disconnect_raise_their_event_once,
+    deliveries_are_claimed_in_order_per_connection_and_target,
+    the_delivery_log_is_per_tenant_and_failed_deliveries_can_be_retried,
+    a_callback_url_given_later_receives_the_connections_recent_events,
+    app_secrets_are_added_once_replaced_by_version_and_warned_once,
+    concurrent_token_saves_are_written_together_each_compare_and_set,
+);
 
 fn tenant(id: &str, created_at_ms: i64) -> Tenant {
     Tenant {
@@ -155,263 +159,40 @@ fn connection(id: &str, tenant_id: &str) -> Connection {
     }
 }
 
-async fn pragma_text(store: &SqliteStore, sql: &'static str) -> String {
-    let row: (String,) = sqlx::query_as(sql).fetch_one(store.pool()).await.unwrap();
-    row.0
-}
-
-async fn pragma_int(store: &SqliteStore, sql: &'static str) -> i64 {
-    let row: (i64,) = sqlx::query_as(sql).fetch_one(store.pool()).await.unwrap();
-    row.0
-}
-
-fn bad_url(result: Result<SqliteStore, StoreError>) -> String {
-    match result {
-        Err(StoreError::BadUrl(message)) => message,
-        other => panic!("expected BadUrl, got {other:?}"),
-    }
-}
-
-#[cfg(unix)]
-fn mode(path: &Path) -> u32 {
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::metadata(path).unwrap().permissions().mode() & 0o777
-}
-
 // --- opening ---
 
-#[tokio::test]
-async fn connect_accepts_every_sqlite_url_form() {
-    let dir = TempDir::new("urls");
-    let a = dir.file("a.db");
-    let b = dir.file("b.db");
-    let a_url = format!("sqlite:{}", a.display());
-    // An absolute path after `sqlite://` gives the `sqlite:///abs/path` form.
-    let b_url = format!("sqlite://{}", b.display());
-    assert!(b_url.starts_with("sqlite:///"), "{b_url}");
-
-    let store = SqliteStore::connect(&a_url).await.unwrap();
-    assert_eq!(store.path(), Some(a.as_path()));
-    assert!(a.exists());
-    store.migrate().await.unwrap();
-    assert_eq!(store.backend(), "sqlite");
-
-    let store = SqliteStore::connect_and_migrate(&b_url).await.unwrap();
-    assert_eq!(store.path(), Some(b.as_path()));
-    assert!(store.migrations_current().await.unwrap());
-
-    let memory = SqliteStore::connect("sqlite::memory:").await.unwrap();
-    assert_eq!(memory.path(), None);
-    memory.ping().await.unwrap();
-}
-
-#[tokio::test]
-async fn bad_urls_say_what_was_expected() {
-    assert_eq!(
-        bad_url(SqliteStore::connect("mysql://x").await),
-        "unsupported database URL \"mysql://x\": expected sqlite:PATH (or postgres://… once PostgreSQL is enabled)"
-    );
-    assert_eq!(
-        bad_url(SqliteStore::connect("broker.db").await),
-        "unsupported database URL \"broker.db\": expected sqlite:PATH (or postgres://… once PostgreSQL is enabled)"
-    );
-    let pg = bad_url(SqliteStore::connect("postgres://broker:hunter2@db.internal/broker").await);
-    assert_eq!(
-        pg,
-        "unsupported database URL \"postgres://***@db.internal/broker\": PostgreSQL is not enabled in this \
-         build; expected sqlite:PATH"
-    );
-    assert!(!pg.contains("hunter2"));
-    let empty = bad_url(SqliteStore::connect("sqlite:").await);
-    assert!(empty.contains("names no file"), "{empty}");
-    let empty = bad_url(SqliteStore::connect("sqlite://").await);
-    assert!(empty.contains("names no file"), "{empty}");
-    let query = bad_url(SqliteStore::connect("sqlite://broker.db?mode=rwc").await);
-    assert!(query.contains("query parameters"), "{query}");
-    assert!(!Path::new("broker.db?mode=rwc").exists());
-    let message = StoreError::BadUrl("x".into()).to_string();
-    assert_eq!(message, "x");
-}
-
-#[tokio::test]
-async fn open_path_into_missing_directory_fails_with_io() {
-    let dir = TempDir::new("missing-dir");
-    let path = dir.file("no/such/dir/broker.db");
-    match SqliteStore::open_path(&path).await {
-        Err(StoreError::Io(message)) => assert!(message.contains("cannot create database file"), "{message}"),
-        other => panic!("expected Io, got {other:?}"),
-    }
-}
-
-#[cfg(unix)]
-#[tokio::test]
-async fn created_file_is_private() {
-    let dir = TempDir::new("mode");
-    let path = dir.file("broker.db");
-    let store = SqliteStore::connect(&format!("sqlite:{}", path.display()))
-        .await
-        .unwrap();
-    store.migrate().await.unwrap();
-    store.set_meta("k", "v").await.unwrap();
-    assert_eq!(mode(&path), 0o600);
-}
-
-#[cfg(unix)]
-#[tokio::test]
-async fn existing_file_keeps_its_permissions() {
-    use std::os::unix::fs::PermissionsExt;
-    let dir = TempDir::new("existing-mode");
-    let path = dir.file("broker.db");
-    std::fs::write(&path, b"").unwrap();
-    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o640)).unwrap();
-    let store = SqliteStore::open_path(&path).await.unwrap();
-    store.migrate().await.unwrap();
-    assert_eq!(mode(&path), 0o640);
-}
-
-#[tokio::test]
-async fn connection_settings_are_applied() {
-    let (_dir, store) = fresh("pragmas").await;
-    assert_eq!(pragma_text(&store, "PRAGMA journal_mode").await, "wal");
-    assert_eq!(pragma_int(&store, "PRAGMA foreign_keys").await, 1);
-    assert_eq!(pragma_int(&store, "PRAGMA busy_timeout").await, 5000);
-    // NORMAL = 1
-    assert_eq!(pragma_int(&store, "PRAGMA synchronous").await, 1);
-}
-
-#[tokio::test]
-async fn migrations_current_before_and_after_migrate() {
-    let dir = TempDir::new("migrations");
-    let store = SqliteStore::open_path(&dir.file("broker.db")).await.unwrap();
-    assert!(!store.migrations_current().await.unwrap());
-    store.migrate().await.unwrap();
-    assert!(store.migrations_current().await.unwrap());
+async fn migrations_current_before_and_after_migrate(b: Backend) {
+    let db = TestDb::unmigrated(b, "migrations").await;
+    assert!(!db.migrations_current().await);
+    db.migrate().await;
+    assert!(db.migrations_current().await);
     // Idempotent.
-    store.migrate().await.unwrap();
-    assert!(store.migrations_current().await.unwrap());
+    db.migrate().await;
+    assert!(db.migrations_current().await);
 
     // A tampered checksum no longer counts as applied.
-    sqlx::query("UPDATE _sqlx_migrations SET checksum = x'00'")
-        .execute(store.pool())
-        .await
-        .unwrap();
-    assert!(!store.migrations_current().await.unwrap());
+    db.exec(
+        "UPDATE _sqlx_migrations SET checksum = x'00'",
+        "UPDATE _sqlx_migrations SET checksum = '\\x00'::bytea",
+    )
+    .await;
+    assert!(!db.migrations_current().await);
 }
 
-#[tokio::test]
-async fn calls_before_migrate_fail_with_database_error() {
-    let dir = TempDir::new("unmigrated");
-    let store = SqliteStore::open_path(&dir.file("broker.db")).await.unwrap();
+async fn calls_before_migrate_fail_with_database_error(b: Backend) {
+    let db = TestDb::unmigrated(b, "unmigrated").await;
     assert!(matches!(
-        store.tenant("ten_1").await,
+        db.dyn_store().tenant("ten_1").await,
         Err(StoreError::Database(_))
     ));
 }
 
-#[tokio::test]
-async fn reopening_a_file_keeps_data() {
-    let dir = TempDir::new("reopen");
-    let path = dir.file("broker.db");
-    {
-        let store = SqliteStore::connect_and_migrate(&format!("sqlite://{}", path.display()))
-            .await
-            .unwrap();
-        store.insert_tenant(&tenant("ten_1", 1)).await.unwrap();
-        store.set_meta("key_check", "lwa1.fp.Y2hlY2s").await.unwrap();
-        store.pool().close().await;
-    }
-    let store = SqliteStore::open_path(&path).await.unwrap();
-    assert!(store.migrations_current().await.unwrap());
-    assert_eq!(store.tenant("ten_1").await.unwrap(), Some(tenant("ten_1", 1)));
-    assert_eq!(
-        store.meta("key_check").await.unwrap().as_deref(),
-        Some("lwa1.fp.Y2hlY2s")
-    );
-}
-
-#[tokio::test]
-async fn memory_store_is_one_database() {
-    let store = SqliteStore::connect_and_migrate("sqlite::memory:").await.unwrap();
-    store.insert_tenant(&tenant("ten_1", 1)).await.unwrap();
-    let clone = store.clone();
-    assert_eq!(clone.tenants().await.unwrap().len(), 1);
-    // Concurrent calls all see the same database.
-    let mut tasks = Vec::new();
-    for i in 0..10 {
-        let store = store.clone();
-        tasks.push(tokio::spawn(async move {
-            store.set_meta(&format!("k{i}"), "v").await
-        }));
-    }
-    for task in tasks {
-        task.await.unwrap().unwrap();
-    }
-    for i in 0..10 {
-        assert_eq!(store.meta(&format!("k{i}")).await.unwrap().as_deref(), Some("v"));
-    }
-    // And a second memory store is a different database.
-    let other = SqliteStore::connect_and_migrate("sqlite::memory:").await.unwrap();
-    assert_eq!(other.tenants().await.unwrap(), vec![]);
-}
-
 // --- backup ---
-
-#[tokio::test]
-async fn backup_to_writes_a_copy_that_opens() {
-    let (dir, store) = fresh("backup").await;
-    store.insert_tenant(&tenant("ten_1", 1)).await.unwrap();
-    store
-        .insert_connection(&connection("conn_1", "ten_1"))
-        .await
-        .unwrap();
-    store.set_meta("key_check", "abc").await.unwrap();
-
-    let target = dir.file("backup.db");
-    store.backup_to(&target).await.unwrap();
-    #[cfg(unix)]
-    assert_eq!(mode(&target), 0o600);
-
-    // Later changes do not reach the copy.
-    store.insert_tenant(&tenant("ten_2", 2)).await.unwrap();
-
-    let copy = SqliteStore::open_path(&target).await.unwrap();
-    assert!(copy.migrations_current().await.unwrap());
-    assert_eq!(copy.tenants().await.unwrap(), vec![tenant("ten_1", 1)]);
-    assert_eq!(
-        copy.connection("conn_1").await.unwrap(),
-        Some(connection("conn_1", "ten_1"))
-    );
-    assert_eq!(copy.meta("key_check").await.unwrap().as_deref(), Some("abc"));
-}
-
-#[tokio::test]
-async fn backup_to_refuses_an_existing_target() {
-    let (dir, store) = fresh("backup-exists").await;
-    let target = dir.file("backup.db");
-    std::fs::write(&target, b"keep me").unwrap();
-    match store.backup_to(&target).await {
-        Err(StoreError::Io(message)) => assert!(message.contains("already exists"), "{message}"),
-        other => panic!("expected Io, got {other:?}"),
-    }
-    assert_eq!(std::fs::read(&target).unwrap(), b"keep me");
-}
-
-#[tokio::test]
-async fn backup_of_memory_store() {
-    let dir = TempDir::new("backup-memory");
-    let store = SqliteStore::connect_and_migrate("sqlite::memory:").await.unwrap();
-    store.insert_tenant(&tenant("ten_1", 1)).await.unwrap();
-    let target = dir.file("copy.db");
-    store.backup_to(&target).await.unwrap();
-    let copy = SqliteStore::open_path(&target).await.unwrap();
-    assert_eq!(copy.tenant("ten_1").await.unwrap(), Some(tenant("ten_1", 1)));
-}
 
 // --- meta ---
 
-#[tokio::test]
-async fn meta_set_get_overwrite() {
-    let (_dir, store) = fresh("meta").await;
+async fn meta_set_get_overwrite(b: Backend) {
+    let (_db, store) = fresh(b, "meta").await;
     store.ping().await.unwrap();
     assert_eq!(store.meta("key_check").await.unwrap(), None);
     store.set_meta("key_check", "one").await.unwrap();
@@ -423,9 +204,8 @@ async fn meta_set_get_overwrite() {
 
 // --- tenants ---
 
-#[tokio::test]
-async fn tenants_insert_get_list_update() {
-    let (_dir, store) = fresh("tenants").await;
+async fn tenants_insert_get_list_update(b: Backend) {
+    let (_db, store) = fresh(b, "tenants").await;
     assert_eq!(store.tenants().await.unwrap(), vec![]);
     let mut minimal = tenant("ten_b", 200);
     minimal.redirect_origins = vec![];
@@ -466,9 +246,8 @@ async fn tenants_insert_get_list_update() {
     assert_eq!(store.tenant("ten_x").await.unwrap(), None);
 }
 
-#[tokio::test]
-async fn duplicate_tenant_is_conflict() {
-    let (_dir, store) = fresh("tenant-dup").await;
+async fn duplicate_tenant_is_conflict(b: Backend) {
+    let (_db, store) = fresh(b, "tenant-dup").await;
     store.insert_tenant(&tenant("ten_1", 1)).await.unwrap();
     let mut other = tenant("ten_1", 2);
     other.name = "Other".into();
@@ -481,9 +260,8 @@ async fn duplicate_tenant_is_conflict() {
 
 // --- API keys ---
 
-#[tokio::test]
-async fn api_keys_insert_get_list() {
-    let (_dir, store) = fresh("keys").await;
+async fn api_keys_insert_get_list(b: Backend) {
+    let (_db, store) = fresh(b, "keys").await;
     store.insert_tenant(&tenant("ten_1", 1)).await.unwrap();
     store.insert_tenant(&tenant("ten_2", 1)).await.unwrap();
     let mut proxy = api_key("key_b", "ten_1", 10);
@@ -520,9 +298,8 @@ async fn api_keys_insert_get_list() {
     assert_eq!(store.api_key("key_d").await.unwrap(), None);
 }
 
-#[tokio::test]
-async fn api_key_revoke_and_touch() {
-    let (_dir, store) = fresh("keys-revoke").await;
+async fn api_key_revoke_and_touch(b: Backend) {
+    let (_db, store) = fresh(b, "keys-revoke").await;
     store.insert_tenant(&tenant("ten_1", 1)).await.unwrap();
     store
         .insert_api_key(&api_key("key_a", "ten_1", 10))
@@ -562,9 +339,8 @@ async fn api_key_revoke_and_touch() {
 
 // --- OAuth states ---
 
-#[tokio::test]
-async fn oauth_state_insert_get_take() {
-    let (_dir, store) = fresh("states").await;
+async fn oauth_state_insert_get_take(b: Backend) {
+    let (_db, store) = fresh(b, "states").await;
     let state = oauth_state("h1", "ten_1", 10_000);
     store.insert_oauth_state(&state).await.unwrap();
     assert_eq!(store.oauth_state("h1").await.unwrap(), Some(state.clone()));
@@ -599,9 +375,8 @@ async fn oauth_state_insert_get_take() {
     assert_eq!(store.take_oauth_state("h404", 5_000).await.unwrap(), None);
 }
 
-#[tokio::test]
-async fn oauth_state_already_used_cannot_be_taken() {
-    let (_dir, store) = fresh("states-used").await;
+async fn oauth_state_already_used_cannot_be_taken(b: Backend) {
+    let (_db, store) = fresh(b, "states-used").await;
     let mut state = oauth_state("h1", "ten_1", 10_000);
     state.used_at_ms = Some(7);
     state.code_verifier = None;
@@ -612,9 +387,8 @@ async fn oauth_state_already_used_cannot_be_taken() {
 
 // --- connect links ---
 
-#[tokio::test]
-async fn connect_link_insert_take() {
-    let (_dir, store) = fresh("links").await;
+async fn connect_link_insert_take(b: Backend) {
+    let (db, store) = fresh(b, "links").await;
     let link = connect_link("t1", "ten_1", 10_000);
     store.insert_connect_link(&link).await.unwrap();
     match store.insert_connect_link(&connect_link("t1", "ten_1", 1)).await {
@@ -629,20 +403,16 @@ async fn connect_link_insert_take() {
     assert_eq!(store.take_connect_link("t1", 78).await.unwrap(), None);
     assert_eq!(store.take_connect_link("t404", 78).await.unwrap(), None);
 
-    let row: (Option<String>, Option<i64>, String) = sqlx::query_as(
-        "SELECT token_secret, used_at_ms, client_state FROM connect_links WHERE token_hash = 't1'",
-    )
-    .fetch_one(store.pool())
-    .await
-    .unwrap();
+    let row: (Option<String>, Option<i64>, String) = db
+        .row("SELECT token_secret, used_at_ms, client_state FROM connect_links WHERE token_hash = 't1'")
+        .await;
     assert_eq!(row, (None, Some(77), link.client_state));
 }
 
 // --- connections ---
 
-#[tokio::test]
-async fn connection_insert_get_update() {
-    let (_dir, store) = fresh("connections").await;
+async fn connection_insert_get_update(b: Backend) {
+    let (_db, store) = fresh(b, "connections").await;
     store.insert_tenant(&tenant("ten_1", 1)).await.unwrap();
     let mut ads = connection("conn_1", "ten_1");
     ads.api = "ads".into();
@@ -693,9 +463,8 @@ async fn connection_insert_get_update() {
     assert_eq!(store.connection("conn_404").await.unwrap(), None);
 }
 
-#[tokio::test]
-async fn connection_by_partner_finds_the_newest_match() {
-    let (_dir, store) = fresh("by-partner").await;
+async fn connection_by_partner_finds_the_newest_match(b: Backend) {
+    let (_db, store) = fresh(b, "by-partner").await;
     store.insert_tenant(&tenant("ten_1", 1)).await.unwrap();
     store.insert_tenant(&tenant("ten_2", 1)).await.unwrap();
     let old = Connection {
@@ -764,7 +533,7 @@ async fn connection_by_partner_finds_the_newest_match() {
 
 /// 25 connections: `conn_00`..`conn_24`; even ones tenant 1, odd ones tenant 2; every third
 /// `needs_reauth`; every fifth `ads`/`eu`.
-async fn seed_connections(store: &SqliteStore) {
+async fn seed_connections(store: &dyn Store) {
     store.insert_tenant(&tenant("ten_1", 1)).await.unwrap();
     store.insert_tenant(&tenant("ten_2", 1)).await.unwrap();
     // Inserted out of id order, so ordering by id is not insertion order.
@@ -795,10 +564,9 @@ fn expected(filter: impl Fn(u32) -> bool) -> Vec<String> {
         .collect()
 }
 
-#[tokio::test]
-async fn list_connections_filters() {
-    let (_dir, store) = fresh("list").await;
-    seed_connections(&store).await;
+async fn list_connections_filters(b: Backend) {
+    let (_db, store) = fresh(b, "list").await;
+    seed_connections(&*store).await;
     let list = |filter: ConnectionFilter| {
         let store = store.clone();
         async move { ids(&store.list_connections(&filter).await.unwrap()) }
@@ -868,10 +636,9 @@ async fn list_connections_filters() {
     assert_eq!(one, vec![connection("conn_07", "ten_2")]);
 }
 
-#[tokio::test]
-async fn list_connections_pages() {
-    let (_dir, store) = fresh("pages").await;
-    seed_connections(&store).await;
+async fn list_connections_pages(b: Backend) {
+    let (_db, store) = fresh(b, "pages").await;
+    seed_connections(&*store).await;
     let mut seen = Vec::new();
     let mut after = None;
     let mut pages = 0;
@@ -912,20 +679,21 @@ async fn list_connections_pages() {
     assert_eq!(page, vec![]);
 }
 
-#[tokio::test]
-async fn list_connections_limit_defaults_and_cap() {
-    let (_dir, store) = fresh("limits").await;
+async fn list_connections_limit_defaults_and_cap(b: Backend) {
+    let (db, store) = fresh(b, "limits").await;
     store.insert_tenant(&tenant("ten_1", 1)).await.unwrap();
     // 1005 rows in one statement.
-    sqlx::query(
+    db.exec(
         "WITH RECURSIVE n(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM n WHERE i < 1004) \
          INSERT INTO connections (id, tenant_id, app, api, region, status, tenant_secret, profiles, \
          authorized_at_ms, created_at_ms, updated_at_ms) \
          SELECT printf('conn_%04d', i), 'ten_1', 'main', 'sp-api', 'na', 'active', 0, '[]', 1, 1, 1 FROM n",
+        "INSERT INTO connections (id, tenant_id, app, api, region, status, tenant_secret, profiles, \
+         authorized_at_ms, created_at_ms, updated_at_ms) \
+         SELECT 'conn_' || lpad(i::text, 4, '0'), 'ten_1', 'main', 'sp-api', 'na', 'active', false, '[]', \
+         1, 1, 1 FROM generate_series(0, 1004) AS i",
     )
-    .execute(store.pool())
-    .await
-    .unwrap();
+    .await;
     let count = |limit: u32| {
         let store = store.clone();
         async move {
@@ -952,11 +720,10 @@ async fn list_connections_limit_defaults_and_cap() {
     );
 }
 
-#[tokio::test]
-async fn count_connections_by_status() {
-    let (_dir, store) = fresh("count").await;
+async fn count_connections_by_status(b: Backend) {
+    let (_db, store) = fresh(b, "count").await;
     assert_eq!(store.count_connections(None).await.unwrap(), vec![]);
-    seed_connections(&store).await;
+    seed_connections(&*store).await;
     // Tenant 1 (even): 0..24 step 2 = 13; needs_reauth when i % 6 == 0: 0, 6, 12, 18, 24 = 5.
     assert_eq!(
         store.count_connections(Some("ten_1")).await.unwrap(),
@@ -972,9 +739,8 @@ async fn count_connections_by_status() {
 
 // --- save_authorization and claim codes ---
 
-#[tokio::test]
-async fn save_authorization_new_then_claim() {
-    let (_dir, store) = fresh("save-new").await;
+async fn save_authorization_new_then_claim(b: Backend) {
+    let (db, store) = fresh(b, "save-new").await;
     store.insert_tenant(&tenant("ten_1", 1)).await.unwrap();
     let c = connection("conn_1", "ten_1");
     let code = claim("c1", "ten_1", "conn_1", 10_000);
@@ -987,18 +753,14 @@ async fn save_authorization_new_then_claim() {
     );
     assert_eq!(store.take_claim_code("c1", 4_001).await.unwrap(), None);
     assert_eq!(store.take_claim_code("c404", 4_001).await.unwrap(), None);
-    let row: (Option<String>, Option<i64>, String) = sqlx::query_as(
-        "SELECT token_secret, used_at_ms, connection_id FROM claim_codes WHERE code_hash = 'c1'",
-    )
-    .fetch_one(store.pool())
-    .await
-    .unwrap();
+    let row: (Option<String>, Option<i64>, String) = db
+        .row("SELECT token_secret, used_at_ms, connection_id FROM claim_codes WHERE code_hash = 'c1'")
+        .await;
     assert_eq!(row, (None, Some(4_000), "conn_1".to_string()));
 }
 
-#[tokio::test]
-async fn save_authorization_update_existing() {
-    let (_dir, store) = fresh("save-update").await;
+async fn save_authorization_update_existing(b: Backend) {
+    let (_db, store) = fresh(b, "save-update").await;
     store.insert_tenant(&tenant("ten_1", 1)).await.unwrap();
     store
         .insert_connection(&connection("conn_1", "ten_1"))
@@ -1016,9 +778,8 @@ async fn save_authorization_update_existing() {
     assert!(store.take_claim_code("c1", 1).await.unwrap().is_some());
 }
 
-#[tokio::test]
-async fn save_authorization_is_all_or_nothing() {
-    let (_dir, store) = fresh("save-atomic").await;
+async fn save_authorization_is_all_or_nothing(b: Backend) {
+    let (_db, store) = fresh(b, "save-atomic").await;
     store.insert_tenant(&tenant("ten_1", 1)).await.unwrap();
     store
         .save_authorization(
@@ -1092,9 +853,8 @@ async fn save_authorization_is_all_or_nothing() {
     assert!(store.take_claim_code("c1", 1).await.unwrap().is_some());
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn concurrent_claim_takers_get_it_once() {
-    let (_dir, store) = fresh("race").await;
+async fn concurrent_claim_takers_get_it_once(b: Backend) {
+    let (_db, store) = fresh(b, "race").await;
     store.insert_tenant(&tenant("ten_1", 1)).await.unwrap();
     let code = claim("c1", "ten_1", "conn_1", 10_000);
     store
@@ -1121,9 +881,8 @@ async fn concurrent_claim_takers_get_it_once() {
     assert_eq!(winners, vec![code]);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn concurrent_state_and_link_takers_get_them_once() {
-    let (_dir, store) = fresh("race-states").await;
+async fn concurrent_state_and_link_takers_get_them_once(b: Backend) {
+    let (_db, store) = fresh(b, "race-states").await;
     for i in 0..5 {
         store
             .insert_oauth_state(&oauth_state(&format!("s{i}"), "ten_1", 10))
@@ -1160,9 +919,8 @@ async fn concurrent_state_and_link_takers_get_them_once() {
 
 // --- purge ---
 
-#[tokio::test]
-async fn purge_expired_removes_only_expired() {
-    let (_dir, store) = fresh("purge").await;
+async fn purge_expired_removes_only_expired(b: Backend) {
+    let (_db, store) = fresh(b, "purge").await;
     store.insert_tenant(&tenant("ten_1", 1)).await.unwrap();
     store
         .insert_oauth_state(&oauth_state("s_old", "ten_1", 99))
@@ -1220,9 +978,8 @@ async fn purge_expired_removes_only_expired() {
     assert_eq!(store.purge_expired(10_000).await.unwrap(), 4);
 }
 
-#[tokio::test]
-async fn save_tokens_touches_only_token_columns_and_never_a_disconnected_connection() {
-    let (_dir, store) = fresh("save-tokens").await;
+async fn save_tokens_touches_only_token_columns_and_never_a_disconnected_connection(b: Backend) {
+    let (_db, store) = fresh(b, "save-tokens").await;
     store.insert_tenant(&tenant("ten_1", 1)).await.unwrap();
     let mut c = connection("conn_1", "ten_1");
     c.last_error = Some("earlier failure".into());
@@ -1308,9 +1065,8 @@ async fn save_tokens_touches_only_token_columns_and_never_a_disconnected_connect
     );
 }
 
-#[tokio::test]
-async fn the_refresh_schedule_follows_refreshes_failures_and_new_authorizations() {
-    let (_dir, store) = fresh("schedule").await;
+async fn the_refresh_schedule_follows_refreshes_failures_and_new_authorizations(b: Backend) {
+    let (_db, store) = fresh(b, "schedule").await;
     store.insert_tenant(&tenant("ten_1", 1_000)).await.unwrap();
     for id in ["conn_a", "conn_b", "conn_c"] {
         let mut c = connection(id, "ten_1");
@@ -1556,9 +1312,8 @@ fn audit(at: i64, tenant: &str, conn: Option<&str>, kind: &str) -> AuditEvent {
     }
 }
 
-#[tokio::test]
-async fn audit_events_are_appended_and_paged_newest_first_with_filters() {
-    let (_dir, store) = fresh("audit").await;
+async fn audit_events_are_appended_and_paged_newest_first_with_filters(b: Backend) {
+    let (_db, store) = fresh(b, "audit").await;
     store.insert_audit_events(&[]).await.unwrap();
     let mut batch: Vec<AuditEvent> = (0..2500)
         .map(|i| audit(1_000 + i, "ten_1", Some("conn_a"), "access_token"))
@@ -1665,8 +1420,8 @@ fn event(
 }
 
 /// A store with tenant `ten_1` (webhook URL set) and connection `conn_1`.
-async fn webhook_store(name: &str) -> (TempDir, SqliteStore) {
-    let (dir, store) = fresh(name).await;
+async fn webhook_store(b: Backend, name: &str) -> (TestDb, std::sync::Arc<dyn Store>) {
+    let (db, store) = fresh(b, name).await;
     let mut t = tenant("ten_1", 1);
     t.webhook_url = Some("https://wms.example.com/hooks".into());
     store.insert_tenant(&t).await.unwrap();
@@ -1674,10 +1429,10 @@ async fn webhook_store(name: &str) -> (TempDir, SqliteStore) {
         .insert_connection(&connection("conn_1", "ten_1"))
         .await
         .unwrap();
-    (dir, store)
+    (db, store)
 }
 
-async fn all_deliveries(store: &SqliteStore) -> Vec<lwa_store::WebhookDelivery> {
+async fn all_deliveries(store: &dyn Store) -> Vec<lwa_store::WebhookDelivery> {
     let mut page = store
         .webhook_deliveries(&DeliveryFilter::default())
         .await
@@ -1686,9 +1441,8 @@ async fn all_deliveries(store: &SqliteStore) -> Vec<lwa_store::WebhookDelivery> 
     page
 }
 
-#[tokio::test]
-async fn events_are_written_with_the_change_that_caused_them_or_not_at_all() {
-    let (_dir, store) = webhook_store("outbox-atomic").await;
+async fn events_are_written_with_the_change_that_caused_them_or_not_at_all(b: Backend) {
+    let (_db, store) = webhook_store(b, "outbox-atomic").await;
     let both = || {
         vec![
             EventTarget::TenantWebhook,
@@ -1712,7 +1466,7 @@ async fn events_are_written_with_the_change_that_caused_them_or_not_at_all() {
         )
         .await
         .unwrap();
-    let got = all_deliveries(&store).await;
+    let got = all_deliveries(&*store).await;
     assert_eq!(got.len(), 2);
     assert_eq!(
         got.iter()
@@ -1749,7 +1503,7 @@ async fn events_are_written_with_the_change_that_caused_them_or_not_at_all() {
         .await;
     assert!(matches!(failed, Err(StoreError::Conflict(_))), "{failed:?}");
     assert_eq!(store.connection("conn_3").await.unwrap(), None);
-    assert_eq!(all_deliveries(&store).await.len(), 2);
+    assert_eq!(all_deliveries(&*store).await.len(), 2);
 
     // The same URL as webhook and callback is delivered once; no webhook URL, no delivery.
     store
@@ -1765,7 +1519,7 @@ async fn events_are_written_with_the_change_that_caused_them_or_not_at_all() {
         )])
         .await
         .unwrap();
-    assert_eq!(all_deliveries(&store).await.len(), 3);
+    assert_eq!(all_deliveries(&*store).await.len(), 3);
     let mut quiet = tenant("ten_2", 1);
     quiet.webhook_url = None;
     store.insert_tenant(&quiet).await.unwrap();
@@ -1778,7 +1532,7 @@ async fn events_are_written_with_the_change_that_caused_them_or_not_at_all() {
     );
     e.tenant_id = Some("ten_2".into());
     store.enqueue_events(&[e]).await.unwrap();
-    assert_eq!(all_deliveries(&store).await.len(), 3);
+    assert_eq!(all_deliveries(&*store).await.len(), 3);
     // An event id is unique.
     assert!(matches!(
         store
@@ -1788,9 +1542,8 @@ async fn events_are_written_with_the_change_that_caused_them_or_not_at_all() {
     ));
 }
 
-#[tokio::test]
-async fn needs_reauth_and_disconnect_raise_their_event_once() {
-    let (_dir, store) = webhook_store("outbox-once").await;
+async fn needs_reauth_and_disconnect_raise_their_event_once(b: Backend) {
+    let (_db, store) = webhook_store(b, "outbox-once").await;
     let needs = |n: u32| {
         vec![event(
             &format!("evt_n{n}"),
@@ -1807,7 +1560,7 @@ async fn needs_reauth_and_disconnect_raise_their_event_once() {
             .await
             .unwrap()
     );
-    assert_eq!(all_deliveries(&store).await.len(), 0);
+    assert_eq!(all_deliveries(&*store).await.len(), 0);
     for n in 1..=3 {
         assert!(
             store
@@ -1823,7 +1576,7 @@ async fn needs_reauth_and_disconnect_raise_their_event_once() {
                 .unwrap()
         );
     }
-    let got = all_deliveries(&store).await;
+    let got = all_deliveries(&*store).await;
     assert_eq!(got.len(), 1, "{got:?}");
     assert_eq!(
         (got[0].event_id.as_str(), got[0].event_type.as_str()),
@@ -1843,7 +1596,7 @@ async fn needs_reauth_and_disconnect_raise_their_event_once() {
         );
         assert!(store.disconnect_connection(&gone, &[e]).await.unwrap());
     }
-    let got = all_deliveries(&store).await;
+    let got = all_deliveries(&*store).await;
     assert_eq!(
         got.iter().map(|d| d.event_id.as_str()).collect::<Vec<_>>(),
         ["evt_n1", "evt_d1"]
@@ -1856,7 +1609,7 @@ async fn needs_reauth_and_disconnect_raise_their_event_once() {
             .await
             .unwrap()
     );
-    assert_eq!(all_deliveries(&store).await.len(), 2);
+    assert_eq!(all_deliveries(&*store).await.len(), 2);
     assert!(
         !store
             .disconnect_connection(&connection("conn_404", "ten_1"), &[])
@@ -1865,9 +1618,8 @@ async fn needs_reauth_and_disconnect_raise_their_event_once() {
     );
 }
 
-#[tokio::test]
-async fn deliveries_are_claimed_in_order_per_connection_and_target() {
-    let (_dir, store) = webhook_store("outbox-order").await;
+async fn deliveries_are_claimed_in_order_per_connection_and_target(b: Backend) {
+    let (_db, store) = webhook_store(b, "outbox-order").await;
     store
         .insert_connection(&connection("conn_2", "ten_1"))
         .await
@@ -1993,9 +1745,8 @@ async fn deliveries_are_claimed_in_order_per_connection_and_target() {
     assert_eq!(store.webhook_delivery(999).await.unwrap(), None);
 }
 
-#[tokio::test]
-async fn the_delivery_log_is_per_tenant_and_failed_deliveries_can_be_retried() {
-    let (_dir, store) = webhook_store("outbox-log").await;
+async fn the_delivery_log_is_per_tenant_and_failed_deliveries_can_be_retried(b: Backend) {
+    let (_db, store) = webhook_store(b, "outbox-log").await;
     let mut other = tenant("ten_2", 1);
     other.webhook_url = Some("https://other.example.com/hooks".into());
     store.insert_tenant(&other).await.unwrap();
@@ -2115,9 +1866,8 @@ async fn the_delivery_log_is_per_tenant_and_failed_deliveries_can_be_retried() {
     assert_eq!(pending.len(), 5);
 }
 
-#[tokio::test]
-async fn a_callback_url_given_later_receives_the_connections_recent_events() {
-    let (_dir, store) = webhook_store("outbox-callback").await;
+async fn a_callback_url_given_later_receives_the_connections_recent_events(b: Backend) {
+    let (_db, store) = webhook_store(b, "outbox-callback").await;
     store
         .enqueue_events(&[
             event(
@@ -2153,7 +1903,7 @@ async fn a_callback_url_given_later_receives_the_connections_recent_events() {
             .unwrap(),
         0
     );
-    let got = all_deliveries(&store).await;
+    let got = all_deliveries(&*store).await;
     assert_eq!(
         got.iter()
             .map(|d| (d.event_id.as_str(), d.target.as_str()))
@@ -2183,9 +1933,8 @@ fn app_secret(app: &str, issued: i64) -> AppSecret {
     }
 }
 
-#[tokio::test]
-async fn app_secrets_are_added_once_replaced_by_version_and_warned_once() {
-    let (dir, store) = fresh("app-secrets").await;
+async fn app_secrets_are_added_once_replaced_by_version_and_warned_once(b: Backend) {
+    let (db, store) = fresh(b, "app-secrets").await;
     assert_eq!(store.app_secret("main").await.unwrap(), None);
     let first = app_secret("main", 1_000);
     assert!(store.insert_app_secret(&first).await.unwrap());
@@ -2260,17 +2009,15 @@ async fn app_secrets_are_added_once_replaced_by_version_and_warned_once() {
 
     // The rows survive a reopen.
     drop(store);
-    let store = SqliteStore::open_path(&dir.file("broker.db")).await.unwrap();
-    store.migrate().await.unwrap();
+    let store = db.reopen().await;
     assert_eq!(
         store.app_secret("main").await.unwrap().unwrap().warnings_sent,
         vec![30, 7]
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn concurrent_token_saves_are_written_together_each_compare_and_set() {
-    let (_dir, store) = fresh("group-commit").await;
+async fn concurrent_token_saves_are_written_together_each_compare_and_set(b: Backend) {
+    let (_db, store) = fresh(b, "group-commit").await;
     store.insert_tenant(&tenant("ten_1", 1_000)).await.unwrap();
     let ids: Vec<String> = (0..200).map(|i| format!("conn_{i:03}")).collect();
     for id in &ids {
