@@ -19,7 +19,7 @@ use crate::config::{AppConfig, Settings};
 use crate::error::ApiError;
 use crate::onboarding::{callback, claims, initialize, links, login_uri};
 use crate::sealing::Sealer;
-use crate::state::{AppState, StartError, check_master_key, load_keyring, open_store};
+use crate::state::{AppState, StartError, check_master_key, load_keyring, open_store_with};
 use crate::{apps, audit, connections, proxy, sandbox, vend, webhooks};
 
 /// Who may call a route.
@@ -311,7 +311,7 @@ pub async fn open_state(settings: &Settings, public_url: Url) -> Result<AppState
         _ => Arc::new(SystemClock),
     };
     check_apps(&settings.apps)?;
-    let store = open_store(&settings.database_url).await?;
+    let store = open_store_with(&settings.database_url, settings.auto_migrate).await?;
     let sealer = Sealer::new(load_keyring(settings)?);
     check_master_key(store.as_ref(), &sealer).await?;
     let state = AppState::new(store, sealer, settings, endpoints, clock, public_url);

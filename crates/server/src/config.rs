@@ -41,6 +41,7 @@ pub struct ConfigFile {
     pub refresh_concurrency: Option<usize>,
     pub refresh_budget_per_second: Option<f64>,
     pub operator_webhook_url: Option<String>,
+    pub auto_migrate: Option<bool>,
     pub webhook_allow_private: Option<bool>,
     #[serde(default)]
     pub apps: Vec<AppFile>,
@@ -198,6 +199,9 @@ pub struct Settings {
     pub refresher: RefresherSettings,
     /// The passthrough proxy.
     pub proxy: ProxySettings,
+    /// Run the database's migrations at start (`LWA_BROKER_AUTO_MIGRATE`, default on); off, a
+    /// database that is not current stops the start and `lwa-broker migrate` is run by hand.
+    pub auto_migrate: bool,
     /// Where operator events (`app.client_secret_expiring`) go.
     pub operator_webhook_url: Option<String>,
     /// The operator webhook's signing secret (required with the URL).
@@ -457,6 +461,10 @@ impl Settings {
             ));
         }
         let proxy = ProxySettings::resolve(env)?;
+        let auto_migrate = match env("LWA_BROKER_AUTO_MIGRATE") {
+            Some(v) => flag(&v).ok_or_else(|| bad("LWA_BROKER_AUTO_MIGRATE must be on or off"))?,
+            None => file.auto_migrate.unwrap_or(true),
+        };
         let webhook_allow_private = match env("LWA_BROKER_WEBHOOK_ALLOW_PRIVATE") {
             Some(v) => truthy(Some(v)),
             None => file.webhook_allow_private.unwrap_or(false),
@@ -511,6 +519,7 @@ impl Settings {
             audit_retention_days,
             refresher,
             proxy,
+            auto_migrate,
             operator_webhook_url,
             operator_webhook_secret,
             webhook_allow_private,

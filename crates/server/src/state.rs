@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicI64, Ordering};
 
 use lwa::{Api, Clock, Endpoints, LwaClient, Region};
 use lwa_seal::{AeadIdentity, Keyring, MasterKeys};
-use lwa_store::{ApiKey, SqliteStore, Store, StoreError, Tenant};
+use lwa_store::{ApiKey, PgStore, SqliteStore, Store, StoreError, Tenant};
 use parking_lot::RwLock;
 use url::Url;
 
@@ -107,17 +107,109 @@ const KEY_CHECK_TEXT: &str = "lwa-broker master key check";
 
 /// Opens the store named by the URL and runs its migrations.
 pub async fn open_store(database_url: &str) -> Result<Arc<dyn Store>, StartError> {
-    if database_url.starts_with("sqlite:") {
-        Ok(Arc::new(SqliteStore::connect_and_migrate(database_url).await?))
-    } else if database_url.starts_with("postgres:") || database_url.starts_with("postgresql:") {
-        Err(StartError::Other(format!(
-            "database URL {database_url:?}: PostgreSQL is not available in this build yet; use sqlite:PATH"
-        )))
-    } else {
-        Err(StartError::Other(format!(
-            "database URL {database_url:?} is not supported: expected sqlite:PATH (e.g. sqlite:lwa-broker.db)"
-        )))
+    open_store_with(database_url, true).await
+}
+
+/// Opens the store named by the URL (`sqlite:PATH`, `postgres://…`, `postgresql://…`). With
+/// `migrate`, runs its migrations (safe when several replicas start at once: SQLite takes a
+/// write lock, PostgreSQL an advisory lock); without, refuses a database whose migrations are
+/// not current.
+pub async fn open_store_with(database_url: &str, migrate: bool) -> Result<Arc<dyn Store>, StartError> {
+    let not_current = || {
+        StartError::Other(
+            "the database's schema is older than this version of lwa-broker: run `lwa-broker migrate` \
+             (or start with LWA_BROKER_AUTO_MIGRATE=on)"
+                .into(),
+        )
+    };
+    match Backend::of(database_url)? {
+        Backend::Sqlite => {
+            if migrate {
+                return Ok(Arc::new(SqliteStore::connect_and_migrate(database_url).await?));
+            }
+            let store = SqliteStore::connect(database_url).await?;
+            if !store.migrations_current().await? {
+                return Err(not_current());
+            }
+            Ok(Arc::new(store))
+        }
+        Backend::Postgres => {
+            if migrate {
+                return Ok(Arc::new(PgStore::connect_and_migrate(database_url).await?));
+            }
+            let store = PgStore::connect(database_url).await?;
+            if !store.migrations_current().await? {
+                return Err(not_current());
+            }
+            Ok(Arc::new(store))
+        }
     }
+}
+
+/// Runs the migrations of the database at the URL; answers the backend's name.
+pub async fn migrate_store(database_url: &str) -> Result<&'static str, StartError> {
+    Ok(open_store_with(database_url, true).await?.backend())
+}
+
+/// The database backends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+impl Backend {
+    /// The backend a database URL names, or a precise error.
+    ///
+    /// ```
+    /// use lwa_server::state::Backend;
+    /// assert_eq!(Backend::of("sqlite:broker.db").unwrap(), Backend::Sqlite);
+    /// assert_eq!(Backend::of("postgres://postgres@127.0.0.1/broker").unwrap(), Backend::Postgres);
+    /// assert!(Backend::of("mysql://x").is_err());
+    /// ```
+    pub fn of(database_url: &str) -> Result<Backend, StartError> {
+        let url = database_url.trim();
+        if url.starts_with("sqlite:") {
+            Ok(Backend::Sqlite)
+        } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            Ok(Backend::Postgres)
+        } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
+            Err(StartError::Other(format!(
+                "database URL {:?}: a PostgreSQL URL is postgres://USER[:PASSWORD]@HOST[:PORT]/DATABASE",
+                redact_url(url)
+            )))
+        } else {
+            Err(StartError::Other(format!(
+                "database URL {:?} is not supported: expected sqlite:PATH (e.g. sqlite:lwa-broker.db) or \
+                 postgres://USER@HOST/DATABASE",
+                redact_url(url)
+            )))
+        }
+    }
+}
+
+/// A database URL without its credentials (`postgres://***@host/db`), for messages.
+///
+/// ```
+/// use lwa_server::state::redact_url;
+/// assert_eq!(redact_url("postgres://u:pw@db/x"), "postgres://***@db/x");
+/// assert_eq!(redact_url("postgres:u:pw@db/x"), "postgres:***@db/x");
+/// assert_eq!(redact_url("sqlite:broker.db"), "sqlite:broker.db");
+/// ```
+pub fn redact_url(url: &str) -> String {
+    let shown = match url.rfind('@') {
+        Some(at) => {
+            let start = url
+                .find("://")
+                .map(|i| i + 3)
+                .or_else(|| url.find(':').map(|i| i + 1))
+                .filter(|start| *start <= at)
+                .unwrap_or(0);
+            format!("{}***{}", &url[..start], &url[at..])
+        }
+        None => url.to_owned(),
+    };
+    shown.chars().take(200).collect()
 }
 
 /// Loads the master keys, newest first: `LWA_BROKER_MASTER_KEYS`, else `LWA_BROKER_MASTER_KEY`,

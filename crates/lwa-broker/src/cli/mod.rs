@@ -74,6 +74,9 @@ enum Command {
     Apps(apps::AppsCommand),
     /// Make the operator's admin token for /admin/api/… (shown once; replaces the earlier one).
     AdminToken,
+    /// Bring the server's database schema up to this version (SQLite or PostgreSQL; safe while
+    /// other replicas start or run).
+    Migrate,
 }
 
 /// A failed command: what to print and which exit code to use.
@@ -165,6 +168,7 @@ async fn run(cli: Cli) -> Result<(), Failure> {
         Command::Audit(args) => return server::audit(&cli.common, &cli.server, args).await,
         Command::Apps(c) => return apps::run(&cli.common, &cli.server, c).await,
         Command::AdminToken => return apps::admin_token(&cli.common, &cli.server).await,
+        Command::Migrate => return server::migrate(&cli.common, &cli.server).await,
         _ => {}
     }
     let context = settings::Context::new(cli.common).await?;
@@ -183,7 +187,8 @@ async fn run(cli: Cli) -> Result<(), Failure> {
         | Command::Connections(_)
         | Command::Audit(_)
         | Command::Apps(_)
-        | Command::AdminToken => {
+        | Command::AdminToken
+        | Command::Migrate => {
             unreachable!("handled above")
         }
     }

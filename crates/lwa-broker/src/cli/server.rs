@@ -210,6 +210,20 @@ pub(super) fn api_failure(e: lwa_server::error::ApiError) -> Failure {
     }
 }
 
+/// `migrate`: runs the database's migrations (the master key is not needed).
+pub async fn migrate(common: &CommonArgs, server: &ServerArgs) -> Result<(), Failure> {
+    let sources = Sources::load();
+    let settings = settings(&sources, common, server, None)?;
+    let backend = lwa_server::state::migrate_store(&settings.database_url)
+        .await
+        .map_err(|e| Failure::config(e.to_string()))?;
+    println!(
+        "the {backend} database at {} is current",
+        lwa_server::state::redact_url(&settings.database_url)
+    );
+    Ok(())
+}
+
 /// `serve`.
 pub async fn serve(common: &CommonArgs, server: &ServerArgs, args: ServeArgs) -> Result<(), Failure> {
     let sources = Sources::load();

@@ -4,6 +4,7 @@ mod support;
 
 mod accounts;
 mod login;
+mod migrate;
 mod readme;
 mod rotate;
 mod secrets;
