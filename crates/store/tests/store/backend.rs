@@ -288,7 +288,7 @@ macro_rules! on_both_backends {
             $(
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn $name() {
-                    super::$name(super::Backend::Sqlite).await
+                    super::$name($crate::backend::Backend::Sqlite).await
                 }
             )*
         }
@@ -296,8 +296,8 @@ macro_rules! on_both_backends {
             $(
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn $name() {
-                    if super::backend::postgres_reachable(stringify!($name)).await {
-                        super::$name(super::Backend::Postgres).await
+                    if $crate::backend::postgres_reachable(stringify!($name)).await {
+                        super::$name($crate::backend::Backend::Postgres).await
                     }
                 }
             )*

@@ -1,11 +1,13 @@
 //! The `Store` contract, run against both backends: each shared test once on SQLite (a
 //! temporary file) and once on PostgreSQL (a fresh schema), as `sqlite::…` and `postgres::…`.
 //! What only one backend has (SQLite's file, pragmas and backups; PostgreSQL's URLs, schemas
-//! and replicas) is tested in `sqlite_only` and `postgres_only`.
+//! and replicas) is tested in `sqlite_only` and `postgres_only`; the sealed-column methods of
+//! key rotation in `sealed`, on both.
 
 #[macro_use]
 mod backend;
 mod postgres_only;
+mod sealed;
 mod sqlite_only;
 
 use lwa_store::{
