@@ -135,6 +135,12 @@ impl Drop for Schema {
                 .ok()?;
             runtime.block_on(async {
                 let mut conn = PgConnection::connect(&postgres_url()).await.ok()?;
+                // A failed test may leave a task holding locks in the schema: give up rather
+                // than hang.
+                sqlx::query("SET lock_timeout = '10s'")
+                    .execute(&mut conn)
+                    .await
+                    .ok()?;
                 sqlx::query(AssertSqlSafe(format!("DROP SCHEMA IF EXISTS \"{name}\" CASCADE")))
                     .execute(&mut conn)
                     .await
