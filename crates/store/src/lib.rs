@@ -66,7 +66,7 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     /// Fails with `Conflict` when the id exists.
     async fn insert_tenant(&self, tenant: &Tenant) -> Result<(), StoreError>;
     async fn tenant(&self, id: &str) -> Result<Option<Tenant>, StoreError>;
-    /// All tenants, oldest first.
+    /// All tenants, oldest first; ties in insertion order.
     async fn tenants(&self) -> Result<Vec<Tenant>, StoreError>;
     /// Replaces every field but `id` and `created_at_ms`; false when unknown.
     async fn update_tenant(&self, tenant: &Tenant) -> Result<bool, StoreError>;
@@ -74,7 +74,7 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     // --- API keys ---
     async fn insert_api_key(&self, key: &ApiKey) -> Result<(), StoreError>;
     async fn api_key(&self, id: &str) -> Result<Option<ApiKey>, StoreError>;
-    /// A tenant's keys, oldest first, revoked ones included.
+    /// A tenant's keys, oldest first (ties in insertion order), revoked ones included.
     async fn api_keys(&self, tenant_id: &str) -> Result<Vec<ApiKey>, StoreError>;
     /// Sets `revoked_at_ms` if not yet revoked; false when unknown or already revoked.
     async fn revoke_api_key(&self, id: &str, at_ms: i64) -> Result<bool, StoreError>;
@@ -149,7 +149,9 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     /// (`connection.needs_reauth`) are written in the same transaction, and only when the
     /// status given is a change: a connection already in it raises nothing again. With
     /// `authorized_at_ms`, only the authorization the refresh started from is touched: a late
-    /// `invalid_grant` never marks a connection the seller has just authorized again.
+    /// `invalid_grant` never marks a connection the seller has just authorized again. Of
+    /// concurrent calls (several replicas seeing the same `invalid_grant`), only the first to
+    /// change the status writes its events.
     async fn record_refresh_error(
         &self,
         connection_id: &str,
@@ -162,7 +164,8 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     /// Writes a disconnected connection (every field but `id`, `tenant_id` and
     /// `created_at_ms`, as [`Store::update_connection`]) and `events`
     /// (`connection.disconnected`) in one transaction; the events only when it was not
-    /// disconnected before. False when unknown.
+    /// disconnected before (of concurrent calls, only the first writes them). False when
+    /// unknown.
     async fn disconnect_connection(
         &self,
         connection: &Connection,
@@ -286,7 +289,8 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     ) -> Result<bool, StoreError>;
     /// Adds a delivery to `target` for every event of the connection written at or after
     /// `since_ms` that has none to that URL yet (a callback URL given at the claim receives
-    /// the authorization's event). Returns how many were added.
+    /// the authorization's event). Returns how many were added; concurrent calls add each
+    /// delivery once.
     async fn add_connection_event_target(
         &self,
         connection_id: &str,

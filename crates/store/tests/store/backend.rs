@@ -135,6 +135,12 @@ impl Drop for Schema {
                 .ok()?;
             runtime.block_on(async {
                 let mut conn = PgConnection::connect(&postgres_url()).await.ok()?;
+                // A failed test may leave a task holding locks in the schema: give up rather
+                // than hang.
+                sqlx::query("SET lock_timeout = '10s'")
+                    .execute(&mut conn)
+                    .await
+                    .ok()?;
                 sqlx::query(AssertSqlSafe(format!("DROP SCHEMA IF EXISTS \"{name}\" CASCADE")))
                     .execute(&mut conn)
                     .await
@@ -288,7 +294,7 @@ macro_rules! on_both_backends {
             $(
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn $name() {
-                    super::$name(super::Backend::Sqlite).await
+                    super::$name($crate::backend::Backend::Sqlite).await
                 }
             )*
         }
@@ -296,8 +302,8 @@ macro_rules! on_both_backends {
             $(
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn $name() {
-                    if super::backend::postgres_reachable(stringify!($name)).await {
-                        super::$name(super::Backend::Postgres).await
+                    if $crate::backend::postgres_reachable(stringify!($name)).await {
+                        super::$name($crate::backend::Backend::Postgres).await
                     }
                 }
             )*

@@ -1,11 +1,13 @@
 //! The `Store` contract, run against both backends: each shared test once on SQLite (a
 //! temporary file) and once on PostgreSQL (a fresh schema), as `sqlite::…` and `postgres::…`.
 //! What only one backend has (SQLite's file, pragmas and backups; PostgreSQL's URLs, schemas
-//! and replicas) is tested in `sqlite_only` and `postgres_only`.
+//! and replicas) is tested in `sqlite_only` and `postgres_only`; the sealed-column methods of
+//! key rotation in `sealed`, on both.
 
 #[macro_use]
 mod backend;
 mod postgres_only;
+mod sealed;
 mod sqlite_only;
 
 use lwa_store::{
@@ -44,6 +46,7 @@ on_both_backends!(
     audit_events_are_appended_and_paged_newest_first_with_filters,
     events_are_written_with_the_change_that_caused_them_or_not_at_all,
     needs_reauth_and_disconnect_raise_their_event_once,
+    concurrent_status_changes_raise_their_event_once,
     deliveries_are_claimed_in_order_per_connection_and_target,
     the_delivery_log_is_per_tenant_and_failed_deliveries_can_be_retried,
     a_callback_url_given_later_receives_the_connections_recent_events,
@@ -1540,6 +1543,69 @@ async fn events_are_written_with_the_change_that_caused_them_or_not_at_all(b: Ba
             .await,
         Err(StoreError::Conflict(_))
     ));
+}
+
+/// Several processes seeing the same `invalid_grant`, or disconnecting at once: one event each.
+async fn concurrent_status_changes_raise_their_event_once(b: Backend) {
+    let (_db, store) = webhook_store(b, "outbox-once-concurrent").await;
+    let barrier = std::sync::Arc::new(tokio::sync::Barrier::new(10));
+    let mut tasks = Vec::new();
+    for n in 0..10 {
+        let (store, barrier) = (store.clone(), barrier.clone());
+        tasks.push(tokio::spawn(async move {
+            let events = [event(
+                &format!("evt_n{n}"),
+                Some("conn_1"),
+                "connection.needs_reauth",
+                9_000,
+                vec![EventTarget::TenantWebhook],
+            )];
+            barrier.wait().await;
+            store
+                .record_refresh_error(
+                    "conn_1",
+                    Some("needs_reauth"),
+                    "invalid_grant",
+                    9_000,
+                    &events,
+                    None,
+                )
+                .await
+                .unwrap()
+        }));
+    }
+    for task in tasks {
+        assert!(task.await.unwrap());
+    }
+    assert_eq!(all_deliveries(&*store).await.len(), 1);
+
+    let mut gone = store.connection("conn_1").await.unwrap().unwrap();
+    gone.status = "disconnected".into();
+    gone.refresh_token = None;
+    let mut tasks = Vec::new();
+    for n in 0..10 {
+        let (store, barrier, gone) = (store.clone(), barrier.clone(), gone.clone());
+        tasks.push(tokio::spawn(async move {
+            let events = [event(
+                &format!("evt_d{n}"),
+                Some("conn_1"),
+                "connection.disconnected",
+                9_500,
+                vec![EventTarget::TenantWebhook],
+            )];
+            barrier.wait().await;
+            store.disconnect_connection(&gone, &events).await.unwrap()
+        }));
+    }
+    for task in tasks {
+        assert!(task.await.unwrap());
+    }
+    let types: Vec<String> = all_deliveries(&*store)
+        .await
+        .into_iter()
+        .map(|d| d.event_type)
+        .collect();
+    assert_eq!(types, ["connection.needs_reauth", "connection.disconnected"]);
 }
 
 async fn needs_reauth_and_disconnect_raise_their_event_once(b: Backend) {

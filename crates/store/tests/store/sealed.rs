@@ -1,12 +1,11 @@
-//! The generic sealed-column methods `keys rotate` uses, on real SQLite files: paging,
+//! The generic sealed-column methods `keys rotate` uses, on both backends: paging,
 //! compare-and-set re-seals, and counts per key prefix.
 
-use std::path::PathBuf;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Arc;
 
-use lwa_store::{
-    Connection, PrefixCount, ResealRow, SealedColumns, SealedRow, SqliteStore, Store, StoreError, Tenant,
-};
+use lwa_store::{Connection, PrefixCount, ResealRow, SealedColumns, SealedRow, Store, StoreError, Tenant};
+
+use crate::backend::{Backend, TestDb};
 
 const CONNECTIONS: SealedColumns = SealedColumns {
     table: "connections",
@@ -22,25 +21,9 @@ const KEY_CHECK: SealedColumns = SealedColumns {
     only_ids: &["key_check"],
 };
 
-struct TempDir(PathBuf);
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-async fn fresh(name: &str) -> (TempDir, SqliteStore) {
-    static NEXT: AtomicU32 = AtomicU32::new(0);
-    let dir = std::env::temp_dir().join(format!(
-        "lwa-store-sealed-{name}-{}-{}",
-        std::process::id(),
-        NEXT.fetch_add(1, Ordering::Relaxed)
-    ));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    let store = SqliteStore::open_path(&dir.join("broker.db")).await.unwrap();
-    store.migrate().await.unwrap();
+/// A migrated store with tenant `ten_1`.
+async fn fresh(b: Backend, name: &str) -> (TestDb, Arc<dyn Store>) {
+    let (db, store) = crate::backend::fresh(b, name).await;
     store
         .insert_tenant(&Tenant {
             id: "ten_1".into(),
@@ -54,8 +37,16 @@ async fn fresh(name: &str) -> (TempDir, SqliteStore) {
         })
         .await
         .unwrap();
-    (TempDir(dir), store)
+    (db, store)
 }
+
+on_both_backends!(
+    rows_are_paged_by_id_and_rows_without_sealed_values_are_left_out,
+    only_the_named_rows_of_a_limited_table_are_seen,
+    a_reseal_writes_only_rows_that_still_hold_what_was_read,
+    a_malformed_reseal_writes_nothing,
+    a_reseal_of_thousands_of_rows_spans_several_statements_in_one_transaction,
+);
 
 fn connection(id: &str, refresh: Option<&str>, access: Option<&str>) -> Connection {
     Connection {
@@ -88,9 +79,8 @@ fn values(row: &SealedRow) -> Vec<Option<&str>> {
     row.values.iter().map(Option::as_deref).collect()
 }
 
-#[tokio::test]
-async fn rows_are_paged_by_id_and_rows_without_sealed_values_are_left_out() {
-    let (_dir, store) = fresh("paging").await;
+async fn rows_are_paged_by_id_and_rows_without_sealed_values_are_left_out(b: Backend) {
+    let (_db, store) = fresh(b, "paging").await;
     for i in [3, 1, 5, 2, 4] {
         store
             .insert_connection(&connection(
@@ -139,9 +129,8 @@ async fn rows_are_paged_by_id_and_rows_without_sealed_values_are_left_out() {
     assert_eq!(store.sealed_row(&CONNECTIONS, "conn_9").await.unwrap(), None);
 }
 
-#[tokio::test]
-async fn only_the_named_rows_of_a_limited_table_are_seen() {
-    let (_dir, store) = fresh("only").await;
+async fn only_the_named_rows_of_a_limited_table_are_seen(b: Backend) {
+    let (_db, store) = fresh(b, "only").await;
     store.set_meta("key_check", "lwa1.old.check").await.unwrap();
     store.set_meta("admin_token_hash", "00ff").await.unwrap();
     let rows = store.sealed_rows(&KEY_CHECK, None, 10).await.unwrap();
@@ -163,9 +152,8 @@ async fn only_the_named_rows_of_a_limited_table_are_seen() {
     );
 }
 
-#[tokio::test]
-async fn a_reseal_writes_only_rows_that_still_hold_what_was_read() {
-    let (_dir, store) = fresh("cas").await;
+async fn a_reseal_writes_only_rows_that_still_hold_what_was_read(b: Backend) {
+    let (_db, store) = fresh(b, "cas").await;
     for id in ["conn_a", "conn_b", "conn_c", "conn_d"] {
         store
             .insert_connection(&connection(id, Some("lwa1.old.r"), Some("lwa1.old.a")))
@@ -243,9 +231,8 @@ async fn a_reseal_writes_only_rows_that_still_hold_what_was_read() {
     assert_eq!(counts.iter().map(|c| c.count).sum::<u64>(), 8);
 }
 
-#[tokio::test]
-async fn a_malformed_reseal_writes_nothing() {
-    let (_dir, store) = fresh("malformed").await;
+async fn a_malformed_reseal_writes_nothing(b: Backend) {
+    let (_db, store) = fresh(b, "malformed").await;
     store
         .insert_connection(&connection("conn_a", Some("lwa1.old.r"), None))
         .await
@@ -281,9 +268,8 @@ async fn a_malformed_reseal_writes_nothing() {
     );
 }
 
-#[tokio::test]
-async fn a_reseal_of_thousands_of_rows_spans_several_statements_in_one_transaction() {
-    let (_dir, store) = fresh("many").await;
+async fn a_reseal_of_thousands_of_rows_spans_several_statements_in_one_transaction(b: Backend) {
+    let (_db, store) = fresh(b, "many").await;
     for i in 0..2500 {
         store
             .insert_connection(&connection(&format!("conn_{i:05}"), Some("lwa1.old.r"), None))
