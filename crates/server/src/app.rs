@@ -222,6 +222,14 @@ impl Application {
             fake = Some(started);
         }
         let state = open_state(&settings, public_url).await?;
+        if state.store.backend() == "sqlite" {
+            // The only server on this database: refresh leases left in it are this server's own,
+            // from before a crash; waiting for them to run out would only delay vends.
+            let cleared = state.store.clear_refresh_leases().await?;
+            if cleared > 0 {
+                tracing::info!(cleared, "refresh leases left by an earlier run ended");
+            }
+        }
         Ok(Application {
             listener,
             state,

@@ -53,7 +53,8 @@ macro_rules! connection_cols {
 
 macro_rules! schedule_cols {
     () => {
-        "next_refresh_at_ms, refresh_failures, retry_at_ms, expiry_notice_days, profiles_check_at_ms"
+        "next_refresh_at_ms, refresh_failures, retry_at_ms, expiry_notice_days, profiles_check_at_ms, \
+         refresh_lease_until_ms"
     };
 }
 

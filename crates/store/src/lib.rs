@@ -28,6 +28,10 @@ pub use sqlite::SqliteStore;
 
 use async_trait::async_trait;
 
+/// How long a refresh lease lasts: longer than one refresh with the library's retries, short
+/// enough that a replica that died holding one delays others little.
+pub const REFRESH_LEASE_MS: i64 = 30_000;
+
 /// What can go wrong in a store call.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -187,11 +191,26 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     /// Deletes states, links and claim codes that expired before `before_ms`; returns how many.
     async fn purge_expired(&self, before_ms: i64) -> Result<u64, StoreError>;
 
+    // --- refresh lease (one refresh across processes and replicas) ---
+    /// Takes the connection's refresh lease until `until_ms` when nobody holds it at `now_ms`:
+    /// of concurrent takers, in any process, one wins. A successful [`Store::save_tokens`] and
+    /// [`Store::release_refresh_lease`] end it; a holder that dies lets it run out.
+    async fn take_refresh_lease(&self, id: &str, now_ms: i64, until_ms: i64) -> Result<bool, StoreError>;
+
+    /// Ends the connection's refresh lease (a refresh that failed).
+    async fn release_refresh_lease(&self, id: &str) -> Result<(), StoreError>;
+
+    /// Ends every refresh lease; how many. Only for a server that is the database's only one
+    /// (SQLite), at start: the leases are its own, from before a crash.
+    async fn clear_refresh_leases(&self) -> Result<u64, StoreError>;
+
     // --- background refresher ---
     /// Claims up to `limit` active connections without a tenant-held secret whose refresh is due
     /// at `now_ms`, soonest first, by moving their `next_refresh_at_ms` to `now_ms + lease_ms`
     /// in the same statement: a second process (or a second pass) does not get them again
     /// unless the lease runs out first. The refresh that follows sets the real next time.
+    /// Connections whose refresh lease someone holds are skipped; the claimed ones get the
+    /// refresh lease for [`REFRESH_LEASE_MS`] (at most `lease_ms`).
     async fn claim_due_refreshes(
         &self,
         now_ms: i64,

@@ -244,6 +244,8 @@ pub struct RefreshSchedule {
     pub expiry_notice_days: Option<i64>,
     /// When an Ads connection's profiles are next re-read (0: not scheduled yet).
     pub profiles_check_at_ms: i64,
+    /// Someone (this process or another) is refreshing it until this time (0: nobody).
+    pub refresh_lease_until_ms: i64,
 }
 
 // --- webhooks ---

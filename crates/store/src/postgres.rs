@@ -272,6 +272,7 @@ fn schedule_from_row(row: &PgRow) -> Result<RefreshSchedule, sqlx::Error> {
         retry_at_ms: row.try_get("retry_at_ms")?,
         expiry_notice_days: row.try_get("expiry_notice_days")?,
         profiles_check_at_ms: row.try_get("profiles_check_at_ms")?,
+        refresh_lease_until_ms: row.try_get("refresh_lease_until_ms")?,
     })
 }
 
@@ -402,7 +403,8 @@ async fn update_connection_on(conn: &mut PgConnection, c: &Connection) -> Result
          refresh_failures = CASE WHEN authorized_at_ms = $14 THEN refresh_failures ELSE 0 END, \
          retry_at_ms = CASE WHEN authorized_at_ms = $14 THEN retry_at_ms ELSE NULL END, \
          expiry_notice_days = CASE WHEN authorized_at_ms = $14 THEN expiry_notice_days ELSE NULL END, \
-         next_refresh_at_ms = CASE WHEN authorized_at_ms = $14 THEN next_refresh_at_ms ELSE 0 END \
+         next_refresh_at_ms = CASE WHEN authorized_at_ms = $14 THEN next_refresh_at_ms ELSE 0 END, \
+         refresh_lease_until_ms = CASE WHEN authorized_at_ms = $14 THEN refresh_lease_until_ms ELSE 0 END \
          WHERE id = $20",
     )
     .bind(&c.app)
@@ -980,7 +982,7 @@ impl Store for PgStore {
         let done = sqlx::query(
             "UPDATE connections SET refresh_token = $1, access_token = $2, access_expires_at_ms = $3, \
              last_refresh_at_ms = $4, last_error = NULL, status = 'active', updated_at_ms = $4, \
-             next_refresh_at_ms = $5, refresh_failures = 0, retry_at_ms = NULL \
+             next_refresh_at_ms = $5, refresh_failures = 0, retry_at_ms = NULL, refresh_lease_until_ms = 0 \
              WHERE id = $6 AND status <> 'disconnected' AND refresh_token = $7",
         )
         .bind(&u.refresh_token)
@@ -1198,9 +1200,11 @@ impl Store for PgStore {
             "WITH due AS ( \
                SELECT id AS due_id, next_refresh_at_ms AS due_at_ms FROM connections \
                WHERE status = 'active' AND NOT tenant_secret AND next_refresh_at_ms <= $2 \
+               AND refresh_lease_until_ms <= $2 \
                ORDER BY next_refresh_at_ms, id LIMIT $3 \
                FOR UPDATE SKIP LOCKED) \
-             UPDATE connections SET next_refresh_at_ms = $1 FROM due WHERE id = due.due_id \
+             UPDATE connections SET next_refresh_at_ms = $1, refresh_lease_until_ms = $4 \
+             FROM due WHERE id = due.due_id \
              RETURNING due.due_at_ms, ",
             connection_cols!(),
             ", ",
@@ -1209,6 +1213,7 @@ impl Store for PgStore {
         .bind(now_ms.saturating_add(lease_ms))
         .bind(now_ms)
         .bind(i64::from(limit.min(10_000)))
+        .bind(now_ms.saturating_add(lease_ms.min(crate::REFRESH_LEASE_MS)))
         .fetch_all(&self.pool)
         .await?;
         let mut claimed = rows
@@ -1282,6 +1287,35 @@ impl Store for PgStore {
         .execute(&self.pool)
         .await?;
         Ok(done.rows_affected() == 1)
+    }
+
+    async fn take_refresh_lease(&self, id: &str, now_ms: i64, until_ms: i64) -> Result<bool, StoreError> {
+        let done = sqlx::query(
+            "UPDATE connections SET refresh_lease_until_ms = $1 WHERE id = $2 AND refresh_lease_until_ms <= $3",
+        )
+        .bind(until_ms)
+        .bind(id)
+        .bind(now_ms)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn release_refresh_lease(&self, id: &str) -> Result<(), StoreError> {
+        sqlx::query("UPDATE connections SET refresh_lease_until_ms = 0 WHERE id = $1")
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn clear_refresh_leases(&self) -> Result<u64, StoreError> {
+        let done = sqlx::query(
+            "UPDATE connections SET refresh_lease_until_ms = 0 WHERE refresh_lease_until_ms <> 0",
+        )
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected())
     }
 
     async fn set_next_refresh(&self, id: &str, at_ms: i64) -> Result<bool, StoreError> {

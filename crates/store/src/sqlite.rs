@@ -444,6 +444,7 @@ fn schedule_from_row(row: &SqliteRow) -> Result<RefreshSchedule, sqlx::Error> {
         retry_at_ms: row.try_get("retry_at_ms")?,
         expiry_notice_days: row.try_get("expiry_notice_days")?,
         profiles_check_at_ms: row.try_get("profiles_check_at_ms")?,
+        refresh_lease_until_ms: row.try_get("refresh_lease_until_ms")?,
     })
 }
 
@@ -519,7 +520,8 @@ async fn update_connection_on(conn: &mut sqlx::SqliteConnection, c: &Connection)
          refresh_failures = CASE WHEN authorized_at_ms = ? THEN refresh_failures ELSE 0 END, \
          retry_at_ms = CASE WHEN authorized_at_ms = ? THEN retry_at_ms ELSE NULL END, \
          expiry_notice_days = CASE WHEN authorized_at_ms = ? THEN expiry_notice_days ELSE NULL END, \
-         next_refresh_at_ms = CASE WHEN authorized_at_ms = ? THEN next_refresh_at_ms ELSE 0 END \
+         next_refresh_at_ms = CASE WHEN authorized_at_ms = ? THEN next_refresh_at_ms ELSE 0 END, \
+         refresh_lease_until_ms = CASE WHEN authorized_at_ms = ? THEN refresh_lease_until_ms ELSE 0 END \
          WHERE id = ?",
     )
     .bind(&c.app)
@@ -542,6 +544,7 @@ async fn update_connection_on(conn: &mut sqlx::SqliteConnection, c: &Connection)
     .bind(c.claimed_at_ms)
     .bind(c.updated_at_ms)
     // A new authorization starts a new schedule (no backoff, no notice sent, look at it now).
+    .bind(c.authorized_at_ms)
     .bind(c.authorized_at_ms)
     .bind(c.authorized_at_ms)
     .bind(c.authorized_at_ms)
@@ -677,7 +680,7 @@ async fn save_tokens_on(conn: &mut sqlx::SqliteConnection, u: &TokenUpdate) -> R
     let done = sqlx::query(
         "UPDATE connections SET refresh_token = ?, access_token = ?, access_expires_at_ms = ?, \
          last_refresh_at_ms = ?, last_error = NULL, status = 'active', updated_at_ms = ?, \
-         next_refresh_at_ms = ?, refresh_failures = 0, retry_at_ms = NULL \
+         next_refresh_at_ms = ?, refresh_failures = 0, retry_at_ms = NULL, refresh_lease_until_ms = 0 \
          WHERE id = ? AND status <> 'disconnected' AND refresh_token = ?",
     )
     .bind(&u.refresh_token)
@@ -723,7 +726,7 @@ async fn save_tokens_together(pool: &SqlitePool, batch: &[PendingSave]) -> Resul
         ") UPDATE connections SET refresh_token = v.refresh_token, access_token = v.access_token, \
          access_expires_at_ms = v.expires_at, last_refresh_at_ms = v.refreshed_at, last_error = NULL, \
          status = 'active', updated_at_ms = v.refreshed_at, next_refresh_at_ms = v.next_at, \
-         refresh_failures = 0, retry_at_ms = NULL \
+         refresh_failures = 0, retry_at_ms = NULL, refresh_lease_until_ms = 0 \
          FROM v WHERE connections.id = v.id AND connections.status <> 'disconnected' \
          AND connections.refresh_token = v.expected RETURNING connections.id",
     );
@@ -1415,9 +1418,10 @@ impl Store for SqliteStore {
         // index is named, since without statistics SQLite prefers the one on `status`.
         let _gate = self.write_gate.lock().await;
         let rows = sqlx::query(concat!(
-            "UPDATE connections SET next_refresh_at_ms = ? WHERE id IN ( \
+            "UPDATE connections SET next_refresh_at_ms = ?, refresh_lease_until_ms = ? WHERE id IN ( \
                SELECT id FROM connections INDEXED BY connections_due \
                WHERE status = 'active' AND tenant_secret = 0 AND next_refresh_at_ms <= ? \
+               AND refresh_lease_until_ms <= ? \
                ORDER BY next_refresh_at_ms, id LIMIT ?) \
              RETURNING ",
             connection_cols!(),
@@ -1425,6 +1429,8 @@ impl Store for SqliteStore {
             schedule_cols!()
         ))
         .bind(now_ms.saturating_add(lease_ms))
+        .bind(now_ms.saturating_add(lease_ms.min(crate::REFRESH_LEASE_MS)))
+        .bind(now_ms)
         .bind(now_ms)
         .bind(i64::from(limit.min(10_000)))
         .fetch_all(&self.pool)
@@ -1494,6 +1500,38 @@ impl Store for SqliteStore {
         .execute(&self.pool)
         .await?;
         Ok(done.rows_affected() == 1)
+    }
+
+    async fn take_refresh_lease(&self, id: &str, now_ms: i64, until_ms: i64) -> Result<bool, StoreError> {
+        let _gate = self.write_gate.lock().await;
+        let done = sqlx::query(
+            "UPDATE connections SET refresh_lease_until_ms = ? WHERE id = ? AND refresh_lease_until_ms <= ?",
+        )
+        .bind(until_ms)
+        .bind(id)
+        .bind(now_ms)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn release_refresh_lease(&self, id: &str) -> Result<(), StoreError> {
+        let _gate = self.write_gate.lock().await;
+        sqlx::query("UPDATE connections SET refresh_lease_until_ms = 0 WHERE id = ?")
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn clear_refresh_leases(&self) -> Result<u64, StoreError> {
+        let _gate = self.write_gate.lock().await;
+        let done = sqlx::query(
+            "UPDATE connections SET refresh_lease_until_ms = 0 WHERE refresh_lease_until_ms <> 0",
+        )
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected())
     }
 
     async fn set_next_refresh(&self, id: &str, at_ms: i64) -> Result<bool, StoreError> {

@@ -1082,137 +1082,237 @@ async fn refresh_connection_inner(
             retry_after_s: ((retry_at - now) as u64).div_ceil(1000).max(1),
         });
     }
-    let sealed_refresh = row.refresh_token.as_deref().ok_or(VendError::Disconnected)?;
-    let started_from = match open("refresh_token", sealed_refresh) {
-        Ok(plain) => plain,
-        Err(e) => return Err(note_failure(&state, &row, e, 0).await),
-    };
-    let refresh_token = RefreshToken::new(started_from.as_str());
-    let Some(app) = state.app(&row.app).cloned() else {
-        let failure = VendError::Configuration(format!("app {:?} is not configured", row.app));
-        return Err(note_failure(&state, &row, failure, 0).await);
-    };
-    let region = match Region::parse(&row.region) {
-        Ok(region) => region,
-        Err(e) => return Err(note_failure(&state, &row, VendError::Internal(e.to_string()), 0).await),
-    };
-    let lwa = if background || schedule.refresh_failures > 0 {
-        &state.lwa_single
+    // One refresh across every process and replica: the refresh lease in the database. The
+    // background refresher's claim took it already (while it still has a moment to run).
+    let leased = if background && schedule.refresh_lease_until_ms > now + 2_000 {
+        true
     } else {
-        &state.lwa
+        state
+            .store
+            .take_refresh_lease(&id, now, now + lwa_store::REFRESH_LEASE_MS)
+            .await?
     };
-    let started = state.now_ms();
-    let result = lwa
-        .refresh(
-            state.token_host(&app, region),
-            &state.credentials(&app).await,
-            &refresh_token,
-        )
-        .await;
-    let tokens = match result {
-        Ok(tokens) => tokens,
-        Err(error) => {
-            tracing::info!(connection = %id, error = %error, "refresh failed");
-            if matches!(error, LwaError::Reauthorize { .. }) {
-                let message =
-                    "LWA refused the refresh token (invalid_grant): the seller must authorize again";
-                let recorded = state
-                    .store
-                    .record_refresh_error(
-                        &id,
-                        Some("needs_reauth"),
-                        message,
-                        state.now_ms(),
-                        &crate::webhooks::refresh_error_events(&state, &row, Some("needs_reauth"), message),
-                        Some(row.authorized_at_ms),
-                    )
-                    .await;
-                return match recorded {
-                    Ok(true) => Err(VendError::NeedsReauth),
-                    // Authorized again (or disconnected) meanwhile: the refused token is gone.
-                    Ok(false) => match state.store.connection(&id).await? {
-                        Some(r) if Status::of(&r.status) == Status::Active => Err(VendError::Unavailable {
-                            message: "the connection was re-authorized during the refresh; ask again".into(),
-                            retry_after_s: 0,
-                        }),
-                        Some(r) if Status::of(&r.status) == Status::NeedsReauth => {
+    if !leased {
+        return await_other_refresh(&state, &id, secret, buffer_ms, background, rejected, row).await;
+    }
+    let outcome: Result<Arc<CachedToken>, VendError> = async {
+        let sealed_refresh = row.refresh_token.as_deref().ok_or(VendError::Disconnected)?;
+        let started_from = match open("refresh_token", sealed_refresh) {
+            Ok(plain) => plain,
+            Err(e) => return Err(note_failure(&state, &row, e, 0).await),
+        };
+        let refresh_token = RefreshToken::new(started_from.as_str());
+        let Some(app) = state.app(&row.app).cloned() else {
+            let failure = VendError::Configuration(format!("app {:?} is not configured", row.app));
+            return Err(note_failure(&state, &row, failure, 0).await);
+        };
+        let region = match Region::parse(&row.region) {
+            Ok(region) => region,
+            Err(e) => return Err(note_failure(&state, &row, VendError::Internal(e.to_string()), 0).await),
+        };
+        let lwa = if background || schedule.refresh_failures > 0 {
+            &state.lwa_single
+        } else {
+            &state.lwa
+        };
+        let started = state.now_ms();
+        let result = lwa
+            .refresh(
+                state.token_host(&app, region),
+                &state.credentials(&app).await,
+                &refresh_token,
+            )
+            .await;
+        let tokens = match result {
+            Ok(tokens) => tokens,
+            Err(error) => {
+                tracing::info!(connection = %id, error = %error, "refresh failed");
+                if matches!(error, LwaError::Reauthorize { .. }) {
+                    let message =
+                        "LWA refused the refresh token (invalid_grant): the seller must authorize again";
+                    let recorded = state
+                        .store
+                        .record_refresh_error(
+                            &id,
+                            Some("needs_reauth"),
+                            message,
+                            state.now_ms(),
+                            &crate::webhooks::refresh_error_events(
+                                &state,
+                                &row,
+                                Some("needs_reauth"),
+                                message,
+                            ),
+                            Some(row.authorized_at_ms),
+                        )
+                        .await;
+                    return match recorded {
+                        Ok(true) => Err(VendError::NeedsReauth),
+                        // Authorized again (or disconnected) meanwhile: the refused token is gone.
+                        Ok(false) => match state.store.connection(&id).await? {
+                            Some(r) if Status::of(&r.status) == Status::Active => {
+                                Err(VendError::Unavailable {
+                                    message: "the connection was re-authorized during the refresh; ask again"
+                                        .into(),
+                                    retry_after_s: 0,
+                                })
+                            }
+                            Some(r) if Status::of(&r.status) == Status::NeedsReauth => {
+                                Err(VendError::NeedsReauth)
+                            }
+                            _ => Err(VendError::Disconnected),
+                        },
+                        Err(e) => {
+                            // Not stored: keep it from being asked again every second meanwhile.
+                            tracing::warn!(connection = %id, error = %e, "could not record a failed refresh");
+                            let later = state.now_ms() + BACKOFF_CAP_MS;
+                            let _ = state.store.set_next_refresh(&id, later).await;
                             Err(VendError::NeedsReauth)
                         }
-                        _ => Err(VendError::Disconnected),
-                    },
-                    Err(e) => {
-                        // Not stored: keep it from being asked again every second meanwhile.
-                        tracing::warn!(connection = %id, error = %e, "could not record a failed refresh");
-                        let later = state.now_ms() + BACKOFF_CAP_MS;
-                        let _ = state.store.set_next_refresh(&id, later).await;
-                        Err(VendError::NeedsReauth)
-                    }
-                };
-            }
-            let retry_after_ms = match &error {
-                LwaError::Transient {
-                    retry_after: Some(after),
-                    ..
-                } => after.as_millis().min(BACKOFF_CAP_MS as u128) as i64,
-                _ => 0,
-            };
-            return Err(note_failure(&state, &row, lwa_failure(error), retry_after_ms).await);
-        }
-    };
-    let refresh_token = match (&tokens.refresh_token, tokens.refresh_token_changed) {
-        (Some(new), true) => new.clone(),
-        _ => refresh_token,
-    };
-    let expires_at_ms = started + tokens.expires_in as i64 * 1000;
-    let mut update = TokenUpdate {
-        connection_id: id.clone(),
-        expected_refresh_token: sealed_refresh.to_owned(),
-        refresh_token: state
-            .sealer
-            .seal(&id, "refresh_token", refresh_token.expose(), secret.as_ref()),
-        access_token: state
-            .sealer
-            .seal(&id, "access_token", tokens.access_token.expose(), secret.as_ref()),
-        access_expires_at_ms: expires_at_ms,
-        refreshed_at_ms: state.now_ms(),
-        next_refresh_at_ms: next_refresh_at(state.now_ms(), expires_at_ms, buffer_ms),
-    };
-    // The row's refresh token may have been re-sealed (`keys rotate`) while we refreshed: the
-    // same token under a new seal is not a re-authorization, so store against the new seal.
-    for _ in 0..3 {
-        if state.store.save_tokens(&update).await? {
-            tracing::debug!(connection = %id, "refreshed");
-            return Ok(CachedToken::new(tokens.access_token, expires_at_ms, tag));
-        }
-        let now_row = state.store.connection(&id).await?;
-        match now_row {
-            Some(r) if Status::of(&r.status) == Status::Active => {
-                let same = r
-                    .refresh_token
-                    .as_deref()
-                    .and_then(|sealed| {
-                        state
-                            .sealer
-                            .open(&id, "refresh_token", sealed, secret.as_ref())
-                            .ok()
-                    })
-                    .is_some_and(|plain| *plain == *started_from);
-                if !same {
-                    return Err(VendError::Unavailable {
-                        message: "the connection was re-authorized during the refresh; ask again".into(),
-                        retry_after_s: 0,
-                    });
+                    };
                 }
-                update.expected_refresh_token = r.refresh_token.unwrap_or_default();
+                let retry_after_ms = match &error {
+                    LwaError::Transient {
+                        retry_after: Some(after),
+                        ..
+                    } => after.as_millis().min(BACKOFF_CAP_MS as u128) as i64,
+                    _ => 0,
+                };
+                return Err(note_failure(&state, &row, lwa_failure(error), retry_after_ms).await);
             }
-            Some(r) if Status::of(&r.status) == Status::NeedsReauth => return Err(VendError::NeedsReauth),
-            _ => return Err(VendError::Disconnected),
+        };
+        let refresh_token = match (&tokens.refresh_token, tokens.refresh_token_changed) {
+            (Some(new), true) => new.clone(),
+            _ => refresh_token,
+        };
+        let expires_at_ms = started + tokens.expires_in as i64 * 1000;
+        let mut update = TokenUpdate {
+            connection_id: id.clone(),
+            expected_refresh_token: sealed_refresh.to_owned(),
+            refresh_token: state
+                .sealer
+                .seal(&id, "refresh_token", refresh_token.expose(), secret.as_ref()),
+            access_token: state.sealer.seal(
+                &id,
+                "access_token",
+                tokens.access_token.expose(),
+                secret.as_ref(),
+            ),
+            access_expires_at_ms: expires_at_ms,
+            refreshed_at_ms: state.now_ms(),
+            next_refresh_at_ms: next_refresh_at(state.now_ms(), expires_at_ms, buffer_ms),
+        };
+        // The row's refresh token may have been re-sealed (`keys rotate`) while we refreshed: the
+        // same token under a new seal is not a re-authorization, so store against the new seal.
+        for _ in 0..3 {
+            if state.store.save_tokens(&update).await? {
+                tracing::debug!(connection = %id, "refreshed");
+                return Ok(CachedToken::new(tokens.access_token, expires_at_ms, tag));
+            }
+            let now_row = state.store.connection(&id).await?;
+            match now_row {
+                Some(r) if Status::of(&r.status) == Status::Active => {
+                    let same = r
+                        .refresh_token
+                        .as_deref()
+                        .and_then(|sealed| {
+                            state
+                                .sealer
+                                .open(&id, "refresh_token", sealed, secret.as_ref())
+                                .ok()
+                        })
+                        .is_some_and(|plain| *plain == *started_from);
+                    if !same {
+                        return Err(VendError::Unavailable {
+                            message: "the connection was re-authorized during the refresh; ask again".into(),
+                            retry_after_s: 0,
+                        });
+                    }
+                    update.expected_refresh_token = r.refresh_token.unwrap_or_default();
+                }
+                Some(r) if Status::of(&r.status) == Status::NeedsReauth => {
+                    return Err(VendError::NeedsReauth);
+                }
+                _ => return Err(VendError::Disconnected),
+            }
         }
+        Err(VendError::Unavailable {
+            message: "the connection kept changing during the refresh; ask again".into(),
+            retry_after_s: 1,
+        })
     }
-    Err(VendError::Unavailable {
-        message: "the connection kept changing during the refresh; ask again".into(),
-        retry_after_s: 1,
-    })
+    .await;
+    if outcome.is_err() {
+        // Let the next caller, here or elsewhere, try at once.
+        let _ = state.store.release_refresh_lease(&id).await;
+    }
+    outcome
+}
+
+/// Another process or replica holds the connection's refresh lease. The stored token is used
+/// while it is still valid (the other refresh will replace it); an expired one is waited for —
+/// the database read every 50 ms until the other refresh stores its token (no second LWA call)
+/// or its lease runs out (a holder that died: the lease is taken over).
+#[allow(clippy::too_many_arguments)]
+async fn await_other_refresh(
+    state: &AppState,
+    id: &str,
+    secret: Option<TokenSecret>,
+    buffer_ms: i64,
+    background: bool,
+    rejected: Option<[u8; 32]>,
+    mut row: Connection,
+) -> Result<Arc<CachedToken>, VendError> {
+    let started = tokio::time::Instant::now();
+    let patience = Duration::from_millis((lwa_store::REFRESH_LEASE_MS + 5_000) as u64);
+    let tag = secret.as_ref().map(|s| secret_tag(id, s));
+    loop {
+        let now = state.now_ms();
+        if let (Some(sealed), Some(expires_at_ms)) = (&row.access_token, row.access_expires_at_ms)
+            && expires_at_ms > now
+        {
+            let plain = match state.sealer.open(id, "access_token", sealed, secret.as_ref()) {
+                Ok(plain) => plain,
+                Err(UnsealError::TenantSecret) => return Err(VendError::Forbidden),
+                Err(e) => return Err(VendError::Internal(format!("connection {id}: {e}"))),
+            };
+            let refused = rejected.is_some_and(|r| r == <[u8; 32]>::from(Sha256::digest(plain.as_bytes())));
+            if !refused {
+                return Ok(CachedToken::new(
+                    AccessToken::new(plain.as_str()),
+                    expires_at_ms,
+                    tag,
+                ));
+            }
+        }
+        if background || started.elapsed() > patience {
+            return Err(VendError::Unavailable {
+                message: "another process is refreshing this connection".into(),
+                retry_after_s: 1,
+            });
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let (fresh, schedule) = state
+            .store
+            .connection_with_schedule(id)
+            .await?
+            .ok_or(VendError::NotFound)?;
+        // A token stored meanwhile is taken at the top of the loop; a lease that ended (the
+        // refresh failed, or its holder died) or a changed status: look again the usual way.
+        if schedule.refresh_lease_until_ms <= state.now_ms() || Status::of(&fresh.status) != Status::Active {
+            return Box::pin(refresh_connection_inner(
+                state.clone(),
+                id.to_owned(),
+                secret,
+                buffer_ms,
+                background,
+                Some((fresh, schedule)),
+                rejected,
+            ))
+            .await;
+        }
+        row = fresh;
+    }
 }
 
 /// Records a failed refresh that is worth trying again later (Amazon failing or refusing the

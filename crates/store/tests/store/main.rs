@@ -43,6 +43,7 @@ on_both_backends!(
     purge_expired_removes_only_expired,
     save_tokens_touches_only_token_columns_and_never_a_disconnected_connection,
     the_refresh_schedule_follows_refreshes_failures_and_new_authorizations,
+    the_refresh_lease_has_one_holder_until_a_save_a_release_or_its_end,
     audit_events_are_appended_and_paged_newest_first_with_filters,
     events_are_written_with_the_change_that_caused_them_or_not_at_all,
     needs_reauth_and_disconnect_raise_their_event_once,
@@ -1068,6 +1069,86 @@ async fn save_tokens_touches_only_token_columns_and_never_a_disconnected_connect
     );
 }
 
+async fn the_refresh_lease_has_one_holder_until_a_save_a_release_or_its_end(b: Backend) {
+    let (_db, store) = fresh(b, "lease").await;
+    store.insert_tenant(&tenant("ten_1", 1_000)).await.unwrap();
+    let mut c = connection("conn_a", "ten_1");
+    c.tenant_secret = false;
+    store.insert_connection(&c).await.unwrap();
+    let lease = |s: &std::sync::Arc<dyn Store>| {
+        let s = s.clone();
+        async move {
+            s.refresh_schedule("conn_a")
+                .await
+                .unwrap()
+                .unwrap()
+                .refresh_lease_until_ms
+        }
+    };
+
+    // Ten concurrent takers: one holds it.
+    let takers = (0..10).map(|_| {
+        let store = store.clone();
+        tokio::spawn(async move { store.take_refresh_lease("conn_a", 1_000, 31_000).await.unwrap() })
+    });
+    let mut won = 0;
+    for t in takers {
+        won += usize::from(t.await.unwrap());
+    }
+    assert_eq!(won, 1);
+    assert_eq!(lease(&store).await, 31_000);
+    // The refresher's claim skips a connection someone is refreshing.
+    assert!(
+        store
+            .claim_due_refreshes(2_000, 60_000, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    // It runs out: another takes it over.
+    assert!(!store.take_refresh_lease("conn_a", 30_999, 60_000).await.unwrap());
+    assert!(store.take_refresh_lease("conn_a", 31_000, 61_000).await.unwrap());
+    // A release ends it.
+    store.release_refresh_lease("conn_a").await.unwrap();
+    assert_eq!(lease(&store).await, 0);
+    // A claim takes it (for at most REFRESH_LEASE_MS); a save ends it.
+    let claimed = store.claim_due_refreshes(100_000, 120_000, 10).await.unwrap();
+    assert_eq!(claimed.len(), 1);
+    assert_eq!(
+        claimed[0].schedule.refresh_lease_until_ms,
+        100_000 + lwa_store::REFRESH_LEASE_MS
+    );
+    assert!(
+        !store
+            .take_refresh_lease("conn_a", 100_001, 200_000)
+            .await
+            .unwrap()
+    );
+    let saved = store
+        .save_tokens(&TokenUpdate {
+            connection_id: "conn_a".into(),
+            expected_refresh_token: c.refresh_token.clone().unwrap(),
+            refresh_token: "sealed-refresh-2".into(),
+            access_token: "sealed-access-2".into(),
+            access_expires_at_ms: 3_700_000,
+            refreshed_at_ms: 100_002,
+            next_refresh_at_ms: 3_400_000,
+        })
+        .await
+        .unwrap();
+    assert!(saved);
+    assert_eq!(lease(&store).await, 0);
+    // At a single server's start, every lease (its own, from before a crash) ends.
+    assert!(
+        store
+            .take_refresh_lease("conn_a", 200_000, 230_000)
+            .await
+            .unwrap()
+    );
+    assert_eq!(store.clear_refresh_leases().await.unwrap(), 1);
+    assert_eq!(lease(&store).await, 0);
+}
+
 async fn the_refresh_schedule_follows_refreshes_failures_and_new_authorizations(b: Backend) {
     let (_db, store) = fresh(b, "schedule").await;
     store.insert_tenant(&tenant("ten_1", 1_000)).await.unwrap();
@@ -1105,6 +1186,13 @@ async fn the_refresh_schedule_follows_refreshes_failures_and_new_authorizations(
     );
     for id in ["conn_a", "conn_b", "conn_c"] {
         assert!(store.set_next_refresh(id, 0).await.unwrap());
+        // The claim took their refresh leases too.
+        let leased = store.refresh_schedule(id).await.unwrap().unwrap();
+        assert_eq!(
+            leased.refresh_lease_until_ms,
+            61_000 + lwa_store::REFRESH_LEASE_MS
+        );
+        store.release_refresh_lease(id).await.unwrap();
     }
 
     // A refresh schedules the next one and clears a backoff.

@@ -1,0 +1,4 @@
+-- The refresh lease: the replica refreshing a connection holds it until this time, so another
+-- that finds the token expired waits for that refresh instead of making a second LWA call.
+-- 0: nobody. A successful token save ends it; a replica that dies lets it run out.
+ALTER TABLE connections ADD COLUMN refresh_lease_until_ms BIGINT NOT NULL DEFAULT 0;
