@@ -6,6 +6,7 @@ mod accounts;
 mod login;
 mod migrate;
 mod readme;
+mod replicas;
 mod rotate;
 mod secrets;
 mod server;
