@@ -191,11 +191,19 @@ impl Limiter {
             // Full of keys in use: this one goes unlimited rather than grow the map.
             return Step::Go(Turn::Go);
         }
-        let slot = slots.map.entry(key.clone()).or_insert(Slot {
-            pace: Pace::Unknown { probing: None },
-            held_until: now,
-            used_at: now,
-        });
+        if !slots.map.contains_key(key) {
+            slots.map.insert(
+                key.clone(),
+                Slot {
+                    pace: Pace::Unknown { probing: None },
+                    held_until: now,
+                    used_at: now,
+                },
+            );
+        }
+        let Some(slot) = slots.map.get_mut(key) else {
+            return Step::Go(Turn::Go);
+        };
         slot.used_at = now;
         if slot.held_until > now {
             return Step::At(slot.held_until);

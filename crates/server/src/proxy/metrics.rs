@@ -3,7 +3,7 @@
 //! handler minus time waiting for Amazon, the limiter and backoff). Read with
 //! `GET /admin/api/proxy/metrics`.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
 use lwa::Api;
@@ -22,11 +22,17 @@ struct Counts {
     limited: u64,
 }
 
+#[derive(Debug, Default, Clone)]
+struct OpStats {
+    /// Status → calls.
+    statuses: BTreeMap<u16, u64>,
+    counts: Counts,
+}
+
 #[derive(Debug, Default)]
 struct Inner {
-    /// (api, operation) → status → calls.
-    upstream: BTreeMap<(&'static str, String), BTreeMap<u16, u64>>,
-    counts: BTreeMap<(&'static str, String), Counts>,
+    /// Per API (SP-API, Ads): operation → its counts.
+    ops: [HashMap<String, OpStats>; 2],
     latency: [u64; LATENCY_BUCKETS_US.len() + 1],
     latency_sum_us: u64,
     latency_count: u64,
@@ -45,29 +51,42 @@ fn api_name(api: Api) -> &'static str {
     }
 }
 
+fn api_index(api: Api) -> usize {
+    match api {
+        Api::SpApi => 0,
+        Api::Ads => 1,
+    }
+}
+
 impl Inner {
-    fn key(&self, api: Api, operation: &str) -> (&'static str, String) {
-        let key = (api_name(api), operation.to_owned());
-        if self.upstream.len() >= MAX_OPERATIONS && !self.upstream.contains_key(&key) {
-            (api_name(api), "other".to_owned())
+    /// The operation's counts, made when new (past [`MAX_OPERATIONS`], under `other`); no
+    /// allocation for one already known.
+    fn op(&mut self, api: Api, operation: &str) -> Option<&mut OpStats> {
+        let ops = &mut self.ops[api_index(api)];
+        let name = if ops.contains_key(operation) || ops.len() < MAX_OPERATIONS {
+            operation
         } else {
-            key
+            "other"
+        };
+        if !ops.contains_key(name) {
+            ops.insert(name.to_owned(), OpStats::default());
         }
+        ops.get_mut(name)
     }
 }
 
 impl Metrics {
     /// An answer from Amazon (status 0: none, the connection failed).
     pub fn upstream(&self, api: Api, operation: &str, status: u16) {
-        let mut inner = self.inner.lock();
-        let key = inner.key(api, operation);
-        *inner.upstream.entry(key).or_default().entry(status).or_default() += 1;
+        if let Some(op) = self.inner.lock().op(api, operation) {
+            *op.statuses.entry(status).or_default() += 1;
+        }
     }
 
     fn count(&self, api: Api, operation: &str, f: impl FnOnce(&mut Counts)) {
-        let mut inner = self.inner.lock();
-        let key = inner.key(api, operation);
-        f(inner.counts.entry(key).or_default());
+        if let Some(op) = self.inner.lock().op(api, operation) {
+            f(&mut op.counts);
+        }
     }
 
     /// A 429 retried.
@@ -101,10 +120,9 @@ impl Metrics {
     /// Calls Amazon answered with `status` for `operation` (for tests).
     pub fn upstream_count(&self, api: Api, operation: &str, status: u16) -> u64 {
         let inner = self.inner.lock();
-        inner
-            .upstream
-            .get(&(api_name(api), operation.to_owned()))
-            .and_then(|s| s.get(&status))
+        inner.ops[api_index(api)]
+            .get(operation)
+            .and_then(|op| op.statuses.get(&status))
             .copied()
             .unwrap_or(0)
     }
@@ -113,25 +131,20 @@ impl Metrics {
     pub fn snapshot(&self, rdts_minted: u64) -> Value {
         let inner = self.inner.lock();
         let mut operations = Vec::new();
-        let mut keys: Vec<&(&'static str, String)> =
-            inner.upstream.keys().chain(inner.counts.keys()).collect();
-        keys.sort();
-        keys.dedup();
-        for key in keys {
-            let statuses: BTreeMap<String, u64> = inner
-                .upstream
-                .get(key)
-                .map(|s| s.iter().map(|(k, v)| (k.to_string(), *v)).collect())
-                .unwrap_or_default();
-            let counts = inner.counts.get(key).copied().unwrap_or_default();
-            operations.push(json!({
-                "api": key.0,
-                "operation": key.1,
-                "statuses": statuses,
-                "retries": counts.retries,
-                "forced_refreshes": counts.refreshes,
-                "limited": counts.limited,
-            }));
+        for api in [Api::SpApi, Api::Ads] {
+            let ops: BTreeMap<&String, &OpStats> = inner.ops[api_index(api)].iter().collect();
+            for (name, op) in ops {
+                let statuses: BTreeMap<String, u64> =
+                    op.statuses.iter().map(|(k, v)| (k.to_string(), *v)).collect();
+                operations.push(json!({
+                    "api": api_name(api),
+                    "operation": name,
+                    "statuses": statuses,
+                    "retries": op.counts.retries,
+                    "forced_refreshes": op.counts.refreshes,
+                    "limited": op.counts.limited,
+                }));
+            }
         }
         let mut buckets = Vec::new();
         for (i, count) in inner.latency.iter().enumerate() {

@@ -191,7 +191,7 @@ async fn forward_inner(
         .for_proxy(state, &auth.tenant.id, id, caller.secret.as_ref())
         .await
         .map_err(|e| v1_error(e, Some(id)))?;
-    let app = state.app(&view.app).cloned().ok_or_else(|| {
+    let app = state.app(&view.app).ok_or_else(|| {
         ApiError::new(
             StatusCode::BAD_GATEWAY,
             "app_not_configured",
@@ -220,7 +220,7 @@ async fn forward_inner(
         }
     }
 
-    let target = target(caller, &parts.headers, &method, &upstream_path, &view, &app)?;
+    let target = target(caller, &parts.headers, &method, &upstream_path, &view, app)?;
     if let Some(length) = parts
         .headers
         .get(header::CONTENT_LENGTH)
