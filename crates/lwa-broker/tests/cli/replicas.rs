@@ -41,7 +41,9 @@ const EXPIRE_S: f64 = 3_700.0;
 const BUFFER_S: i64 = 300;
 
 /// The tests of this file run one at a time: each starts three replicas with a pool of
-/// PostgreSQL connections each, and the machine has two cores.
+/// PostgreSQL connections each, and the machine has two cores. Under nextest (one process per
+/// test) the test group `replicas` in `.config/nextest.toml` does it; this lock, under
+/// `cargo test`.
 static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 fn postgres_url() -> String {
