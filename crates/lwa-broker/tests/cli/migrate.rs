@@ -3,57 +3,7 @@
 //! the database `LWA_BROKER_TEST_POSTGRES_URL` names; skipped, said so, without PostgreSQL
 //! unless `LWA_BROKER_REQUIRE_POSTGRES=1`).
 
-use std::time::Duration;
-
-use sqlx::{Connection, PgConnection};
-
-use crate::support::{Cli, serve};
-
-fn postgres_url() -> String {
-    std::env::var("LWA_BROKER_TEST_POSTGRES_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_string())
-}
-
-/// A fresh schema and a URL that uses it; `None` (said so) without PostgreSQL.
-async fn postgres_schema(test: &str) -> Option<(String, String)> {
-    let url = postgres_url();
-    let connected = tokio::time::timeout(Duration::from_secs(5), PgConnection::connect(&url)).await;
-    let mut conn = match connected {
-        Ok(Ok(conn)) => conn,
-        other => {
-            let why = match other {
-                Ok(Err(e)) => e.to_string(),
-                _ => "no answer within 5 s".into(),
-            };
-            let message = format!("PostgreSQL not reachable: {why}");
-            assert!(
-                std::env::var("LWA_BROKER_REQUIRE_POSTGRES").as_deref() != Ok("1"),
-                "{message} (LWA_BROKER_REQUIRE_POSTGRES=1)"
-            );
-            println!("skipped: {message} ({test})");
-            return None;
-        }
-    };
-    let schema = format!(
-        "lwa_cli_{}",
-        lwa_server::ids::new_secret().to_ascii_lowercase()[..16].replace('-', "_")
-    );
-    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE SCHEMA {schema}")))
-        .execute(&mut conn)
-        .await
-        .unwrap();
-    let _ = conn.close().await;
-    let sep = if url.contains('?') { '&' } else { '?' };
-    Some((format!("{url}{sep}options=-c%20search_path%3D{schema}"), schema))
-}
-
-async fn drop_schema(schema: &str) {
-    if let Ok(mut conn) = PgConnection::connect(&postgres_url()).await {
-        let _ = sqlx::query(sqlx::AssertSqlSafe(format!("DROP SCHEMA {schema} CASCADE")))
-            .execute(&mut conn)
-            .await;
-    }
-}
+use crate::support::{Cli, postgres_schema, serve};
 
 /// Without automatic migration a new database stops the start with what to do; `migrate`
 /// makes it current (twice is harmless); then the server starts on it.
@@ -104,7 +54,7 @@ async fn sqlite_databases_migrate_by_hand_or_at_start() {
 
 #[tokio::test]
 async fn postgres_databases_migrate_by_hand_or_at_start_even_several_at_once() {
-    let Some((url, schema)) = postgres_schema("postgres_databases_migrate").await else {
+    let Some((url, _schema)) = postgres_schema("postgres_databases_migrate").await else {
         return;
     };
     let cli = Cli::start("migrate-pg").await;
@@ -115,9 +65,8 @@ async fn postgres_databases_migrate_by_hand_or_at_start_even_several_at_once() {
     for out in [a, b, c] {
         assert_eq!(out.code, 0, "{}", out.stderr);
     }
-    drop_schema(&fresh.1).await;
+    drop(fresh);
     migrate_then_serve(&cli, &url).await;
-    drop_schema(&schema).await;
 }
 
 #[tokio::test]

@@ -22,9 +22,8 @@ use std::time::{Duration, Instant};
 
 use fake_amazon::{FaultSpec, FaultTarget, defaults};
 use serde_json::{Value, json};
-use sqlx::{Connection, PgConnection};
 
-use crate::support::{Broker, Cli, field, serve};
+use crate::support::{Broker, Cli, Schema, field, postgres_schema, serve};
 
 const CONNECTIONS: usize = 1_000;
 const VENDS_PER_CONNECTION: usize = 10;
@@ -45,72 +44,6 @@ const BUFFER_S: i64 = 300;
 /// test) the test group `replicas` in `.config/nextest.toml` does it; this lock, under
 /// `cargo test`.
 static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
-
-fn postgres_url() -> String {
-    std::env::var("LWA_BROKER_TEST_POSTGRES_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_string())
-}
-
-/// A fresh schema and a URL that uses it; `None` (said so) without PostgreSQL.
-async fn postgres_schema(test: &str) -> Option<(String, Schema)> {
-    let url = postgres_url();
-    let connected = tokio::time::timeout(Duration::from_secs(5), PgConnection::connect(&url)).await;
-    let mut conn = match connected {
-        Ok(Ok(conn)) => conn,
-        other => {
-            let why = match other {
-                Ok(Err(e)) => e.to_string(),
-                _ => "no answer within 5 s".into(),
-            };
-            let message = format!("PostgreSQL not reachable: {why}");
-            assert!(
-                std::env::var("LWA_BROKER_REQUIRE_POSTGRES").as_deref() != Ok("1"),
-                "{message} (LWA_BROKER_REQUIRE_POSTGRES=1)"
-            );
-            println!("skipped: {message} ({test})");
-            return None;
-        }
-    };
-    let schema = format!(
-        "lwa_cli_{}",
-        lwa_server::ids::new_secret().to_ascii_lowercase()[..16].replace('-', "_")
-    );
-    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE SCHEMA {schema}")))
-        .execute(&mut conn)
-        .await
-        .unwrap();
-    let _ = conn.close().await;
-    let sep = if url.contains('?') { '&' } else { '?' };
-    Some((
-        format!("{url}{sep}options=-c%20search_path%3D{schema}"),
-        Schema(schema),
-    ))
-}
-
-/// A test's schema, dropped when the test ends, passed or failed (after its replicas, which
-/// are declared before it).
-struct Schema(String);
-
-impl Drop for Schema {
-    fn drop(&mut self) {
-        let schema = self.0.clone();
-        let dropping = std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
-            runtime.block_on(async {
-                if let Ok(mut conn) = PgConnection::connect(&postgres_url()).await {
-                    let _ = sqlx::query("SET lock_timeout = '10s'").execute(&mut conn).await;
-                    let _ = sqlx::query(sqlx::AssertSqlSafe(format!("DROP SCHEMA {schema} CASCADE")))
-                        .execute(&mut conn)
-                        .await;
-                }
-            });
-        });
-        let _ = dropping.join();
-    }
-}
 
 /// One vend: the status and the body, or the transport error (the replica was killed).
 async fn vend(http: reqwest::Client, url: String, key: String, id: String) -> Result<(u16, Value), String> {

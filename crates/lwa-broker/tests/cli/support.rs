@@ -2,8 +2,10 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use fake_amazon::{FakeAmazon, FakeConfig, defaults};
+use sqlx::{Connection, PgConnection};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt as _, BufReader, Lines};
 use tokio::process::{Child, ChildStdout};
 
@@ -242,4 +244,71 @@ pub fn field(stdout: &str, name: &str) -> String {
         .unwrap_or_else(|| panic!("no {name:?} in {stdout}"))
         .trim()
         .to_owned()
+}
+
+/// The PostgreSQL database the tests make their schemas in.
+pub fn postgres_url() -> String {
+    std::env::var("LWA_BROKER_TEST_POSTGRES_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_string())
+}
+
+/// A fresh schema and a URL that uses it; `None` (said so) without PostgreSQL.
+pub async fn postgres_schema(test: &str) -> Option<(String, Schema)> {
+    let url = postgres_url();
+    let connected = tokio::time::timeout(Duration::from_secs(5), PgConnection::connect(&url)).await;
+    let mut conn = match connected {
+        Ok(Ok(conn)) => conn,
+        other => {
+            let why = match other {
+                Ok(Err(e)) => e.to_string(),
+                _ => "no answer within 5 s".into(),
+            };
+            let message = format!("PostgreSQL not reachable: {why}");
+            assert!(
+                std::env::var("LWA_BROKER_REQUIRE_POSTGRES").as_deref() != Ok("1"),
+                "{message} (LWA_BROKER_REQUIRE_POSTGRES=1)"
+            );
+            println!("skipped: {message} ({test})");
+            return None;
+        }
+    };
+    let schema = format!(
+        "lwa_cli_{}",
+        lwa_server::ids::new_secret().to_ascii_lowercase()[..16].replace('-', "_")
+    );
+    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE SCHEMA {schema}")))
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    let _ = conn.close().await;
+    let sep = if url.contains('?') { '&' } else { '?' };
+    Some((
+        format!("{url}{sep}options=-c%20search_path%3D{schema}"),
+        Schema(schema),
+    ))
+}
+
+/// A test's schema, dropped when the test ends, passed or failed (after its replicas, which
+/// are declared before it).
+pub struct Schema(String);
+
+impl Drop for Schema {
+    fn drop(&mut self) {
+        let schema = self.0.clone();
+        let dropping = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            runtime.block_on(async {
+                if let Ok(mut conn) = PgConnection::connect(&postgres_url()).await {
+                    let _ = sqlx::query("SET lock_timeout = '10s'").execute(&mut conn).await;
+                    let _ = sqlx::query(sqlx::AssertSqlSafe(format!("DROP SCHEMA {schema} CASCADE")))
+                        .execute(&mut conn)
+                        .await;
+                }
+            });
+        });
+        let _ = dropping.join();
+    }
 }
