@@ -3,6 +3,7 @@
 //! ```sh
 //! cargo bench -p lwa-broker --bench vend_http                 # everything
 //! cargo bench -p lwa-broker --bench vend_http -- throughput   # or memory, or storm
+//! cargo bench -p lwa-broker --bench vend_http -- postgres     # only when asked
 //! ```
 //!
 //! Every server is a process of its own: the real `lwa-broker serve` on a temporary SQLite
@@ -20,6 +21,11 @@
 //! - **storm**: 5,000 concurrent vends of one expired token from another process (this
 //!   executable run again with `--storm-client`), while the fake's token endpoint answers
 //!   slowly. Bound: one LWA call.
+//! - **postgres** (not in the default set; needs PostgreSQL at `LWA_BROKER_TEST_POSTGRES_URL`,
+//!   default `postgres://postgres@127.0.0.1:5432/test`): cached vends on PostgreSQL against the
+//!   same on SQLite, alternating runs. Bound: PostgreSQL ≥ 80 % of SQLite. Then 1, 2 and 3
+//!   replicas on the one PostgreSQL, the clients spread over them: requests per second, LWA
+//!   calls and database statements (sqlx's statement log, counted) per 1,000 vends.
 //!
 //! Knobs (environment): `VEND_BENCH_RUNS` (5), `VEND_BENCH_SECONDS` (10),
 //! `VEND_BENCH_WARMUP_SECONDS` (2), `VEND_BENCH_CLIENTS` (64), `VEND_BENCH_CONNECTIONS` (10000),
@@ -70,7 +76,7 @@ fn main() {
         .filter(|a| !a.starts_with('-'))
         .map(String::as_str)
         .collect();
-    let wanted = |name: &str| only.is_empty() || only.contains(&name);
+    let wanted = |name: &str| (only.is_empty() && name != "postgres") || only.contains(&name);
     let knobs = Knobs::from_env();
     let boosted = boost_priority(knobs.nice);
     // The load generator (and the fake Amazon, idle while it measures) on as few threads as
@@ -99,6 +105,11 @@ fn main() {
         }
         if wanted("storm") {
             let (text, verdict) = bench.storm().await;
+            report.push_str(&text);
+            verdicts.extend(verdict);
+        }
+        if wanted("postgres") {
+            let (text, verdict) = bench.postgres().await;
             report.push_str(&text);
             verdicts.extend(verdict);
         }
@@ -656,6 +667,218 @@ impl Bench {
     }
 }
 
+// ---------------------------------------------------------------------------------------------
+// PostgreSQL against SQLite, and several replicas
+
+/// A schema of its own in the benchmark's PostgreSQL database, dropped at the end.
+struct PgSchema {
+    admin_url: String,
+    name: String,
+}
+
+impl PgSchema {
+    async fn create() -> PgSchema {
+        use sqlx::Connection;
+        let admin_url = std::env::var("LWA_BROKER_TEST_POSTGRES_URL")
+            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
+        let name = format!("lwa_bench_{}", std::process::id());
+        let mut conn = sqlx::PgConnection::connect(&admin_url)
+            .await
+            .unwrap_or_else(|e| panic!("PostgreSQL at {admin_url}: {e}"));
+        for statement in [
+            format!("DROP SCHEMA IF EXISTS {name} CASCADE"),
+            format!("CREATE SCHEMA {name}"),
+        ] {
+            sqlx::query(sqlx::AssertSqlSafe(statement))
+                .execute(&mut conn)
+                .await
+                .expect("a schema");
+        }
+        PgSchema { admin_url, name }
+    }
+
+    fn url(&self) -> String {
+        let sep = if self.admin_url.contains('?') { '&' } else { '?' };
+        format!("{}{sep}options=-c%20search_path%3D{}", self.admin_url, self.name)
+    }
+
+    async fn drop_now(self) {
+        use sqlx::Connection;
+        if let Ok(mut conn) = sqlx::PgConnection::connect(&self.admin_url).await {
+            let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
+                "DROP SCHEMA IF EXISTS {} CASCADE",
+                self.name
+            )))
+            .execute(&mut conn)
+            .await;
+        }
+    }
+}
+
+/// Statements a broker has run so far, from sqlx's statement log in its log file.
+fn statements_logged(dir: &Path) -> u64 {
+    std::fs::read_to_string(dir.join("broker.log"))
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| l.contains("sqlx::query"))
+        .count() as u64
+}
+
+impl Bench {
+    async fn postgres(&self) -> (String, Vec<String>) {
+        let k = &self.knobs;
+        let schema = PgSchema::create().await;
+        let control = self.fake.control();
+        let logged = |mut env: HashMap<String, String>| {
+            env.insert("LWA_BROKER_LOG".into(), "warn,sqlx::query=debug".into());
+            env.insert("LWA_BROKER_REFRESHER".into(), "off".into());
+            env
+        };
+        let lite_dir = self.scenario_dir("sqlite");
+        let lite_env = logged(self.broker_env(&lite_dir, false));
+        let pg_dir = self.scenario_dir("postgres-0");
+        let mut pg_env = logged(self.broker_env(&pg_dir, false));
+        pg_env.insert("LWA_BROKER_DATABASE_URL".into(), schema.url());
+        let started = Instant::now();
+        let (lite_key, lite_ids) = populate(&lite_env, k.connections).await;
+        let (pg_key, pg_ids) = populate(&pg_env, k.connections).await;
+        eprintln!(
+            "postgres: wrote {} connections to each database in {:.1} s",
+            k.connections,
+            started.elapsed().as_secs_f64()
+        );
+        let lite = self.broker(&lite_dir, &lite_env).await;
+        let mut pgs = vec![self.broker(&pg_dir, &pg_env).await];
+        let lite_target = Arc::new(Target::new(lite.addr, &lite_key, &lite_ids));
+        let mut pg_targets = vec![Arc::new(Target::new(pgs[0].addr, &pg_key, &pg_ids))];
+        let _ = each_once(&lite_target, k.clients).await;
+        let _ = each_once(&pg_targets[0], k.clients).await;
+
+        // Cached vends on each backend, alternating.
+        let lwa_before = control.counters().await.lwa_calls("refresh_token");
+        let mut pairs = Vec::new();
+        for run in 0..k.runs {
+            let measure = |on_pg: bool| {
+                let (target, server, dir) = if on_pg {
+                    (&pg_targets[0], &pgs[0], &pg_dir)
+                } else {
+                    (&lite_target, &lite, &lite_dir)
+                };
+                async move {
+                    let before = statements_logged(dir);
+                    let t = closed_loop(target, server, k).await;
+                    (t, statements_logged(dir) - before)
+                }
+            };
+            let (l, p) = if run % 2 == 0 {
+                let l = measure(false).await;
+                (l, measure(true).await)
+            } else {
+                let p = measure(true).await;
+                (measure(false).await, p)
+            };
+            eprintln!(
+                "postgres run {}: SQLite {:.0}/s, PostgreSQL {:.0}/s ({:.2})",
+                run + 1,
+                l.0.rate,
+                p.0.rate,
+                p.0.rate / l.0.rate
+            );
+            pairs.push((l, p));
+        }
+        let lwa_calls = control.counters().await.lwa_calls("refresh_token") - lwa_before;
+        drop(lite);
+
+        // Per 1,000 vends: the statements a run logged over the vends it made (warm-up included).
+        let per_1000 =
+            |t: &Throughput, statements: u64| statements as f64 / (t.rate * (k.seconds + k.warmup)) * 1000.0;
+        let mut out = format!(
+            "\n### Cached vends on PostgreSQL against SQLite ({} clients, {} connections each, alternating runs)\n\n\
+             | run | SQLite req/s | SQLite CPU | PostgreSQL req/s | PostgreSQL broker CPU | PostgreSQL / SQLite | statements per 1,000 vends SQLite / PostgreSQL |\n\
+             |---|---|---|---|---|---|---|\n",
+            k.clients, k.connections
+        );
+        for (i, ((l, ls), (p, ps))) in pairs.iter().enumerate() {
+            out.push_str(&format!(
+                "| {} | {:.0} | {:.2} | {:.0} | {:.2} | {:.2} | {:.2} / {:.2} |\n",
+                i + 1,
+                l.rate,
+                l.server_cpu,
+                p.rate,
+                p.server_cpu,
+                p.rate / l.rate,
+                per_1000(l, *ls),
+                per_1000(p, *ps)
+            ));
+        }
+        let ratios: Vec<f64> = pairs.iter().map(|((l, _), (p, _))| p.rate / l.rate).collect();
+        let errors: u64 = pairs.iter().map(|((l, _), (p, _))| l.errors + p.errors).sum();
+        out.push_str(&format!(
+            "\nMedian: SQLite **{}** req/s, PostgreSQL **{}** req/s, ratio **{}**. LWA refresh calls \
+             during these runs: {lwa_calls}. Non-200 answers: {errors}.\n",
+            spread(&pairs.iter().map(|((l, _), _)| l.rate).collect::<Vec<_>>(), 0),
+            spread(&pairs.iter().map(|(_, (p, _))| p.rate).collect::<Vec<_>>(), 0),
+            spread(&ratios, 2),
+        ));
+        let ratio = median(&ratios);
+        let verdicts = vec![format!(
+            "cached vends on PostgreSQL ≥ 80 % of SQLite: median {:.0} % — {}",
+            ratio * 100.0,
+            met(ratio >= 0.8 && errors == 0)
+        )];
+
+        // 1, 2 and 3 replicas on the one database, the clients spread over them.
+        let mut pg_dirs = vec![pg_dir.clone()];
+        for n in 1..3 {
+            let dir = self.scenario_dir(&format!("postgres-{n}"));
+            let mut env = pg_env.clone();
+            env.insert(
+                "LWA_BROKER_KEY_FILE".into(),
+                dir.join("unused.key").display().to_string(),
+            );
+            let server = self.broker(&dir, &env).await;
+            let target = Arc::new(Target::new(server.addr, &pg_key, &pg_ids));
+            let _ = each_once(&target, k.clients).await;
+            pgs.push(server);
+            pg_targets.push(target);
+            pg_dirs.push(dir);
+        }
+        out.push_str(&format!(
+            "\n### 1, 2 and 3 replicas on one PostgreSQL ({} clients spread over the replicas)\n\n\
+             Every replica has vended every connection once before. Statements are all the \
+             replicas' together, background work included.\n\n\
+             | replicas | req/s (median of {} runs, spread) | replicas' CPU | LWA calls per 1,000 vends | statements per 1,000 vends |\n\
+             |---|---|---|---|---|\n",
+            k.clients, k.runs
+        ));
+        for n in 1..=3 {
+            let servers: Vec<&Server> = pgs[..n].iter().collect();
+            let (mut rates, mut cpu, mut vends, mut statements) = (Vec::new(), Vec::new(), 0.0, 0u64);
+            let lwa_before = control.counters().await.lwa_calls("refresh_token");
+            for _ in 0..k.runs {
+                let before: u64 = pg_dirs[..n].iter().map(|d| statements_logged(d)).sum();
+                let t = closed_loop_over(&pg_targets[..n], &servers, k).await;
+                statements += pg_dirs[..n].iter().map(|d| statements_logged(d)).sum::<u64>() - before;
+                vends += t.rate * (k.seconds + k.warmup);
+                rates.push(t.rate);
+                cpu.push(t.server_cpu);
+            }
+            let lwa = control.counters().await.lwa_calls("refresh_token") - lwa_before;
+            eprintln!("postgres: {n} replica(s): {:.0}/s", median(&rates));
+            out.push_str(&format!(
+                "| {n} | {} | {} | {:.2} | {:.2} |\n",
+                spread(&rates, 0),
+                spread(&cpu, 2),
+                lwa as f64 / vends * 1000.0,
+                statements as f64 / vends * 1000.0
+            ));
+        }
+        drop(pgs);
+        schema.drop_now().await;
+        (out, verdicts)
+    }
+}
+
 fn met(ok: bool) -> &'static str {
     if ok { "**met**" } else { "**not met**" }
 }
@@ -1014,14 +1237,27 @@ async fn each_once(target: &Arc<Target>, clients: usize) -> Throughput {
 /// As fast as the server answers: each client sends its next request when the last answer is
 /// in, for the warm-up and then the measured seconds.
 async fn closed_loop(target: &Arc<Target>, server: &Server, k: &Knobs) -> Throughput {
-    let conns = connect_all(target.addr, k.clients).await;
+    closed_loop_over(std::slice::from_ref(target), &[server], k).await
+}
+
+/// [`closed_loop`] with the clients spread over several servers (client `i` on server
+/// `i % n`); the CPU is the servers' together.
+async fn closed_loop_over(targets: &[Arc<Target>], servers: &[&Server], k: &Knobs) -> Throughput {
+    let mut conns = Vec::with_capacity(k.clients);
+    for i in 0..k.clients {
+        let target = &targets[i % targets.len()];
+        let conn = HttpConn::connect(target.addr)
+            .await
+            .unwrap_or_else(|e| panic!("connect to {}: {e}", target.addr));
+        conns.push((target.clone(), conn));
+    }
     let next = Arc::new(AtomicUsize::new(0));
     let start = Instant::now();
     let from = start + Duration::from_secs_f64(k.warmup);
     let until = from + Duration::from_secs_f64(k.seconds);
     let mut tasks = Vec::new();
-    for mut conn in conns {
-        let (target, next) = (target.clone(), next.clone());
+    for (target, mut conn) in conns {
+        let next = next.clone();
         tasks.push(tokio::spawn(async move {
             let (mut done, mut errors) = (0u64, 0u64);
             let n = target.requests.len();
@@ -1040,7 +1276,7 @@ async fn closed_loop(target: &Arc<Target>, server: &Server, k: &Knobs) -> Throug
             (done, errors)
         }));
     }
-    let cpu = measure_cpu(server, from, until).await;
+    let cpu = measure_cpu_all(servers, from, until).await;
     let (mut done, mut errors) = (0, 0);
     for task in tasks {
         let (d, e) = task.await.expect("a client task");
@@ -1070,11 +1306,17 @@ struct Cpu {
 }
 
 async fn measure_cpu(server: &Server, from: Instant, until: Instant) -> Cpu {
+    measure_cpu_all(&[server], from, until).await
+}
+
+/// [`measure_cpu`] of several servers together.
+async fn measure_cpu_all(servers: &[&Server], from: Instant, until: Instant) -> Cpu {
+    let clock_ticks = servers[0].clock_ticks;
     let read = || {
         (
-            server.cpu_seconds(),
-            cpu_seconds("/proc/self/stat", server.clock_ticks),
-            machine_seconds(server.clock_ticks),
+            servers.iter().map(|s| s.cpu_seconds()).sum::<f64>(),
+            cpu_seconds("/proc/self/stat", clock_ticks),
+            machine_seconds(clock_ticks),
             Instant::now(),
         )
     };
