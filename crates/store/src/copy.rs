@@ -294,8 +294,8 @@ impl CopyReport {
 pub enum CopyError {
     /// The target already holds tenants or connections, and replacing them was not asked for.
     #[error(
-        "the target database already holds {tenants} tenant(s) and {connections} connection(s); \
-         the copy goes only into an empty database (nothing was written)"
+        "the target database already holds {tenants} tenant(s) and {connections} connection(s), so \
+         nothing was written"
     )]
     TargetNotEmpty {
         /// Tenants in the target.

@@ -406,7 +406,7 @@ async fn refused_or_replaced(from: Backend, to: Backend) {
                 tenants: 1,
                 connections: 0,
             },
-        ) => assert!(e.to_string().contains("nothing was written"), "{e}"),
+        ) => assert!(e.to_string().contains("so nothing was written"), "{e}"),
         other => panic!("expected TargetNotEmpty, got {other:?}"),
     }
     assert_eq!(target.tenants().await.unwrap().len(), 1);
