@@ -274,12 +274,14 @@ impl Application {
             .enabled
             .then(|| self.state.refresher.spawn(self.state.clone()));
         let deliverer = webhooks::worker::spawn_worker(&self.state);
+        let invalidations = crate::invalidations::spawn(&self.state).await;
         let served = axum::serve(
             self.listener,
             app.into_make_service_with_connect_info::<SocketAddr>(),
         )
         .with_graceful_shutdown(shutdown)
         .await;
+        invalidations.abort();
         self.state.auditor.stop();
         self.state.refresher.stop();
         if let Some(refresher) = refresher

@@ -27,6 +27,7 @@ pub mod connections;
 pub mod error;
 pub mod extract;
 pub mod ids;
+pub mod invalidations;
 pub mod onboarding;
 pub mod operator;
 pub mod proxy;

@@ -66,8 +66,9 @@ pub struct Inner {
     pub proxy: crate::proxy::Proxy,
 }
 
-/// How long an API key read from the database is trusted: a key revoked by another process
-/// (`lwa-broker keys revoke`) stops working within this time.
+/// How long an API key read from the database is trusted. A key revoked by another process
+/// (another replica, `lwa-broker keys revoke`) stops working sooner, through
+/// [`crate::invalidations`]; this bounds the rare race that poller cannot see.
 pub const KEY_CACHE_MS: i64 = 5_000;
 
 /// A key and its tenant as read from the database.
@@ -419,9 +420,14 @@ impl AppState {
         Ok(Some(entry))
     }
 
-    /// Drops a key from the cache (after a revocation in this process).
+    /// Drops a key from the cache (after a revocation, here or in another process).
     pub fn forget_key(&self, key_id: &str) {
         self.key_cache.write().remove(key_id);
+    }
+
+    /// Drops every cached key of a tenant (the tenant changed, here or in another process).
+    pub fn forget_tenant_keys(&self, tenant_id: &str) {
+        self.key_cache.write().retain(|_, c| c.tenant.id != tenant_id);
     }
 
     /// Records an API key's use, at most once a minute per key.

@@ -92,3 +92,17 @@ pub(crate) fn redact(url: &str) -> String {
         None => url.to_string(),
     }
 }
+
+/// An invalidation row `(seq, kind, subject)`; a kind this version does not know is skipped
+/// (a newer replica's), so it never stops the reader.
+pub(crate) fn invalidations_of(rows: Vec<(i64, String, String)>) -> Vec<crate::Invalidation> {
+    rows.into_iter()
+        .filter_map(|(seq, kind, subject)| {
+            Some(crate::Invalidation {
+                seq,
+                kind: crate::InvalidationKind::parse(&kind)?,
+                subject,
+            })
+        })
+        .collect()
+}

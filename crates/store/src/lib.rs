@@ -205,6 +205,20 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     /// (SQLite), at start: the leases are its own, from before a crash.
     async fn clear_refresh_leases(&self) -> Result<u64, StoreError>;
 
+    // --- invalidations (cache coherence across processes) ---
+    /// Invalidations committed after `after_seq`, oldest first, at most `limit` (capped at
+    /// 1000). Every change that a cache elsewhere must drop writes one, in its own transaction,
+    /// and they become visible in `seq` order, so a reader that polls past the last `seq` it
+    /// saw misses none.
+    async fn invalidations_after(&self, after_seq: i64, limit: u32) -> Result<Vec<Invalidation>, StoreError>;
+
+    /// The newest invalidation's `seq` (0: none yet): where a process that starts with empty
+    /// caches begins polling.
+    async fn last_invalidation(&self) -> Result<i64, StoreError>;
+
+    /// Deletes invalidations written before `before_ms` (wall clock); how many.
+    async fn purge_invalidations(&self, before_ms: i64) -> Result<u64, StoreError>;
+
     // --- background refresher ---
     /// Claims up to `limit` active connections without a tenant-held secret whose refresh is due
     /// at `now_ms`, soonest first, by moving their `next_refresh_at_ms` to `now_ms + lease_ms`

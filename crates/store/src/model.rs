@@ -384,3 +384,36 @@ pub struct AppSecret {
     pub version: i64,
     pub updated_at_ms: i64,
 }
+
+/// What an [`Invalidation`] is about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InvalidationKind {
+    /// An API key revoked, deleted or changed: its id.
+    ApiKey,
+    /// A connection disconnected, deleted, re-authorized, or given other profiles: its id.
+    Connection,
+    /// A tenant changed: its id (every cached key of the tenant is dropped).
+    Tenant,
+}
+
+impl InvalidationKind {
+    /// The stored name (`api_key`, `connection`, `tenant`); `None` for another.
+    pub fn parse(kind: &str) -> Option<InvalidationKind> {
+        match kind {
+            "api_key" => Some(InvalidationKind::ApiKey),
+            "connection" => Some(InvalidationKind::Connection),
+            "tenant" => Some(InvalidationKind::Tenant),
+            _ => None,
+        }
+    }
+}
+
+/// A change other processes' caches must drop, written by the database's triggers in the
+/// transaction that made it (see `migrations/*/0007_invalidations.sql`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Invalidation {
+    /// Increases with every invalidation, in commit order.
+    pub seq: i64,
+    pub kind: InvalidationKind,
+    pub subject: String,
+}

@@ -27,8 +27,8 @@ use sqlx::{Postgres, QueryBuilder, Row};
 use crate::columns::{DAY_MS, DEFAULT_PAGE, MAX_PAGE, order_key, redact};
 use crate::{
     ApiKey, AppSecret, AttemptResult, AuditEvent, AuditFilter, ClaimCode, ConnectLink, Connection,
-    ConnectionFilter, DeliveryAttempt, DeliveryFilter, DueRefresh, EventTarget, NewEvent, OAuthState,
-    PrefixCount, RefreshSchedule, ResealRow, SealedColumns, SealedRow, Store, StoreError, Tenant,
+    ConnectionFilter, DeliveryAttempt, DeliveryFilter, DueRefresh, EventTarget, Invalidation, NewEvent,
+    OAuthState, PrefixCount, RefreshSchedule, ResealRow, SealedColumns, SealedRow, Store, StoreError, Tenant,
     TokenUpdate, WebhookDelivery,
 };
 
@@ -1307,6 +1307,32 @@ impl Store for PgStore {
             .execute(&self.pool)
             .await?;
         Ok(())
+    }
+
+    async fn invalidations_after(&self, after_seq: i64, limit: u32) -> Result<Vec<Invalidation>, StoreError> {
+        let rows: Vec<(i64, String, String)> = sqlx::query_as(
+            "SELECT seq, kind, subject FROM invalidations WHERE seq > $1 ORDER BY seq LIMIT $2",
+        )
+        .bind(after_seq)
+        .bind(i64::from(limit.clamp(1, 1000)))
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(crate::columns::invalidations_of(rows))
+    }
+
+    async fn last_invalidation(&self) -> Result<i64, StoreError> {
+        let seq: Option<i64> = sqlx::query_scalar("SELECT MAX(seq) FROM invalidations")
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(seq.unwrap_or(0))
+    }
+
+    async fn purge_invalidations(&self, before_ms: i64) -> Result<u64, StoreError> {
+        let done = sqlx::query("DELETE FROM invalidations WHERE at_ms < $1")
+            .bind(before_ms)
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected())
     }
 
     async fn clear_refresh_leases(&self) -> Result<u64, StoreError> {

@@ -3,6 +3,7 @@
 mod support;
 
 mod accounts;
+mod coherence;
 mod login;
 mod migrate;
 mod readme;

@@ -29,8 +29,9 @@ use crate::sealing::{TokenSecret, UnsealError};
 use crate::state::AppState;
 use flight::Flight;
 
-/// How long a connection's cached status is trusted before the database is read again (a
-/// disconnect or re-authorization made by another process shows within this time).
+/// How long a connection's cached status is trusted before the database is read again. A
+/// disconnect or re-authorization made by another process shows sooner, through
+/// [`crate::invalidations`]; this bounds the rare race that poller cannot see.
 pub const REVALIDATE_MS: i64 = 30_000;
 /// RDTs are handed out until 60 s before they expire.
 pub const RDT_MARGIN_MS: i64 = 60_000;

@@ -13,8 +13,8 @@ mod sqlite_only;
 
 use lwa_store::{
     ApiKey, AppSecret, AttemptResult, AuditEvent, AuditFilter, ClaimCode, ConnectLink, Connection,
-    ConnectionFilter, DeliveryAttempt, DeliveryFilter, EventTarget, NewEvent, OAuthState, RefreshSchedule,
-    Store, StoreError, Tenant, TokenUpdate,
+    ConnectionFilter, DeliveryAttempt, DeliveryFilter, EventTarget, InvalidationKind, NewEvent, OAuthState,
+    RefreshSchedule, Store, StoreError, Tenant, TokenUpdate,
 };
 
 use backend::{Backend, TestDb, fresh};
@@ -45,6 +45,7 @@ on_both_backends!(
     save_tokens_touches_only_token_columns_and_never_a_disconnected_connection,
     the_refresh_schedule_follows_refreshes_failures_and_new_authorizations,
     the_refresh_lease_has_one_holder_until_a_save_a_release_or_its_end,
+    invalidations_follow_revocations_disconnects_and_reauthorizations_in_order,
     audit_events_are_appended_and_paged_newest_first_with_filters,
     events_are_written_with_the_change_that_caused_them_or_not_at_all,
     needs_reauth_and_disconnect_raise_their_event_once,
@@ -2241,4 +2242,143 @@ async fn concurrent_token_saves_are_written_together_each_compare_and_set(b: Bac
         1,
         "exactly one of two saves from the same token"
     );
+}
+
+// --- invalidations ---
+
+async fn invalidations_follow_revocations_disconnects_and_reauthorizations_in_order(b: Backend) {
+    let (_db, store) = fresh(b, "invalidations").await;
+    let seen = |s: &std::sync::Arc<dyn Store>, after: i64| {
+        let s = s.clone();
+        async move {
+            s.invalidations_after(after, 100)
+                .await
+                .unwrap()
+                .into_iter()
+                .map(|i| (i.kind, i.subject))
+                .collect::<Vec<_>>()
+        }
+    };
+    assert_eq!(store.last_invalidation().await.unwrap(), 0);
+    store.insert_tenant(&tenant("ten_1", 1_000)).await.unwrap();
+    store
+        .insert_api_key(&api_key("key_1", "ten_1", 1_000))
+        .await
+        .unwrap();
+    let mut c = connection("conn_a", "ten_1");
+    c.tenant_secret = false;
+    store.insert_connection(&c).await.unwrap();
+    // Inserts, token saves, uses and leases change nothing another cache holds.
+    store.touch_api_key("key_1", 2_000).await.unwrap();
+    assert!(store.take_refresh_lease("conn_a", 1_000, 31_000).await.unwrap());
+    let saved = store
+        .save_tokens(&TokenUpdate {
+            connection_id: "conn_a".into(),
+            expected_refresh_token: c.refresh_token.clone().unwrap(),
+            refresh_token: "sealed-refresh-2".into(),
+            access_token: "sealed-access-2".into(),
+            access_expires_at_ms: 3_700_000,
+            refreshed_at_ms: 2_000,
+            next_refresh_at_ms: 3_400_000,
+        })
+        .await
+        .unwrap();
+    assert!(saved);
+    store
+        .set_connection_details("conn_a", Some("Renamed"), None, 2_500)
+        .await
+        .unwrap();
+    assert_eq!(seen(&store, 0).await, vec![]);
+
+    // A revocation, a needs_reauth, a re-authorization, a disconnect, a tenant change: in order.
+    assert!(store.revoke_api_key("key_1", 3_000).await.unwrap());
+    assert!(!store.revoke_api_key("key_1", 3_001).await.unwrap());
+    store
+        .record_refresh_error("conn_a", Some("needs_reauth"), "invalid_grant", 3_100, &[], None)
+        .await
+        .unwrap();
+    let mut again = store.connection("conn_a").await.unwrap().unwrap();
+    again.status = "active".into();
+    again.authorized_at_ms = 3_200;
+    store.update_connection(&again).await.unwrap();
+    again.status = "disconnected".into();
+    again.refresh_token = None;
+    again.access_token = None;
+    store.disconnect_connection(&again, &[]).await.unwrap();
+    let mut t = tenant("ten_1", 1_000);
+    t.webhook_url = None;
+    store.update_tenant(&t).await.unwrap();
+    let all = store.invalidations_after(0, 100).await.unwrap();
+    let kinds: Vec<_> = all.iter().map(|i| (i.kind, i.subject.as_str())).collect();
+    assert_eq!(
+        kinds,
+        vec![
+            (InvalidationKind::ApiKey, "key_1"),
+            (InvalidationKind::Connection, "conn_a"),
+            (InvalidationKind::Connection, "conn_a"),
+            (InvalidationKind::Connection, "conn_a"),
+            (InvalidationKind::Tenant, "ten_1"),
+        ]
+    );
+    assert!(all.windows(2).all(|w| w[0].seq < w[1].seq));
+    let last = store.last_invalidation().await.unwrap();
+    assert_eq!(last, all[4].seq);
+    // Polling past a seq gives only what came after it; the limit holds.
+    assert_eq!(seen(&store, all[2].seq).await.len(), 2);
+    assert_eq!(store.invalidations_after(0, 2).await.unwrap().len(), 2);
+    assert_eq!(seen(&store, last).await, vec![]);
+
+    // Concurrent writers: every invalidation is seen by a reader polling past the last seq it
+    // saw, whatever the commit order.
+    for n in 0..20 {
+        store
+            .insert_api_key(&api_key(&format!("key_c{n}"), "ten_1", 4_000))
+            .await
+            .unwrap();
+    }
+    let reader = {
+        let store = store.clone();
+        tokio::spawn(async move {
+            let (mut cursor, mut got) = (last, Vec::new());
+            while got.len() < 20 {
+                for i in store.invalidations_after(cursor, 1000).await.unwrap() {
+                    cursor = i.seq;
+                    got.push(i.subject);
+                }
+                tokio::task::yield_now().await;
+            }
+            got
+        })
+    };
+    let writers = (0..20).map(|n| {
+        let store = store.clone();
+        tokio::spawn(async move { store.revoke_api_key(&format!("key_c{n}"), 5_000).await.unwrap() })
+    });
+    for w in writers {
+        assert!(w.await.unwrap());
+    }
+    let mut got = tokio::time::timeout(std::time::Duration::from_secs(20), reader)
+        .await
+        .expect("the reader saw all 20")
+        .unwrap();
+    got.sort();
+    let mut want: Vec<String> = (0..20).map(|n| format!("key_c{n}")).collect();
+    want.sort();
+    assert_eq!(got, want);
+
+    // Old ones are purged (by the wall clock they were written at).
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
+    assert_eq!(store.purge_invalidations(now - 3_600_000).await.unwrap(), 0);
+    assert_eq!(store.purge_invalidations(now + 60_000).await.unwrap(), 25);
+    assert_eq!(seen(&store, 0).await, vec![]);
+    // A purge never lowers the next seq.
+    store
+        .insert_api_key(&api_key("key_2", "ten_1", 6_000))
+        .await
+        .unwrap();
+    store.revoke_api_key("key_2", 6_000).await.unwrap();
+    assert!(store.last_invalidation().await.unwrap() > last);
 }
