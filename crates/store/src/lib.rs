@@ -16,6 +16,7 @@
 
 #[macro_use]
 mod columns;
+pub mod copy;
 pub mod model;
 pub mod postgres;
 pub mod sealed;

@@ -33,7 +33,7 @@ use crate::{
 };
 
 /// The schema, embedded at build time from `migrations/postgres/`.
-static MIGRATOR: Migrator = sqlx::migrate!("./migrations/postgres");
+pub(crate) static MIGRATOR: Migrator = sqlx::migrate!("./migrations/postgres");
 
 /// Connections in the pool: enough for the request path, the refresher and the webhook worker
 /// of one replica at once, few enough that several replicas stay under PostgreSQL's default

@@ -27,7 +27,7 @@ use crate::{
 };
 
 /// The schema, embedded at build time from `migrations/sqlite/`.
-static MIGRATOR: Migrator = sqlx::migrate!("./migrations/sqlite");
+pub(crate) static MIGRATOR: Migrator = sqlx::migrate!("./migrations/sqlite");
 
 /// How long a statement waits for another connection's write lock.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
@@ -87,7 +87,7 @@ const GROUP_COMMIT_MAX: usize = 256;
 
 /// Where a `sqlite:` URL points.
 #[derive(Debug, PartialEq, Eq)]
-enum Target {
+pub(crate) enum Target {
     Memory,
     File(PathBuf),
 }
@@ -136,6 +136,29 @@ impl SqliteStore {
             .connect_with(options)
             .await?;
         tracing::debug!(path = %path.display(), "opened SQLite database");
+        Ok(SqliteStore {
+            pool,
+            path: Some(path.to_path_buf()),
+            write_gate: Default::default(),
+            token_writer: Default::default(),
+        })
+    }
+
+    /// Opens an existing database file read-only (a backup to restore, a store to copy from):
+    /// nothing is ever written to it, and a missing file is an error rather than a new database.
+    /// Does not migrate.
+    pub async fn open_read_only(path: &Path) -> Result<SqliteStore, StoreError> {
+        if !path.is_file() {
+            return Err(StoreError::Io(format!("no database file at {}", path.display())));
+        }
+        let options = SqliteConnectOptions::new()
+            .filename(path)
+            .read_only(true)
+            .busy_timeout(BUSY_TIMEOUT);
+        let pool = SqlitePoolOptions::new()
+            .max_connections(2)
+            .connect_with(options)
+            .await?;
         Ok(SqliteStore {
             pool,
             path: Some(path.to_path_buf()),
@@ -253,7 +276,7 @@ impl SqliteStore {
 }
 
 /// Parses a `sqlite:` URL. See [`SqliteStore::connect`].
-fn parse_url(url: &str) -> Result<Target, StoreError> {
+pub(crate) fn parse_url(url: &str) -> Result<Target, StoreError> {
     let lower = url.to_ascii_lowercase();
     if lower.starts_with("postgres:") || lower.starts_with("postgresql:") {
         return Err(StoreError::BadUrl(format!(
@@ -298,7 +321,7 @@ fn create_private_file(path: &Path) -> Result<(), StoreError> {
 }
 
 /// Creates a new empty file (failing if it exists) readable and writable by its owner only.
-fn open_new_private(path: &Path) -> std::io::Result<()> {
+pub(crate) fn open_new_private(path: &Path) -> std::io::Result<()> {
     let mut options = std::fs::OpenOptions::new();
     options.write(true).create_new(true);
     #[cfg(unix)]

@@ -1,6 +1,7 @@
 //! The `lwa-broker` command line for one developer's own accounts.
 
 mod apps;
+mod backup;
 mod commands;
 mod dotenv;
 mod login;
@@ -77,6 +78,14 @@ enum Command {
     /// Bring the server's database schema up to this version (SQLite or PostgreSQL; safe while
     /// other replicas start or run).
     Migrate,
+    /// Write a backup of the server's database to a new file: a SQLite database, whichever the
+    /// backend (SQLite: VACUUM INTO; PostgreSQL: one consistent snapshot). No master key needed.
+    Backup(backup::BackupArgs),
+    /// Copy a backup into the server's database, which must be empty unless --force.
+    Restore(backup::RestoreArgs),
+    /// Copy every row of one database into another, empty one (e.g. SQLite to PostgreSQL),
+    /// without re-authorizing anyone. Stop the servers first.
+    MigrateStore(backup::MigrateStoreArgs),
 }
 
 /// A failed command: what to print and which exit code to use.
@@ -169,6 +178,9 @@ async fn run(cli: Cli) -> Result<(), Failure> {
         Command::Apps(c) => return apps::run(&cli.common, &cli.server, c).await,
         Command::AdminToken => return apps::admin_token(&cli.common, &cli.server).await,
         Command::Migrate => return server::migrate(&cli.common, &cli.server).await,
+        Command::Backup(args) => return backup::backup(&cli.common, &cli.server, args).await,
+        Command::Restore(args) => return backup::restore(&cli.common, &cli.server, args).await,
+        Command::MigrateStore(args) => return backup::migrate_store(args).await,
         _ => {}
     }
     let context = settings::Context::new(cli.common).await?;
@@ -188,7 +200,10 @@ async fn run(cli: Cli) -> Result<(), Failure> {
         | Command::Audit(_)
         | Command::Apps(_)
         | Command::AdminToken
-        | Command::Migrate => {
+        | Command::Migrate
+        | Command::Backup(_)
+        | Command::Restore(_)
+        | Command::MigrateStore(_) => {
             unreachable!("handled above")
         }
     }

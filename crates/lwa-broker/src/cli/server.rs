@@ -169,7 +169,7 @@ pub struct AuditArgs {
     pub json: bool,
 }
 
-fn settings(
+pub(super) fn settings(
     sources: &Sources,
     common: &CommonArgs,
     server: &ServerArgs,

@@ -11,5 +11,6 @@ mod replicas;
 mod rotate;
 mod secrets;
 mod server;
+mod store_copy;
 mod storm;
 mod webhooks;

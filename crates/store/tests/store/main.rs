@@ -6,6 +6,7 @@
 
 #[macro_use]
 mod backend;
+mod copy;
 mod postgres_only;
 mod sealed;
 mod sqlite_only;
