@@ -69,7 +69,7 @@ pub struct Inner {
 /// How long an API key read from the database is trusted. A key revoked by another process
 /// (another replica, `lwa-broker keys revoke`) stops working sooner, through
 /// [`crate::invalidations`]; this bounds the rare race that poller cannot see.
-pub const KEY_CACHE_MS: i64 = 5_000;
+pub const KEY_CACHE_MS: i64 = 60_000;
 
 /// A key and its tenant as read from the database.
 #[derive(Debug, Clone)]
