@@ -27,6 +27,7 @@ fn bad(message: impl Into<String>) -> ConfigError {
 #[serde(deny_unknown_fields)]
 pub struct ConfigFile {
     pub listen: Option<String>,
+    pub metrics_listen: Option<String>,
     pub public_url: Option<String>,
     pub database_url: Option<String>,
     pub trusted_proxies: Option<Vec<String>>,
@@ -173,6 +174,9 @@ pub struct Overrides {
 #[derive(Debug, Clone)]
 pub struct Settings {
     pub listen: SocketAddr,
+    /// Where `/metrics` (without a token) and the probes are also served; `None`: nowhere but
+    /// the main listener's `/metrics`, behind the admin token.
+    pub metrics_listen: Option<SocketAddr>,
     /// The base Amazon redirects back to; `None`: `http://{bound address}`.
     pub public_url: Option<Url>,
     pub database_url: String,
@@ -501,8 +505,20 @@ impl Settings {
             }
             apps.push(app);
         }
+        let metrics_listen = match env("LWA_BROKER_METRICS_LISTEN")
+            .or(file.metrics_listen.clone())
+            .filter(|v| !v.trim().is_empty() && !v.trim().eq_ignore_ascii_case("off"))
+        {
+            None => None,
+            Some(text) => Some(text.trim().parse::<SocketAddr>().map_err(|_| {
+                bad(format!(
+                    "LWA_BROKER_METRICS_LISTEN {text:?} is not HOST:PORT (e.g. 127.0.0.1:9464) or off"
+                ))
+            })?),
+        };
         Ok(Settings {
             listen,
+            metrics_listen,
             public_url,
             database_url,
             trusted_proxies,
