@@ -5,10 +5,10 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use axum::Router;
-use axum::extract::{DefaultBodyLimit, MatchedPath, Request};
+use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
 use axum::http::StatusCode;
 use axum::middleware::{self, Next};
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get, post};
 use fake_amazon::{FakeAmazon, FakeConfig};
 use lwa::{Clock, Endpoints, FakeAmazonClock, SystemClock};
@@ -17,6 +17,7 @@ use url::Url;
 
 use crate::config::{AppConfig, Settings};
 use crate::error::ApiError;
+use crate::metrics::VendRoute;
 use crate::onboarding::{callback, claims, initialize, links, login_uri};
 use crate::sealing::Sealer;
 use crate::state::{AppState, StartError, check_master_key, load_keyring, open_store_with};
@@ -41,6 +42,9 @@ pub enum Access {
 /// tests can walk all of them. Keep in step with [`router`].
 pub const ROUTES: &[(&str, &str, Access)] = &[
     ("GET", "/healthz", Access::Public),
+    ("GET", "/readyz", Access::Public),
+    ("GET", "/openapi.json", Access::Public),
+    ("GET", "/metrics", Access::Admin),
     ("GET", "/auth/initialize", Access::Public),
     ("GET", "/auth/redirect", Access::Public),
     ("GET", "/auth/login", Access::Public),
@@ -84,6 +88,9 @@ pub const PROXY_ROUTE: &str = "/v1/connections/{id}/proxy/{*path}";
 pub fn router(state: AppState) -> Router {
     let mut router = Router::new()
         .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/openapi.json", get(crate::openapi::route))
+        .route("/metrics", get(admin_metrics))
         .route("/auth/initialize", get(initialize::initialize))
         .route("/auth/login", get(login_uri::login_uri))
         .route("/auth/connect/{token}", get(links::follow_link))
@@ -146,12 +153,61 @@ pub fn router(state: AppState) -> Router {
         .fallback(proxy::routes::root)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(state.body_limit))
-        .layer(middleware::from_fn(log_request))
+        .layer(middleware::from_fn_with_state(state.clone(), log_request))
+        .with_state(state)
+}
+
+/// The metrics listener's routes (`LWA_BROKER_METRICS_LISTEN`): `/metrics` without a token (the
+/// listener is meant for a private address), and the probes.
+pub fn metrics_router(state: AppState) -> Router {
+    Router::new()
+        .route("/metrics", get(metrics))
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
         .with_state(state)
 }
 
 async fn healthz() -> &'static str {
     "ok"
+}
+
+/// Ready to serve: the database answers and its migrations are current. 503 with the reason
+/// otherwise (the database's own error only in the log: it may name a host).
+async fn readyz(State(state): State<AppState>) -> Response {
+    match state.store.schema_current().await {
+        Ok(true) => axum::Json(serde_json::json!({"status": "ready"})).into_response(),
+        Ok(false) => ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "migrations_pending",
+            "the database's migrations are not current: run `lwa-broker migrate`",
+        )
+        .into_response(),
+        Err(e) => {
+            tracing::warn!(error = %e, "readyz: the database did not answer");
+            ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "database_unreachable",
+                "the database did not answer",
+            )
+            .into_response()
+        }
+    }
+}
+
+async fn metrics(State(state): State<AppState>) -> Response {
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        crate::metrics::render(&state).await,
+    )
+        .into_response()
+}
+
+/// `/metrics` on the main listener, for the operator's admin token.
+async fn admin_metrics(_: crate::operator::AdminAuth, state: State<AppState>) -> Response {
+    metrics(state).await
 }
 
 async fn method_not_allowed() -> ApiError {
@@ -164,13 +220,18 @@ async fn method_not_allowed() -> ApiError {
 
 /// One line per request: method, matched route (never the raw URI, whose query may hold a
 /// secret), status, milliseconds.
-async fn log_request(request: Request, next: Next) -> Response {
+async fn log_request(State(state): State<AppState>, request: Request, next: Next) -> Response {
     let method = request.method().clone();
     // An `Arc<str>` inside: cloning it costs no allocation.
     let route = request.extensions().get::<MatchedPath>().cloned();
     let started = Instant::now();
     let response = next.run(request).await;
     let status = response.status().as_u16();
+    if response.status().is_success()
+        && let Some(vend) = route.as_ref().and_then(|r| VendRoute::of(r.as_str()))
+    {
+        state.metrics.vend(vend, started.elapsed());
+    }
     if status >= 500 || tracing::enabled!(tracing::Level::DEBUG) {
         let route = route.as_ref().map(MatchedPath::as_str).unwrap_or("unmatched");
         let ms = started.elapsed().as_secs_f64() * 1000.0;
@@ -187,6 +248,8 @@ async fn log_request(request: Request, next: Next) -> Response {
 #[derive(Debug)]
 pub struct Application {
     listener: TcpListener,
+    /// `/metrics` and the probes on their own address (`LWA_BROKER_METRICS_LISTEN`).
+    metrics_listener: Option<TcpListener>,
     state: AppState,
     fake: Option<FakeAmazon>,
 }
@@ -204,6 +267,14 @@ impl Application {
         let public_url = match &settings.public_url {
             Some(url) => url.clone(),
             None => Url::parse(&format!("http://{local}")).map_err(|e| StartError::Other(e.to_string()))?,
+        };
+        let metrics_listener = match settings.metrics_listen {
+            None => None,
+            Some(addr) => Some(
+                TcpListener::bind(addr)
+                    .await
+                    .map_err(|e| StartError::Other(format!("cannot listen for metrics on {addr}: {e}")))?,
+            ),
         };
         let mut fake = None;
         if settings.sandbox {
@@ -232,6 +303,7 @@ impl Application {
         }
         Ok(Application {
             listener,
+            metrics_listener,
             state,
             fake,
         })
@@ -242,6 +314,13 @@ impl Application {
         self.listener
             .local_addr()
             .expect("a bound listener has an address")
+    }
+
+    /// The metrics listener's address, when one is configured.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics_listener
+            .as_ref()
+            .map(|l| l.local_addr().expect("a bound listener has an address"))
     }
 
     /// The bound port.
@@ -275,6 +354,14 @@ impl Application {
             .then(|| self.state.refresher.spawn(self.state.clone()));
         let deliverer = webhooks::worker::spawn_worker(&self.state);
         let invalidations = crate::invalidations::spawn(&self.state).await;
+        let metrics_server = self.metrics_listener.map(|listener| {
+            let router = metrics_router(self.state.clone());
+            tokio::spawn(async move {
+                if let Err(e) = axum::serve(listener, router).await {
+                    tracing::warn!(error = %e, "the metrics listener failed");
+                }
+            })
+        });
         let served = axum::serve(
             self.listener,
             app.into_make_service_with_connect_info::<SocketAddr>(),
@@ -282,6 +369,9 @@ impl Application {
         .with_graceful_shutdown(shutdown)
         .await;
         invalidations.abort();
+        if let Some(metrics_server) = metrics_server {
+            metrics_server.abort();
+        }
         self.state.auditor.stop();
         self.state.refresher.stop();
         if let Some(refresher) = refresher

@@ -888,14 +888,17 @@ pub async fn rotate_secret_at_amazon(
     let token = state
         .lwa
         .client_credentials(&credentials, &[ROTATION_SCOPE])
-        .await
-        .map_err(|e| {
-            ApiError::new(
-                axum::http::StatusCode::BAD_GATEWAY,
-                "lwa_error",
-                format!("LWA refused a grantless token with scope {ROTATION_SCOPE}: {e}"),
-            )
-        })?;
+        .await;
+    state
+        .metrics
+        .lwa_call(crate::metrics::Grant::ClientCredentials, &token);
+    let token = token.map_err(|e| {
+        ApiError::new(
+            axum::http::StatusCode::BAD_GATEWAY,
+            "lwa_error",
+            format!("LWA refused a grantless token with scope {ROTATION_SCOPE}: {e}"),
+        )
+    })?;
     let url = state.endpoints.url(region.sp_api_host(), ROTATION_PATH);
     let response = state
         .lwa

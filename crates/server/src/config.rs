@@ -27,6 +27,7 @@ fn bad(message: impl Into<String>) -> ConfigError {
 #[serde(deny_unknown_fields)]
 pub struct ConfigFile {
     pub listen: Option<String>,
+    pub metrics_listen: Option<String>,
     pub public_url: Option<String>,
     pub database_url: Option<String>,
     pub trusted_proxies: Option<Vec<String>>,
@@ -173,6 +174,9 @@ pub struct Overrides {
 #[derive(Debug, Clone)]
 pub struct Settings {
     pub listen: SocketAddr,
+    /// Where `/metrics` (without a token) and the probes are also served; `None`: nowhere but
+    /// the main listener's `/metrics`, behind the admin token.
+    pub metrics_listen: Option<SocketAddr>,
     /// The base Amazon redirects back to; `None`: `http://{bound address}`.
     pub public_url: Option<Url>,
     pub database_url: String,
@@ -297,6 +301,331 @@ impl ProxySettings {
             },
         })
     }
+}
+
+/// One setting of the server, as the reference in the README and `.env.template` show it.
+#[derive(Debug, Clone, Copy)]
+pub struct SettingDoc {
+    /// The command-line flag, if any.
+    pub flag: Option<&'static str>,
+    /// The environment variable.
+    pub variable: &'static str,
+    /// The key in the TOML file, if any.
+    pub file_key: Option<&'static str>,
+    /// The default, as a person reads it.
+    pub default: &'static str,
+    pub meaning: &'static str,
+}
+
+const fn setting(
+    flag: Option<&'static str>,
+    variable: &'static str,
+    file_key: Option<&'static str>,
+    default: &'static str,
+    meaning: &'static str,
+) -> SettingDoc {
+    SettingDoc {
+        flag,
+        variable,
+        file_key,
+        default,
+        meaning,
+    }
+}
+
+/// Every variable [`Settings::resolve`] reads (a test checks it against what the resolver asks
+/// for); the README's server table is made from it (a test fails when it is stale).
+pub const SERVER_SETTINGS: &[SettingDoc] = &[
+    setting(
+        Some("--listen"),
+        "LWA_BROKER_LISTEN",
+        Some("listen"),
+        "`127.0.0.1:8080`",
+        "address to bind",
+    ),
+    setting(
+        None,
+        "LWA_BROKER_METRICS_LISTEN",
+        Some("metrics_listen"),
+        "off",
+        "a second address serving `/metrics` without a token, `/healthz` and `/readyz` (e.g. `127.0.0.1:9464`; keep it private); `/metrics` on the main address always needs the admin token",
+    ),
+    setting(
+        Some("--public-url"),
+        "LWA_BROKER_PUBLIC_URL",
+        Some("public_url"),
+        "`http://LISTEN`",
+        "the base Amazon redirects back to (`/auth/redirect`) and links start from",
+    ),
+    setting(
+        Some("--database"),
+        "LWA_BROKER_DATABASE_URL",
+        Some("database_url"),
+        "`sqlite:lwa-broker.db`",
+        "the database: `sqlite:PATH`, or `postgres://USER[:PASSWORD]@HOST[:PORT]/DATABASE` for several replicas",
+    ),
+    setting(
+        None,
+        "LWA_BROKER_AUTO_MIGRATE",
+        Some("auto_migrate"),
+        "on",
+        "run the database's migrations at start (safe when replicas start together); off, an older schema stops the start and `lwa-broker migrate` is run by hand",
+    ),
+    setting(
+        Some("--config"),
+        "LWA_BROKER_CONFIG",
+        None,
+        "—",
+        "TOML file (below)",
+    ),
+    setting(
+        Some("--trusted-proxies"),
+        "LWA_BROKER_TRUSTED_PROXIES",
+        Some("trusted_proxies"),
+        "none",
+        "addresses/CIDRs whose `X-Forwarded-For` names the client",
+    ),
+    setting(
+        Some("--key-file"),
+        "LWA_BROKER_KEY_FILE",
+        Some("key_file"),
+        "`lwa-broker.key`",
+        "the master key file (it may hold several keys, `ID BASE64` a line, newest first)",
+    ),
+    setting(
+        None,
+        "LWA_BROKER_MASTER_KEY",
+        None,
+        "—",
+        "the master key itself (32 bytes, base64) instead of a key file",
+    ),
+    setting(
+        None,
+        "LWA_BROKER_MASTER_KEYS",
+        None,
+        "—",
+        "several master keys, `ID:BASE64` comma-separated, newest first (instead of `LWA_BROKER_MASTER_KEY`)",
+    ),
+    setting(
+        None,
+        "LWA_BROKER_BODY_LIMIT_BYTES",
+        Some("body_limit_bytes"),
+        "1048576",
+        "request body limit",
+    ),
+    setting(
+        None,
+        "LWA_BROKER_REFRESH_BUFFER_SECONDS",
+        Some("refresh_buffer_seconds"),
+        "300",
+        "refresh an access token once it has less than this left (at most 3000)",
+    ),
+    setting(
+        None,
+        "LWA_BROKER_AUDIT_RETENTION_DAYS",
+        Some("audit_retention_days"),
+        "90",
+        "audit rows older than this are deleted (0: kept)",
+    ),
+    setting(
+        None,
+        "LWA_BROKER_REFRESHER",
+        Some("refresher"),
+        "on",
+        "run the background refresher (off: connections are refreshed on demand only)",
+    ),
+    setting(
+        None,
+        "LWA_BROKER_REFRESH_CONCURRENCY",
+        Some("refresh_concurrency"),
+        "16",
+        "background refreshes in flight at once",
+    ),
+    setting(
+        None,
+        "LWA_BROKER_REFRESH_BUDGET",
+        Some("refresh_budget_per_second"),
+        "50",
+        "LWA calls per second per app the background refresher may make (steady state needs about connections ÷ 3,300 per app)",
+    ),
+    setting(
+        None,
+        "LWA_BROKER_GRANTLESS_SCOPES",
+        Some("grantless_scopes"),
+        "`sellingpartnerapi::notifications`",
+        "grantless scopes tenants may ask for (comma or space separated); the rotation scope is off by default because with it a tenant could rotate the operator's client secret",
+    ),
+    setting(
+        None,
+        "LWA_BROKER_OPERATOR_WEBHOOK_URL",
+        Some("operator_webhook_url"),
+        "—",
+        "where operator events (`app.client_secret_expiring`) are sent",
+    ),
+    setting(
+        None,
+        "LWA_BROKER_OPERATOR_WEBHOOK_SECRET",
+        None,
+        "—",
+        "the operator webhook's signing secret (required with the URL)",
+    ),
+    setting(
+        None,
+        "LWA_BROKER_WEBHOOK_ALLOW_PRIVATE",
+        Some("webhook_allow_private"),
+        "off",
+        "webhooks may reach internal addresses (loopback, private ranges, …)",
+    ),
+    setting(
+        None,
+        "LWA_BROKER_PROXY_RETRY_BUDGET_SECONDS",
+        None,
+        "10",
+        "how long one proxied request may spend waiting for the rate limiter and retrying 429s; then Amazon's 429 is returned unchanged",
+    ),
+    setting(
+        None,
+        "LWA_BROKER_PROXY_LIMITER",
+        None,
+        "on",
+        "the proxy's per-connection-and-operation rate limiter",
+    ),
+    setting(
+        None,
+        "LWA_BROKER_PROXY_BODY_LIMIT_BYTES",
+        None,
+        "104857600",
+        "largest request body the proxy forwards (413 beyond)",
+    ),
+    setting(
+        None,
+        "LWA_BROKER_PROXY_CONNECT_TIMEOUT_SECONDS",
+        None,
+        "5",
+        "connecting to Amazon (502 `amazon_unreachable`)",
+    ),
+    setting(
+        None,
+        "LWA_BROKER_PROXY_TIMEOUT_SECONDS",
+        None,
+        "300",
+        "one whole proxied exchange, body included (504 `amazon_timeout`)",
+    ),
+    setting(
+        Some("--sandbox"),
+        "LWA_BROKER_SANDBOX",
+        None,
+        "off",
+        "fake Amazon in-process, demo tenant, temporary database and key",
+    ),
+    setting(
+        None,
+        "LWA_BROKER_AMAZON_BASE_URL",
+        Some("amazon_base_url"),
+        "Amazon",
+        "send every Amazon call to `{base}/{host}{path}` (the fake Amazon, for tests)",
+    ),
+    setting(
+        None,
+        "LWA_BROKER_FAKE_CLOCK",
+        None,
+        "off",
+        "take time from the fake Amazon's clock at `LWA_BROKER_AMAZON_BASE_URL` (tests)",
+    ),
+    setting(
+        None,
+        "AMAZON_CLIENT_ID",
+        None,
+        "—",
+        "the seeds' single app: its LWA client id (apps may instead come from the config file)",
+    ),
+    setting(
+        None,
+        "AMAZON_CLIENT_SECRET",
+        None,
+        "—",
+        "that app's client secret (required with `AMAZON_CLIENT_ID`)",
+    ),
+    setting(
+        None,
+        "LWA_BROKER_PREVIOUS_CLIENT_SECRET",
+        None,
+        "—",
+        "that app's previous client secret, tried on `invalid_client` during Amazon's rotation overlap",
+    ),
+    setting(
+        None,
+        "AMAZON_OAUTH_REDIRECT_URI",
+        None,
+        "`PUBLIC_URL/auth/redirect`",
+        "the redirect URI registered at Amazon; its path is served as the callback too",
+    ),
+    setting(
+        None,
+        "AMAZON_SCOPE",
+        None,
+        "`advertising::campaign_management` for Ads",
+        "Ads consent scopes; an `advertising::` scope makes the app an Ads app",
+    ),
+    setting(
+        None,
+        "LWA_BROKER_API",
+        None,
+        "from `AMAZON_SCOPE`",
+        "that app's kind: `sp-api` or `ads`",
+    ),
+    setting(
+        None,
+        "LWA_BROKER_APPLICATION_ID",
+        None,
+        "—",
+        "the SP-API application id (`amzn1.sp.solution.…`), required for an SP-API app",
+    ),
+    setting(
+        None,
+        "LWA_BROKER_DRAFT_APP",
+        None,
+        "off",
+        "the app is a draft (the consent URL gets `version=beta`)",
+    ),
+    setting(
+        None,
+        "LWA_BROKER_SELF_AUTHORIZED_APP",
+        None,
+        "off",
+        "a private app whose refresh tokens come from self-authorization in Seller Central",
+    ),
+    setting(
+        None,
+        "LWA_BROKER_EXPIRY_NOTICES",
+        None,
+        "on for published apps",
+        "send `connection.refresh_token_expiring` at 30 and 7 days before 365",
+    ),
+    setting(
+        None,
+        "LWA_BROKER_SP_API_SANDBOX",
+        None,
+        "off",
+        "SP-API calls go to Amazon's sandbox hosts",
+    ),
+];
+
+/// The server's settings as a Markdown table (the README's, between its markers).
+pub fn settings_reference() -> String {
+    let mut out = String::from("| flag | variable | file key | default | meaning |\n|---|---|---|---|---|\n");
+    for s in SERVER_SETTINGS {
+        let code = |v: Option<&str>| v.map(|v| format!("`{v}`")).unwrap_or_else(|| "—".to_owned());
+        out.push_str(&format!(
+            "| {} | `{}` | {} | {} | {} |\n",
+            code(s.flag),
+            s.variable,
+            code(s.file_key),
+            s.default,
+            s.meaning
+        ));
+    }
+    out
 }
 
 /// Default number of background refreshes in flight at once.
@@ -501,8 +830,20 @@ impl Settings {
             }
             apps.push(app);
         }
+        let metrics_listen = match env("LWA_BROKER_METRICS_LISTEN")
+            .or(file.metrics_listen.clone())
+            .filter(|v| !v.trim().is_empty() && !v.trim().eq_ignore_ascii_case("off"))
+        {
+            None => None,
+            Some(text) => Some(text.trim().parse::<SocketAddr>().map_err(|_| {
+                bad(format!(
+                    "LWA_BROKER_METRICS_LISTEN {text:?} is not HOST:PORT (e.g. 127.0.0.1:9464) or off"
+                ))
+            })?),
+        };
         Ok(Settings {
             listen,
+            metrics_listen,
             public_url,
             database_url,
             trusted_proxies,
@@ -649,6 +990,82 @@ mod tests {
     fn resolve(vars: &[(&str, &str)]) -> Result<Settings, ConfigError> {
         let map: HashMap<String, String> = vars.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
         Settings::resolve(&Overrides::default(), &|k| map.get(k).cloned())
+    }
+
+    /// Every variable the resolver reads, with and without the seeds' single app.
+    fn variables_read() -> std::collections::BTreeSet<String> {
+        let read = std::cell::RefCell::new(std::collections::BTreeSet::new());
+        for vars in [
+            vec![],
+            vec![
+                ("AMAZON_CLIENT_ID", "c"),
+                ("AMAZON_CLIENT_SECRET", "s"),
+                ("LWA_BROKER_APPLICATION_ID", "amzn1.sp.solution.y"),
+            ],
+        ] {
+            let map: HashMap<&str, &str> = vars.into_iter().collect();
+            let lookup = |k: &str| {
+                read.borrow_mut().insert(k.to_owned());
+                map.get(k).map(|v| v.to_string())
+            };
+            Settings::resolve(&Overrides::default(), &lookup).unwrap();
+        }
+        read.into_inner()
+    }
+
+    #[test]
+    fn the_settings_table_lists_every_variable_the_resolver_reads() {
+        let documented: std::collections::BTreeSet<String> =
+            SERVER_SETTINGS.iter().map(|s| s.variable.to_owned()).collect();
+        assert_eq!(documented.len(), SERVER_SETTINGS.len(), "a variable listed twice");
+        let read = variables_read();
+        let undocumented: Vec<_> = read.difference(&documented).collect();
+        let unread: Vec<_> = documented.difference(&read).collect();
+        assert!(
+            undocumented.is_empty(),
+            "read but not in SERVER_SETTINGS: {undocumented:?}"
+        );
+        assert!(unread.is_empty(), "in SERVER_SETTINGS but never read: {unread:?}");
+    }
+
+    /// The README's table is [`settings_reference`]; `LWA_BROKER_UPDATE_DOCS=1` rewrites it.
+    #[test]
+    fn the_readme_settings_table_is_current() {
+        const START: &str = "<!-- settings-reference:start (generated from SERVER_SETTINGS; LWA_BROKER_UPDATE_DOCS=1 cargo test -p lwa-server the_readme) -->\n";
+        const END: &str = "<!-- settings-reference:end -->";
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../README.md");
+        let readme = std::fs::read_to_string(path).unwrap();
+        let start = readme.find(START).expect("the README has the start marker") + START.len();
+        let end = readme.find(END).expect("the README has the end marker");
+        let expected = settings_reference();
+        if readme[start..end] != expected {
+            if std::env::var_os("LWA_BROKER_UPDATE_DOCS").is_some() {
+                std::fs::write(path, format!("{}{expected}{}", &readme[..start], &readme[end..])).unwrap();
+            } else {
+                panic!(
+                    "README.md's settings table is stale: run LWA_BROKER_UPDATE_DOCS=1 cargo test -p lwa-server the_readme"
+                );
+            }
+        }
+    }
+
+    /// `.env.template` has every server variable, each under a comment saying what it is.
+    #[test]
+    fn the_env_template_explains_every_variable() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../.env.template");
+        let template = std::fs::read_to_string(path).unwrap();
+        let lines: Vec<&str> = template.lines().collect();
+        for s in SERVER_SETTINGS {
+            let at = lines
+                .iter()
+                .position(|l| l.starts_with(&format!("{}=", s.variable)))
+                .unwrap_or_else(|| panic!(".env.template has no line {}=", s.variable));
+            assert!(
+                at > 0 && lines[at - 1].starts_with('#'),
+                ".env.template: {} has no comment above it",
+                s.variable
+            );
+        }
     }
 
     #[test]

@@ -377,18 +377,21 @@ pub async fn import_one(
             &state.credentials(&app).await,
             &refresh_token,
         )
-        .await
-        .map_err(|e| match e {
-            lwa::LwaError::Reauthorize { .. } => ApiError::bad_request(
-                "invalid_grant",
-                "Amazon refused this refresh token (revoked, expired, or issued to another app)",
-            ),
-            other => ApiError::new(
-                StatusCode::BAD_GATEWAY,
-                "lwa_unavailable",
-                format!("the validating refresh failed: {other}"),
-            ),
-        })?;
+        .await;
+    state
+        .metrics
+        .lwa_call(crate::metrics::Grant::RefreshToken, &tokens);
+    let tokens = tokens.map_err(|e| match e {
+        lwa::LwaError::Reauthorize { .. } => ApiError::bad_request(
+            "invalid_grant",
+            "Amazon refused this refresh token (revoked, expired, or issued to another app)",
+        ),
+        other => ApiError::new(
+            StatusCode::BAD_GATEWAY,
+            "lwa_unavailable",
+            format!("the validating refresh failed: {other}"),
+        ),
+    })?;
     let refresh_token = tokens
         .refresh_token
         .clone()

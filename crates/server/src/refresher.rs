@@ -239,6 +239,10 @@ impl Refresher {
                 let state = state.clone();
                 tasks.spawn(async move {
                     let _permit = permit;
+                    if let Some(expires) = due.connection.access_expires_at_ms {
+                        let entered_buffer = expires - state.vendor.buffer_ms();
+                        state.metrics.refresh_lag(state.now_ms() - entered_buffer);
+                    }
                     state
                         .vendor
                         .refresh_due(

@@ -64,6 +64,8 @@ pub struct Inner {
     pub secrets: LiveSecrets,
     /// The passthrough proxy's client, rate limiter and metrics.
     pub proxy: crate::proxy::Proxy,
+    /// The counters `/metrics` shows.
+    pub metrics: crate::metrics::Metrics,
 }
 
 /// How long an API key read from the database is trusted. A key revoked by another process
@@ -312,6 +314,7 @@ impl AppState {
             )),
             secrets: LiveSecrets::default(),
             proxy: crate::proxy::Proxy::new(settings.proxy),
+            metrics: crate::metrics::Metrics::default(),
         }))
     }
 

@@ -62,6 +62,10 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
 
     /// Cheap reachability check for `/readyz`.
     async fn ping(&self) -> Result<(), StoreError>;
+    /// Whether every migration this build knows has been applied (`/readyz`).
+    async fn schema_current(&self) -> Result<bool, StoreError>;
+    /// Pending webhook deliveries: how many, and when the oldest was created (`/metrics`).
+    async fn webhook_backlog(&self) -> Result<(i64, Option<i64>), StoreError>;
 
     // --- meta (key check value, schema facts) ---
     async fn meta(&self, name: &str) -> Result<Option<String>, StoreError>;

@@ -818,6 +818,18 @@ impl Store for SqliteStore {
         Ok(())
     }
 
+    async fn schema_current(&self) -> Result<bool, StoreError> {
+        SqliteStore::migrations_current(self).await
+    }
+
+    async fn webhook_backlog(&self) -> Result<(i64, Option<i64>), StoreError> {
+        Ok(sqlx::query_as(
+            "SELECT COUNT(*), MIN(created_at_ms) FROM webhook_deliveries WHERE state = 'pending'",
+        )
+        .fetch_one(&self.pool)
+        .await?)
+    }
+
     async fn meta(&self, name: &str) -> Result<Option<String>, StoreError> {
         Ok(sqlx::query_scalar("SELECT value FROM meta WHERE name = ?")
             .bind(name)

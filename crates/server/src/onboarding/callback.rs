@@ -181,8 +181,11 @@ async fn complete(
             Some(&redirect_uri),
             verifier.as_ref(),
         )
-        .await
-        .map_err(exchange_failure)?;
+        .await;
+    state
+        .metrics
+        .lwa_call(crate::metrics::Grant::AuthorizationCode, &tokens);
+    let tokens = tokens.map_err(exchange_failure)?;
     let Some(refresh_token) = tokens.refresh_token.clone() else {
         return Err(Failure::Tenant(
             "server_error",

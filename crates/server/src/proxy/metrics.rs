@@ -117,6 +117,23 @@ impl Metrics {
         inner.latency_count += 1;
     }
 
+    /// Answers from Amazon by API and status, every operation added up (for `/metrics`,
+    /// whose labels stay few).
+    pub fn by_status(&self) -> Vec<(&'static str, u16, u64)> {
+        let inner = self.inner.lock();
+        let mut out = Vec::new();
+        for api in [Api::SpApi, Api::Ads] {
+            let mut statuses: BTreeMap<u16, u64> = BTreeMap::new();
+            for op in inner.ops[api_index(api)].values() {
+                for (status, n) in &op.statuses {
+                    *statuses.entry(*status).or_default() += n;
+                }
+            }
+            out.extend(statuses.into_iter().map(|(s, n)| (api_name(api), s, n)));
+        }
+        out
+    }
+
     /// Calls Amazon answered with `status` for `operation` (for tests).
     pub fn upstream_count(&self, api: Api, operation: &str, status: u16) -> u64 {
         let inner = self.inner.lock();

@@ -962,7 +962,13 @@ async fn every_route_keeps_tenants_apart() {
                 assert_eq!(app.state.store.app_secrets().await.unwrap(), before);
                 a_unchanged().await;
             }
-            ("GET", "/admin/api/proxy/metrics") => {
+            ("GET", "/readyz" | "/openapi.json") => {
+                // The same answer for anyone, with no tenant's data in it.
+                let (status, answer) = call(&app, method, path, &app.key, false, None).await;
+                assert_eq!(status, 200, "{answer}");
+                assert!(!answer.to_string().contains(&app.tenant_id));
+            }
+            ("GET", "/admin/api/proxy/metrics" | "/metrics") => {
                 // Every tenant's proxy traffic: no tenant's key opens it.
                 lwa_server::operator::create_admin_token(&app.state)
                     .await

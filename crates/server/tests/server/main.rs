@@ -7,6 +7,7 @@ mod connections;
 mod isolation;
 mod leaks;
 mod onboarding;
+mod ops;
 mod proxy;
 mod python_sdk;
 mod refresher;

@@ -54,6 +54,8 @@ pub const RETURN: &str = "https://tenant.example.com/oauth/callback";
 
 pub struct TestApp {
     pub url: String,
+    /// The metrics listener, when the settings asked for one.
+    pub metrics_url: Option<String>,
     pub fake: FakeAmazon,
     pub state: AppState,
     pub http: reqwest::Client,
@@ -110,6 +112,7 @@ pub async fn spawn_with(edit: impl FnOnce(&mut Settings)) -> TestApp {
     edit(&mut settings);
     let app = Application::build(settings).await.expect("broker builds");
     let url = format!("http://{}", app.local_addr());
+    let metrics_url = app.metrics_addr().map(|a| format!("http://{a}"));
     // Register the broker's callback at the fake's default apps.
     let redirect = format!("{url}/auth/redirect");
     for (kind, client_id, secrets, application_id) in [
@@ -160,6 +163,7 @@ pub async fn spawn_with(edit: impl FnOnce(&mut Settings)) -> TestApp {
     }));
     TestApp {
         url,
+        metrics_url,
         fake,
         state,
         http: reqwest::Client::builder()
