@@ -46,6 +46,7 @@ on_both_backends!(
     the_refresh_schedule_follows_refreshes_failures_and_new_authorizations,
     the_refresh_lease_has_one_holder_until_a_save_a_release_or_its_end,
     invalidations_follow_revocations_disconnects_and_reauthorizations_in_order,
+    readiness_and_the_webhook_backlog,
     audit_events_are_appended_and_paged_newest_first_with_filters,
     events_are_written_with_the_change_that_caused_them_or_not_at_all,
     needs_reauth_and_disconnect_raise_their_event_once,
@@ -2381,4 +2382,29 @@ async fn invalidations_follow_revocations_disconnects_and_reauthorizations_in_or
         .unwrap();
     store.revoke_api_key("key_2", 6_000).await.unwrap();
     assert!(store.last_invalidation().await.unwrap() > last);
+}
+
+// --- readiness and backlog (`/readyz`, `/metrics`) ---
+
+async fn readiness_and_the_webhook_backlog(b: Backend) {
+    let (_db, store) = fresh(b, "backlog").await;
+    assert!(store.schema_current().await.unwrap());
+    assert_eq!(store.webhook_backlog().await.unwrap(), (0, None));
+    store.insert_tenant(&tenant("ten_1", 1_000)).await.unwrap();
+    for (id, at) in [("evt_1", 7_000), ("evt_2", 5_000)] {
+        store
+            .enqueue_events(&[event(
+                id,
+                None,
+                "connection.authorized",
+                at,
+                vec![
+                    EventTarget::TenantWebhook,
+                    EventTarget::Callback("https://wms.example.com/cb".into()),
+                ],
+            )])
+            .await
+            .unwrap();
+    }
+    assert_eq!(store.webhook_backlog().await.unwrap(), (4, Some(5_000)));
 }
