@@ -4,6 +4,7 @@ mod support;
 
 mod bad_input;
 mod connections;
+mod dashboard;
 mod isolation;
 mod leaks;
 mod onboarding;
