@@ -79,6 +79,7 @@ pub async fn prepare(state: &AppState, fake_amazon_url: &str) -> Result<Welcome,
         signing_secret: secret,
         last_vend: None,
         last_proxy: None,
+        connect_link: None,
     });
     let connect_link = demo_connect_link(state).await?;
     Ok(Welcome {

@@ -29,6 +29,9 @@ pub struct SandboxInfo {
     /// What the last "vend" and "proxied call" buttons got.
     pub last_vend: Option<String>,
     pub last_proxy: Option<String>,
+    /// The connect link the "Connect" button made (followed with a link: the CSP's
+    /// `form-action 'self'` stops a form's redirect to another origin).
+    pub connect_link: Option<String>,
 }
 
 /// One webhook the inbox received.
@@ -92,17 +95,19 @@ struct TryPage {
     first: Option<String>,
     last_vend: String,
     last_proxy: String,
+    connect_link: String,
     inbox_count: usize,
 }
 
 /// `GET /admin/try`.
 pub async fn page(State(state): State<AppState>, s: AdminSession) -> Response {
-    let (tenant_id, fake_url, last_vend, last_proxy) = match &*state.dashboard.sandbox.lock() {
+    let (tenant_id, fake_url, last_vend, last_proxy, connect_link) = match &*state.dashboard.sandbox.lock() {
         Some(i) => (
             i.tenant_id.clone(),
             i.fake_url.clone(),
             i.last_vend.clone().unwrap_or_default(),
             i.last_proxy.clone().unwrap_or_default(),
+            i.connect_link.clone().unwrap_or_default(),
         ),
         None => return (StatusCode::NOT_FOUND, "the sandbox has no demo tenant").into_response(),
     };
@@ -129,6 +134,7 @@ pub async fn page(State(state): State<AppState>, s: AdminSession) -> Response {
         rows: rows.iter().map(|c| super::pages::row_of(c, now)).collect(),
         last_vend,
         last_proxy,
+        connect_link,
         inbox_count: state.dashboard.inbox.lock().len(),
     };
     match page.render() {
@@ -153,7 +159,12 @@ pub async fn connect(State(state): State<AppState>, s: AdminSession, body: Bytes
         return r.into_response();
     }
     match crate::sandbox::demo_connect_link(&state).await {
-        Ok(link) => see_other(&link),
+        Ok(link) => {
+            if let Some(info) = state.dashboard.sandbox.lock().as_mut() {
+                info.connect_link = Some(link);
+            }
+            see_other("/admin/try#step-connect")
+        }
         Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.message).into_response(),
     }
 }
