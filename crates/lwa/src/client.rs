@@ -1,6 +1,7 @@
 //! The LWA token endpoint client: the three grants, retries, and client-secret fallback.
 
 use std::fmt;
+use std::sync::Arc;
 use std::time::Duration;
 
 use rand::Rng as _;
@@ -214,6 +215,15 @@ pub struct LwaClient {
     http: reqwest::Client,
     endpoints: Endpoints,
     retry: RetryPolicy,
+    observer: Option<Arc<dyn CallObserver>>,
+}
+
+/// Told of every HTTP call the client makes to LWA's token endpoint (each retry and each
+/// client-secret fallback is a call of its own), for counters and charts. Never given a token.
+pub trait CallObserver: Send + Sync + std::fmt::Debug {
+    /// One call: its `grant_type` and its outcome: `ok`, LWA's error code (`invalid_grant`, …),
+    /// or `fault` (no LWA error body: a transport error, a 5xx, a malformed answer).
+    fn lwa_call(&self, grant_type: &'static str, outcome: &str);
 }
 
 impl LwaClient {
@@ -234,7 +244,14 @@ impl LwaClient {
             http,
             endpoints,
             retry: RetryPolicy::default(),
+            observer: None,
         }
+    }
+
+    /// Tells `observer` of every call to the token endpoint (clones share it).
+    pub fn with_observer(mut self, observer: Arc<dyn CallObserver>) -> Self {
+        self.observer = Some(observer);
+        self
     }
 
     /// Replaces the retry policy.
@@ -346,6 +363,27 @@ impl LwaClient {
     }
 
     async fn attempt(
+        &self,
+        token_host: &str,
+        app: &AppCredentials,
+        secret: &ClientSecret,
+        grant: &Grant,
+        secret_used: SecretUsed,
+    ) -> Result<TokenResponse, LwaError> {
+        let result = self
+            .attempt_unobserved(token_host, app, secret, grant, secret_used)
+            .await;
+        if let Some(observer) = &self.observer {
+            let outcome = match &result {
+                Ok(_) => "ok",
+                Err(error) => error.code().unwrap_or("fault"),
+            };
+            observer.lwa_call(grant.grant_type(), outcome);
+        }
+        result
+    }
+
+    async fn attempt_unobserved(
         &self,
         token_host: &str,
         app: &AppCredentials,

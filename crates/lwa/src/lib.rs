@@ -39,7 +39,9 @@ pub mod restricted;
 mod secret;
 mod store;
 
-pub use client::{AppCredentials, Grant, LwaClient, RetryPolicy, SecretUsed, TOKEN_PATH, TokenResponse};
+pub use client::{
+    AppCredentials, CallObserver, Grant, LwaClient, RetryPolicy, SecretUsed, TOKEN_PATH, TokenResponse,
+};
 pub use clock::{Clock, ClockSyncError, FakeAmazonClock, ManualClock, SystemClock};
 pub use consent::{ADS_SCOPE_CAMPAIGN_MANAGEMENT, AccountType, AdsConsent, Pkce, SpApiConsent, random_state};
 pub use endpoints::Endpoints;

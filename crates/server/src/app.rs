@@ -147,9 +147,13 @@ pub fn router(state: AppState) -> Router {
         }
     }
     if state.sandbox {
-        router = router.route("/sandbox/done", get(sandbox::landing));
+        router = router.route("/sandbox/done", get(sandbox::landing)).route(
+            crate::dashboard::try_it::INBOX_PATH,
+            post(crate::dashboard::try_it::receive),
+        );
     }
     router
+        .merge(crate::dashboard::routes(state.sandbox))
         .fallback(proxy::routes::root)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(state.body_limit))
@@ -287,6 +291,8 @@ impl Application {
             .map_err(|e| StartError::Other(format!("cannot start the sandbox's fake Amazon: {e}")))?;
             settings.amazon_base_url = Some(started.base_url().to_owned());
             settings.fake_clock = true;
+            // The demo tenant's webhook is the broker's own inbox, on this host.
+            settings.webhook_allow_private = true;
             if settings.apps.is_empty() {
                 settings.apps = sandbox::apps();
             }

@@ -65,21 +65,23 @@ pub async fn prepare(state: &AppState, fake_amazon_url: &str) -> Result<Welcome,
         },
     )
     .await?;
-    let (connect_link, _) = new_connect_link(
+    // The demo tenant's webhook goes to the built-in inbox (`/admin/inbox` shows it).
+    let (_, secret) = crate::webhooks::routes::set_webhook_url(
         state,
-        &tenant,
-        NewConnectLink {
-            api: None,
-            region: Some("na".into()),
-            marketplace: None,
-            state: "demo".into(),
-            redirect_url: format!("{landing}/done"),
-            token_secret: None,
-            account_type: None,
-            expires_in: None,
-        },
+        &tenant.id,
+        Some(&state.public(crate::dashboard::try_it::INBOX_PATH)),
     )
     .await?;
+    *state.dashboard.sandbox.lock() = Some(crate::dashboard::try_it::SandboxInfo {
+        tenant_id: tenant.id.clone(),
+        api_key: key.key.to_string(),
+        fake_url: fake_amazon_url.to_owned(),
+        signing_secret: secret,
+        last_vend: None,
+        last_proxy: None,
+        connect_link: None,
+    });
+    let connect_link = demo_connect_link(state).await?;
     Ok(Welcome {
         server_url: state.public(""),
         fake_amazon_url: fake_amazon_url.to_owned(),
@@ -87,6 +89,38 @@ pub async fn prepare(state: &AppState, fake_amazon_url: &str) -> Result<Welcome,
         api_key: key.key.to_string(),
         connect_link,
     })
+}
+
+/// A new connect link of the demo tenant (SP-API, North America), back to `/sandbox/done`.
+pub async fn demo_connect_link(state: &AppState) -> Result<String, ApiError> {
+    let tenant_id = state
+        .dashboard
+        .sandbox
+        .lock()
+        .as_ref()
+        .map(|i| i.tenant_id.clone())
+        .ok_or_else(|| ApiError::not_found("the sandbox has no demo tenant"))?;
+    let tenant = state
+        .store
+        .tenant(&tenant_id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("the demo tenant is gone"))?;
+    let (link, _) = new_connect_link(
+        state,
+        &tenant,
+        NewConnectLink {
+            api: None,
+            region: Some("na".into()),
+            marketplace: None,
+            state: "demo".into(),
+            redirect_url: state.public("/sandbox/done"),
+            token_secret: None,
+            account_type: None,
+            expires_in: None,
+        },
+    )
+    .await?;
+    Ok(link)
 }
 
 /// `GET /sandbox/done`: where the demo seller lands; shows what the tenant would receive.
@@ -105,7 +139,8 @@ pub async fn landing(uri: Uri) -> Html<String> {
              <ul><li>state: <code>{}</code></li><li>tenant_id: <code>{}</code></li>\
              <li>seller_id (the connection id): <code>{}</code></li><li>code (claim code, 5 minutes): <code>{}</code></li></ul>\
              <p>Claim it:</p><pre>curl -s -X POST {}/v1/claims -H \"Authorization: Bearer $LWA_BROKER_KEY\" \
-             -H 'content-type: application/json' -d '{{\"code\":\"{}\"}}'</pre>",
+             -H 'content-type: application/json' -d '{{\"code\":\"{}\"}}'</pre>\
+             <p><a id=\"back-to-try\" href=\"/admin/try\">Back to the walkthrough</a></p>",
             e("state"),
             e("tenant_id"),
             e("seller_id"),

@@ -66,6 +66,10 @@ pub struct Inner {
     pub proxy: crate::proxy::Proxy,
     /// The counters `/metrics` shows.
     pub metrics: crate::metrics::Metrics,
+    /// Every LWA call this process made, by hour, grant and outcome (the dashboard's chart).
+    pub lwa_calls: Arc<crate::dashboard::calls::LwaCallLog>,
+    /// The dashboard's sessions, login limiter and sandbox walkthrough.
+    pub dashboard: crate::dashboard::Dashboard,
 }
 
 /// How long an API key read from the database is trusted. A key revoked by another process
@@ -282,7 +286,8 @@ impl AppState {
         clock: Arc<dyn Clock>,
         public_url: Url,
     ) -> AppState {
-        let lwa = LwaClient::new(endpoints.clone());
+        let lwa_calls = Arc::new(crate::dashboard::calls::LwaCallLog::new(clock.clone()));
+        let lwa = LwaClient::new(endpoints.clone()).with_observer(lwa_calls.clone());
         let lwa_single = lwa.clone().with_retry(lwa::RetryPolicy::NONE);
         let auditor = Arc::new(Auditor::new(
             store.clone(),
@@ -315,6 +320,8 @@ impl AppState {
             secrets: LiveSecrets::default(),
             proxy: crate::proxy::Proxy::new(settings.proxy),
             metrics: crate::metrics::Metrics::default(),
+            lwa_calls,
+            dashboard: crate::dashboard::Dashboard::default(),
         }))
     }
 

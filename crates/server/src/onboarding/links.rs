@@ -285,3 +285,48 @@ pub async fn follow_link(State(state): State<AppState>, token: Result<PathParam,
         Err(e) => e.shape(Shape::Html).into_response(),
     }
 }
+
+/// The dashboard's "copy a re-authorization link": a link for one connection, valid 7 days,
+/// that returns the seller to the tenant's first redirect origin. Not for a connection sealed
+/// under a tenant-held secret (only the tenant has it).
+pub async fn operator_reauthorize_link(state: &AppState, connection_id: &str) -> Result<String, ApiError> {
+    let connection = state
+        .store
+        .connection(connection_id)
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("no connection {connection_id}")))?;
+    if connection.tenant_secret {
+        return Err(ApiError::bad_request(
+            "token_secret_required",
+            "this connection's tokens are sealed with a tenant-held secret: only the tenant can make its link",
+        ));
+    }
+    let tenant = state
+        .store
+        .tenant(&connection.tenant_id)
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("no tenant {}", connection.tenant_id)))?;
+    let origin = tenant
+        .redirect_origins
+        .first()
+        .ok_or_else(|| ApiError::bad_request("invalid_tenant", "the tenant has no redirect origin"))?;
+    let redirect_url = redirect_url(&tenant, origin)?;
+    let now = state.now_ms();
+    let link = ConnectLink {
+        token_hash: String::new(),
+        tenant_id: tenant.id.clone(),
+        app: connection.app.clone(),
+        api: connection.api.clone(),
+        region: connection.region.clone(),
+        account_type: connection.account_type.clone(),
+        marketplace_id: connection.marketplace_id.clone(),
+        client_state: String::new(),
+        redirect_url: redirect_url.as_str().to_owned(),
+        token_secret: None,
+        connection_id: Some(connection.id.clone()),
+        created_at_ms: now,
+        expires_at_ms: now + ttl(Some(MAX_LINK_TTL_S))?,
+        used_at_ms: None,
+    };
+    Ok(store_link(state, link, None).await?.0)
+}

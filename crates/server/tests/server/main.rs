@@ -3,7 +3,9 @@
 mod support;
 
 mod bad_input;
+mod browser;
 mod connections;
+mod dashboard;
 mod isolation;
 mod leaks;
 mod onboarding;
