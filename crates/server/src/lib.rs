@@ -24,6 +24,7 @@ pub mod audit;
 pub mod auth;
 pub mod config;
 pub mod connections;
+pub mod database;
 pub mod error;
 pub mod extract;
 pub mod ids;
