@@ -10,6 +10,7 @@ mod migrate;
 mod readme;
 mod replicas;
 mod replicas_restart;
+mod replicas_webhooks;
 mod rotate;
 mod secrets;
 mod server;
