@@ -1129,9 +1129,8 @@ async fn refresh_connection_inner(
     // One refresh across every process and replica: the refresh lease in the database. The
     // background refresher's claim took it already (while it still has a moment to run) — for
     // this process, whether this is the refresher or a vend beside it (see `OwnClaim`).
-    let leased = if (background && schedule.refresh_lease_until_ms > now + 2_000)
-        || state.vendor.claimed_here(&id, now)
-    {
+    let claimed = background && schedule.refresh_lease_until_ms > now + 2_000;
+    let leased = if claimed || state.vendor.claimed_here(&id, now) {
         true
     } else {
         state
@@ -1142,6 +1141,38 @@ async fn refresh_connection_inner(
     if !leased {
         return await_other_refresh(&state, &id, secret, buffer_ms, background, rejected, row).await;
     }
+    // Another replica may have refreshed and saved between our read and our lease (its save
+    // ends its lease): read again under the lease, so the connection is not refreshed twice.
+    // (The claim read the row in the statement that leased it.)
+    let row = if claimed {
+        row
+    } else {
+        let again = match state.store.connection_with_schedule(&id).await {
+            Ok(Some(again)) => again,
+            Ok(None) => {
+                let _ = state.store.release_refresh_lease(&id).await;
+                return Err(VendError::NotFound);
+            }
+            Err(e) => {
+                let _ = state.store.release_refresh_lease(&id).await;
+                return Err(e.into());
+            }
+        };
+        if again.0.access_token != row.access_token || again.0.status != row.status {
+            let _ = state.store.release_refresh_lease(&id).await;
+            return Box::pin(refresh_connection_inner(
+                state.clone(),
+                id,
+                secret,
+                buffer_ms,
+                background,
+                Some(again),
+                rejected,
+            ))
+            .await;
+        }
+        again.0
+    };
     let outcome: Result<Arc<CachedToken>, VendError> = async {
         let sealed_refresh = row.refresh_token.as_deref().ok_or(VendError::Disconnected)?;
         let started_from = match open("refresh_token", sealed_refresh) {
