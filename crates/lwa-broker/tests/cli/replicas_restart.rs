@@ -29,8 +29,12 @@ const COLD: usize = 20;
 /// Requests in flight at once: this many workers for each kind of request.
 const WORKERS_PER_KIND: usize = 3;
 const WORKERS: usize = WORKERS_PER_KIND * KINDS.len();
-/// How long the database stays down: more than twice the API-key cache (5 s).
+/// How long the database stays down (in real time; the broker's clock moves past the API-key
+/// cache meanwhile, see [`OUTAGE_CLOCK_S`]).
 const DOWN_FOR: Duration = Duration::from_secs(12);
+/// How far the broker's clock moves while the database is down: past the API-key cache's
+/// lifetime, so every replica has to do without reading its keys — a long outage in seconds.
+const OUTAGE_CLOCK_S: i64 = 2 * lwa_server::state::KEY_CACHE_MS / 1000;
 /// The longest any answer may take, the database down or not: the pool gives up after 5 s,
 /// and a request waits for it at most once.
 const MAX_ANSWER: Duration = Duration::from_secs(7);
@@ -329,7 +333,9 @@ async fn postgres_restarted_under_load_replicas_answer_503_while_it_is_down_and_
     setup.cluster.stop_server("fast");
     let stop_took = stopped_at.elapsed();
     load.phase.store(DOWN, Ordering::SeqCst);
-    tokio::time::sleep(DOWN_FOR).await;
+    tokio::time::sleep(DOWN_FOR / 4).await;
+    control.advance_clock(OUTAGE_CLOCK_S as f64).await;
+    tokio::time::sleep(DOWN_FOR - DOWN_FOR / 4).await;
     load.phase.store(RECOVERING, Ordering::SeqCst);
     let restarted_at = Instant::now();
     setup.cluster.start_server();
@@ -372,7 +378,7 @@ async fn postgres_restarted_under_load_replicas_answer_503_while_it_is_down_and_
         (cached_down.clone().filter(|a| ok(a)).count(), cached_down.count());
     eprintln!(
         "replicas-restart: {} requests by {WORKERS} workers over {REPLICAS} replicas; PostgreSQL \
-         stopped in {stop_took:?}, down {DOWN_FOR:?}, started in {start_took:?}; replicas answering \
+         stopped in {stop_took:?}, down {DOWN_FOR:?} ({OUTAGE_CLOCK_S} s of the broker's clock), started in {start_took:?}; replicas answering \
          again {recovered_after:?} after the start; slowest answer {slowest:?} (while down: {}); cached vends while down: {cached_down_ok} of {cached_down_all} answered 200\n  before: \
          {}\n  down: {}\n  after: {}",
         answers.len(),
