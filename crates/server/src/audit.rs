@@ -11,7 +11,7 @@
 use std::collections::HashMap;
 use std::hash::BuildHasher;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use axum::extract::State;
@@ -78,6 +78,8 @@ pub struct Auditor {
     retention_ms: i64,
     /// Serializes writes, so rows keep their order.
     flushing: tokio::sync::Mutex<()>,
+    /// Whether the last write failed (the records went back to pending).
+    last_write_failed: AtomicBool,
     stop: tokio::sync::Notify,
 }
 
@@ -207,6 +209,7 @@ impl Auditor {
             clock,
             retention_ms: i64::from(retention_days) * 86_400_000,
             flushing: tokio::sync::Mutex::new(()),
+            last_write_failed: AtomicBool::new(false),
             stop: tokio::sync::Notify::new(),
         }
     }
@@ -278,11 +281,24 @@ impl Auditor {
     }
 
     /// Writes what is pending; returns how many rows were written. The write runs as its own
-    /// task, so a caller that goes away loses nothing; on failure the records stay pending.
+    /// task, so a caller that goes away loses nothing; on failure the records stay pending, to
+    /// be written by the next flush. A caller that had to wait for another write which failed
+    /// gets that failure at once, rather than a second wait on an unreachable database.
     pub async fn flush(self: &Arc<Self>) -> Result<usize, StoreError> {
         let auditor = self.clone();
         let task = tokio::spawn(async move {
-            let _turn = auditor.flushing.lock().await;
+            let _turn = match auditor.flushing.try_lock() {
+                Ok(turn) => turn,
+                Err(_) => {
+                    let turn = auditor.flushing.lock().await;
+                    if auditor.last_write_failed.load(Ordering::Acquire) {
+                        return Err(StoreError::Io(
+                            "the audit trail could not be written just now; its records are kept".into(),
+                        ));
+                    }
+                    turn
+                }
+            };
             let batch = auditor.take();
             if batch.is_empty() {
                 return Ok(0);
@@ -295,10 +311,12 @@ impl Auditor {
                 let rows: Vec<AuditEvent> = chunk.iter().map(Pending::event).collect();
                 if let Err(e) = auditor.store.insert_audit_events(&rows).await {
                     auditor.put_back(chunk.into_iter().chain(rest).collect());
+                    auditor.last_write_failed.store(true, Ordering::Release);
                     return Err(e);
                 }
                 written += rows.len();
             }
+            auditor.last_write_failed.store(false, Ordering::Release);
             Ok(written)
         });
         task.await
@@ -424,9 +442,8 @@ pub async fn list(
     Query(q): Query<AuditQuery>,
 ) -> Result<Response, ApiError> {
     let filter = q.filter(Some(auth.tenant.id.clone()))?;
-    if let Err(e) = state.auditor.flush().await {
-        tracing::warn!(error = %e, "could not write the audit trail before reading it");
-    }
+    // Without its latest records the trail would look complete and not be: 503 instead.
+    state.auditor.flush().await?;
     let page = state.store.audit_events(&filter).await?;
     let next = (page.len() == filter.limit as usize)
         .then(|| page.last().map(|e| e.id))

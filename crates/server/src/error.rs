@@ -6,6 +6,9 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
+/// The `Retry-After` of a 503 `database_unavailable`, in seconds.
+const DATABASE_RETRY_AFTER_S: &str = "5";
+
 /// The shape an error is written in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Shape {
@@ -55,14 +58,16 @@ impl ApiError {
             "the broker failed to complete the request; it has been logged",
         )
     }
-    /// The store could not be reached: 503, worth retrying.
+    /// The database failed or could not be reached: 503 `database_unavailable` with
+    /// `Retry-After`, worth retrying (the pool reconnects by itself once it is back).
     pub fn unavailable(context: &str, cause: impl std::fmt::Display) -> ApiError {
         tracing::error!(error = %cause, "{context}");
         ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
-            "unavailable",
-            "the database is unavailable; try again",
+            "database_unavailable",
+            "the broker's database is unavailable; try again in a few seconds",
         )
+        .header(header::RETRY_AFTER, DATABASE_RETRY_AFTER_S)
     }
     pub fn shape(mut self, shape: Shape) -> ApiError {
         self.shape = shape;

@@ -25,6 +25,7 @@ pub mod auth;
 pub mod config;
 pub mod connections;
 pub mod dashboard;
+pub mod database;
 pub mod error;
 pub mod extract;
 pub mod ids;

@@ -37,7 +37,7 @@ use tokio::task::JoinSet;
 
 use crate::config::RefresherSettings;
 use crate::state::AppState;
-use crate::vend::{Budget, VendError};
+use crate::vend::{Budget, OwnClaim, VendError};
 use crate::webhooks::{self, EventType};
 
 /// How often the loop in `serve` looks for due work (real time).
@@ -225,7 +225,15 @@ impl Refresher {
             if page.is_empty() {
                 break;
             }
-            for due in page {
+            // Noted at once, so a vend here that meets these leases refreshes under them.
+            let page: Vec<_> = page
+                .into_iter()
+                .map(|due| {
+                    let claim = OwnClaim::new(state, &due.id, due.schedule.refresh_lease_until_ms);
+                    (due, claim)
+                })
+                .collect();
+            for (due, claim) in page {
                 let permit = permits
                     .clone()
                     .acquire_owned()
@@ -238,7 +246,7 @@ impl Refresher {
                 let budget = self.budget(&due.app);
                 let state = state.clone();
                 tasks.spawn(async move {
-                    let _permit = permit;
+                    let (_permit, _claim) = (permit, claim);
                     if let Some(expires) = due.connection.access_expires_at_ms {
                         let entered_buffer = expires - state.vendor.buffer_ms();
                         state.metrics.refresh_lag(state.now_ms() - entered_buffer);

@@ -13,6 +13,7 @@ use url::Url;
 use crate::apps::LiveSecrets;
 use crate::audit::Auditor;
 use crate::config::{AppConfig, ConfigError, Settings, TrustedProxy};
+use crate::database::DatabaseHealth;
 use crate::onboarding::ratelimit::SlidingWindow;
 use crate::refresher::Refresher;
 use crate::sealing::Sealer;
@@ -70,12 +71,18 @@ pub struct Inner {
     pub lwa_calls: Arc<crate::dashboard::calls::LwaCallLog>,
     /// The dashboard's sessions, login limiter and sandbox walkthrough.
     pub dashboard: crate::dashboard::Dashboard,
+    /// Whether the database answered lately (see [`crate::database`]).
+    pub database: Arc<DatabaseHealth>,
 }
 
 /// How long an API key read from the database is trusted. A key revoked by another process
 /// (another replica, `lwa-broker keys revoke`) stops working sooner, through
 /// [`crate::invalidations`]; this bounds the rare race that poller cannot see.
 pub const KEY_CACHE_MS: i64 = 60_000;
+
+/// While the database is unreachable, an API key read from it at most this long ago is still
+/// accepted, so tokens held in memory are still vended (see [`crate::database`]).
+pub const KEY_STALE_MAX_MS: i64 = 15 * 60_000;
 
 /// A key and its tenant as read from the database.
 #[derive(Debug, Clone)]
@@ -322,6 +329,7 @@ impl AppState {
             metrics: crate::metrics::Metrics::default(),
             lwa_calls,
             dashboard: crate::dashboard::Dashboard::default(),
+            database: Arc::default(),
         }))
     }
 
@@ -387,22 +395,46 @@ impl AppState {
         region.token_host(app.kind)
     }
 
-    /// An API key and its tenant, from the cache when read in the last [`KEY_CACHE_MS`].
+    /// An API key and its tenant, from the cache when read in the last [`KEY_CACHE_MS`]. Once a
+    /// read has found the database unreachable, and until it answers again, the key as read
+    /// last (up to [`KEY_STALE_MAX_MS`] ago) is answered at once, so what is held in memory is
+    /// still served.
     pub async fn api_key(&self, key_id: &str) -> Result<Option<CachedKey>, StoreError> {
         let now = self.now_ms();
-        if let Some(hit) = self
-            .key_cache
-            .read()
-            .get(key_id)
-            .filter(|c| (0..KEY_CACHE_MS).contains(&(now - c.fetched_ms)))
+        let cached = self.key_cache.read().get(key_id).cloned();
+        let stale = match cached {
+            Some(hit) if (0..KEY_CACHE_MS).contains(&(now - hit.fetched_ms)) => return Ok(Some(hit)),
+            Some(hit) if (0..KEY_STALE_MAX_MS).contains(&(now - hit.fetched_ms)) => Some(hit),
+            _ => None,
+        };
+        if let Some(hit) = &stale
+            && self.database.is_down()
         {
+            self.database.probe(&self.store);
             return Ok(Some(hit.clone()));
         }
-        let Some(key) = self.store.api_key(key_id).await? else {
-            return Ok(None);
+        let read = async {
+            let Some(key) = self.store.api_key(key_id).await? else {
+                return Ok(None);
+            };
+            let tenant = self.store.tenant(&key.tenant_id).await?;
+            Ok::<_, StoreError>(tenant.map(|tenant| (key, tenant)))
         };
-        let Some(tenant) = self.store.tenant(&key.tenant_id).await? else {
-            return Ok(None);
+        let (key, tenant) = match read.await {
+            Ok(Some(found)) => {
+                self.database.mark_up();
+                found
+            }
+            Ok(None) => {
+                self.database.mark_up();
+                return Ok(None);
+            }
+            // This request waited the pool's timeout already: it fails (503), and the next
+            // ones are answered from the cache at once.
+            Err(e) => {
+                self.database.mark_down(&e);
+                return Err(e);
+            }
         };
         // Keep the write time across cache refreshes, so a key's use is written once a minute.
         let touched = self
@@ -440,7 +472,7 @@ impl AppState {
         self.key_cache.write().retain(|_, c| c.tenant.id != tenant_id);
     }
 
-    /// Records an API key's use, at most once a minute per key.
+    /// Records an API key's use, at most once a minute per key, without waiting for the write.
     pub async fn touch_key(&self, key: &CachedKey) {
         let now = self.now_ms();
         let last = key.touched_ms.load(Ordering::Relaxed);
@@ -452,8 +484,12 @@ impl AppState {
         {
             return;
         }
-        if let Err(e) = self.store.touch_api_key(&key.key.id, now).await {
-            tracing::warn!(error = %e, "could not record an API key's last use");
-        }
+        // Written aside, so a slow or unreachable database never holds up the request.
+        let (store, key_id) = (self.store.clone(), key.key.id.clone());
+        tokio::spawn(async move {
+            if let Err(e) = store.touch_api_key(&key_id, now).await {
+                tracing::warn!(error = %e, "could not record an API key's last use");
+            }
+        });
     }
 }

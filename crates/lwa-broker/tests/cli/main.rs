@@ -1,5 +1,6 @@
 //! The `lwa-broker` CLI end to end, as a user runs it, against a fake Amazon over HTTP.
 
+mod cluster;
 mod support;
 
 mod accounts;
@@ -8,6 +9,8 @@ mod login;
 mod migrate;
 mod readme;
 mod replicas;
+mod replicas_restart;
+mod replicas_webhooks;
 mod rotate;
 mod secrets;
 mod server;

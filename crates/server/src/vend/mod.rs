@@ -323,6 +323,37 @@ pub struct Vendor {
     names: Names,
     buffer_ms: i64,
     rdts_minted: std::sync::atomic::AtomicU64,
+    /// Refresh leases this process's background refresher holds through its claims, by
+    /// connection, with their end (see [`OwnClaim`]).
+    claims: Mutex<HashMap<Box<str>, i64>>,
+}
+
+/// A connection's refresh lease that this process's background refresher took with its claim,
+/// noted in this process until the refresher is done with it (the guard's drop). A vend here
+/// that finds the lease taken refreshes under it rather than waiting for it to run out: the
+/// refresher joins the same single flight, so the connection is still refreshed once — and a
+/// vend whose refresh began just before the claim does not wait on its own process's lease.
+#[derive(Debug)]
+pub struct OwnClaim {
+    state: AppState,
+    id: Box<str>,
+}
+
+impl OwnClaim {
+    /// Notes that the refresher holds `id`'s lease until `until_ms`.
+    pub fn new(state: &AppState, id: &str, until_ms: i64) -> OwnClaim {
+        state.vendor.claims.lock().insert(id.into(), until_ms);
+        OwnClaim {
+            state: state.clone(),
+            id: id.into(),
+        }
+    }
+}
+
+impl Drop for OwnClaim {
+    fn drop(&mut self) {
+        self.state.vendor.claims.lock().remove(&self.id);
+    }
 }
 
 /// An RDT request, canonical.
@@ -360,7 +391,16 @@ impl Vendor {
             names: Names::default(),
             buffer_ms: buffer.as_millis() as i64,
             rdts_minted: std::sync::atomic::AtomicU64::new(0),
+            claims: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// Whether this process's refresher holds `id`'s refresh lease for a moment more.
+    fn claimed_here(&self, id: &str, now_ms: i64) -> bool {
+        self.claims
+            .lock()
+            .get(id)
+            .is_some_and(|until| *until > now_ms + 2_000)
     }
 
     /// The refresh buffer.
@@ -1087,8 +1127,10 @@ async fn refresh_connection_inner(
         });
     }
     // One refresh across every process and replica: the refresh lease in the database. The
-    // background refresher's claim took it already (while it still has a moment to run).
-    let leased = if background && schedule.refresh_lease_until_ms > now + 2_000 {
+    // background refresher's claim took it already (while it still has a moment to run) — for
+    // this process, whether this is the refresher or a vend beside it (see `OwnClaim`).
+    let claimed = background && schedule.refresh_lease_until_ms > now + 2_000;
+    let leased = if claimed || state.vendor.claimed_here(&id, now) {
         true
     } else {
         state
@@ -1099,6 +1141,38 @@ async fn refresh_connection_inner(
     if !leased {
         return await_other_refresh(&state, &id, secret, buffer_ms, background, rejected, row).await;
     }
+    // Another replica may have refreshed and saved between our read and our lease (its save
+    // ends its lease): read again under the lease, so the connection is not refreshed twice.
+    // (The claim read the row in the statement that leased it.)
+    let row = if claimed {
+        row
+    } else {
+        let again = match state.store.connection_with_schedule(&id).await {
+            Ok(Some(again)) => again,
+            Ok(None) => {
+                let _ = state.store.release_refresh_lease(&id).await;
+                return Err(VendError::NotFound);
+            }
+            Err(e) => {
+                let _ = state.store.release_refresh_lease(&id).await;
+                return Err(e.into());
+            }
+        };
+        if again.0.access_token != row.access_token || again.0.status != row.status {
+            let _ = state.store.release_refresh_lease(&id).await;
+            return Box::pin(refresh_connection_inner(
+                state.clone(),
+                id,
+                secret,
+                buffer_ms,
+                background,
+                Some(again),
+                rejected,
+            ))
+            .await;
+        }
+        again.0
+    };
     let outcome: Result<Arc<CachedToken>, VendError> = async {
         let sealed_refresh = row.refresh_token.as_deref().ok_or(VendError::Disconnected)?;
         let started_from = match open("refresh_token", sealed_refresh) {
@@ -1305,8 +1379,13 @@ async fn await_other_refresh(
             .await?
             .ok_or(VendError::NotFound)?;
         // A token stored meanwhile is taken at the top of the loop; a lease that ended (the
-        // refresh failed, or its holder died) or a changed status: look again the usual way.
-        if schedule.refresh_lease_until_ms <= state.now_ms() || Status::of(&fresh.status) != Status::Active {
+        // refresh failed, or its holder died), one this process's refresher holds, or a
+        // changed status: look again the usual way.
+        let now = state.now_ms();
+        if schedule.refresh_lease_until_ms <= now
+            || state.vendor.claimed_here(id, now)
+            || Status::of(&fresh.status) != Status::Active
+        {
             return Box::pin(refresh_connection_inner(
                 state.clone(),
                 id.to_owned(),

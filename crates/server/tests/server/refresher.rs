@@ -9,6 +9,7 @@ use std::time::Duration;
 use fake_amazon::browser::Choice;
 use fake_amazon::{FaultSpec, FaultTarget, RevokeSpec, defaults};
 use lwa_server::refresher::RunReport;
+use lwa_server::vend::OwnClaim;
 use serde_json::{Value, json};
 
 use crate::support::{RETURN, TestApp, spawn, spawn_with};
@@ -395,6 +396,52 @@ async fn a_refresh_in_flight_for_a_vend_is_not_repeated_by_the_refresher() {
     assert_eq!(vend.await.unwrap(), 200);
     assert_eq!(app.refresh_grants().await.len(), 1, "one refresh for both");
     assert_eq!(app.run_refresher().await.due, 0);
+}
+
+/// The race of a vend with its own process's refresher: the vend reads the row, the refresher
+/// claims the connection (taking its refresh lease), then the vend asks for the lease. The vend
+/// refreshes under the claim (the refresher joins its flight) instead of waiting for a lease its
+/// own process holds to run out (30 s).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_vend_that_meets_its_own_refreshers_claim_refreshes_at_once_and_once() {
+    let app = spawn().await;
+    let (id, _) = app.import_sellers("OWNCLAIM", 1).await[0].clone();
+    app.run_refresher().await;
+    app.advance((LIFETIME_S + 1) as f64).await;
+    app.fake.control().clear_requests().await;
+    // The refresher's claim, stopped before its refresh.
+    let now = app.state.now_ms();
+    let claimed = app
+        .state
+        .store
+        .claim_due_refreshes(now, 120_000, 10)
+        .await
+        .unwrap();
+    assert_eq!(claimed.len(), 1);
+    let claim = OwnClaim::new(&app.state, &id, claimed[0].schedule.refresh_lease_until_ms);
+    let started = std::time::Instant::now();
+    let (status, body) = app.vend_json(&id).await;
+    assert_eq!(status, 200, "{body}");
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "the vend waited {:?} for its own process's lease",
+        started.elapsed()
+    );
+    // The refresher goes on with its claim and finds the vend's token.
+    let refreshed = app
+        .state
+        .vendor
+        .refresh_due(
+            &app.state,
+            &id,
+            Some((claimed[0].connection.clone(), claimed[0].schedule.clone())),
+            None,
+        )
+        .await
+        .unwrap();
+    assert_eq!(refreshed.token.expose(), body["access_token"].as_str().unwrap());
+    drop(claim);
+    assert_eq!(app.refresh_grants().await.len(), 1, "one refresh for both");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
