@@ -29,7 +29,9 @@ pub mod metrics;
 pub mod path;
 pub mod routes;
 pub mod standin;
+pub mod upstream;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::{Body, Bytes};
@@ -49,7 +51,8 @@ use crate::vend::routes::v1_error;
 use crate::vend::{CachedToken, ConnectionView, RdtRequest, VendError};
 use limiter::{Limiter, Turn};
 use metrics::Metrics;
-use path::UpstreamPath;
+use path::{Origin, UpstreamPath};
+use upstream::{Upstream, UpstreamBody, UpstreamError};
 
 /// Request bodies up to this size are kept so the call can be retried; larger ones stream.
 pub const REPLAY_LIMIT: usize = 1024 * 1024;
@@ -76,7 +79,10 @@ const DATA_ELEMENTS: &[&str] = &["buyerInfo", "shippingAddress", "buyerTaxInform
 /// The proxy's client, limiter and metrics; one per process.
 #[derive(Debug)]
 pub struct Proxy {
-    client: reqwest::Client,
+    client: Upstream,
+    /// Each Amazon host's origin, parsed on its first call (the endpoints are fixed for the
+    /// process's life).
+    origins: parking_lot::RwLock<Vec<(&'static str, Arc<Origin>)>>,
     pub limiter: Limiter,
     pub metrics: Metrics,
     pub settings: ProxySettings,
@@ -85,21 +91,26 @@ pub struct Proxy {
 impl Proxy {
     /// A proxy with these settings.
     pub fn new(settings: ProxySettings) -> Proxy {
-        let client = reqwest::Client::builder()
-            .redirect(reqwest::redirect::Policy::none())
-            .no_proxy()
-            .connect_timeout(settings.connect_timeout)
-            .timeout(settings.timeout)
-            .pool_idle_timeout(Duration::from_secs(60))
-            .tcp_nodelay(true)
-            .build()
-            .expect("the proxy's HTTP client builds");
         Proxy {
-            client,
+            client: Upstream::new(settings.connect_timeout, settings.timeout),
+            origins: parking_lot::RwLock::new(Vec::new()),
             limiter: Limiter::new(settings.limiter),
             metrics: Metrics::default(),
             settings,
         }
+    }
+
+    /// The parsed origin of `host` on these endpoints.
+    fn origin(&self, endpoints: &lwa::Endpoints, host: &'static str) -> Result<Arc<Origin>, path::PathError> {
+        if let Some((_, origin)) = self.origins.read().iter().find(|(h, _)| *h == host) {
+            return Ok(origin.clone());
+        }
+        let origin = Arc::new(Origin::parse(&endpoints.origin(host))?);
+        let mut origins = self.origins.write();
+        if !origins.iter().any(|(h, _)| *h == host) {
+            origins.push((host, origin.clone()));
+        }
+        Ok(origin)
     }
 }
 
@@ -132,7 +143,7 @@ struct Target {
 /// The request body: kept (so it can be sent again) or a stream sent once.
 enum Outgoing {
     Kept(Bytes),
-    Stream(Option<reqwest::Body>),
+    Stream(Option<Body>),
 }
 
 /// Forwards one call. `raw_path` is the Amazon path as the caller wrote it (from `/`).
@@ -240,9 +251,11 @@ async fn forward_inner(
     for (name, value) in &target.extra {
         forwarded.insert(*name, value.clone());
     }
-    let origin = state.endpoints.origin(target.host);
-    let url =
-        path::checked_url(&origin, &upstream_path).map_err(|e| ApiError::bad_request("invalid_path", e.0))?;
+    let origin = proxy
+        .origin(&state.endpoints, target.host)
+        .map_err(|e| ApiError::bad_request("invalid_path", e.0))?;
+    let uri =
+        path::checked_uri(&origin, &upstream_path).map_err(|e| ApiError::bad_request("invalid_path", e.0))?;
 
     let limit_key = (id.to_owned(), target.host, target.operation.clone());
     let deadline = started + proxy.settings.retry_budget;
@@ -327,25 +340,27 @@ async fn forward_inner(
             &credential,
             &app.credentials.client_id,
         )?;
+        if !send_headers.contains_key(header::ACCEPT) {
+            send_headers.insert(header::ACCEPT, upstream::DEFAULT_ACCEPT);
+        }
+        send_headers.insert(header::HOST, origin.host_header().clone());
         let body = match &mut outgoing {
-            Outgoing::Kept(bytes) => reqwest::Body::from(bytes.clone()),
-            Outgoing::Stream(stream) => stream.take().unwrap_or_else(|| reqwest::Body::from(Bytes::new())),
+            Outgoing::Kept(bytes) => Body::from(bytes.clone()),
+            Outgoing::Stream(stream) => stream.take().unwrap_or_else(|| Body::from(Bytes::new())),
         };
+        let mut request = axum::http::Request::new(body);
+        *request.method_mut() = method.clone();
+        *request.uri_mut() = uri.clone();
+        *request.headers_mut() = send_headers;
         let sent_at = Instant::now();
-        let result = proxy
-            .client
-            .request(method.clone(), url.clone())
-            .headers(send_headers)
-            .body(body)
-            .send()
-            .await;
+        let result = proxy.client.send(request).await;
         upstream_time += sent_at.elapsed();
         let response = match result {
             Ok(response) => response,
             Err(e) => {
                 guard.report(0, None, None);
                 proxy.metrics.upstream(view.api, &target.operation, 0);
-                let (status, code, what) = if e.is_timeout() {
+                let (status, code, what) = if matches!(e, UpstreamError::Timeout) {
                     (
                         StatusCode::GATEWAY_TIMEOUT,
                         "amazon_timeout",
@@ -358,7 +373,7 @@ async fn forward_inner(
                         "Amazon could not be reached",
                     )
                 };
-                tracing::warn!(connection = %id, host = target.host, error = %e.without_url(), "proxied call failed");
+                tracing::warn!(connection = %id, host = target.host, error = %e, "proxied call failed");
                 return Err(ApiError::new(status, code, what));
             }
         };
@@ -777,9 +792,7 @@ async fn read_body(body: Body, limit: u64) -> Result<Outgoing, ApiError> {
         }
         Err(e) => Err(std::io::Error::other(e.to_string())),
     });
-    Ok(Outgoing::Stream(Some(reqwest::Body::wrap_stream(
-        head.chain(tail),
-    ))))
+    Ok(Outgoing::Stream(Some(Body::from_stream(head.chain(tail)))))
 }
 
 fn body_too_large(limit: u64) -> ApiError {
@@ -793,15 +806,11 @@ fn body_too_large(limit: u64) -> ApiError {
 }
 
 /// The head and (up to [`ERROR_BODY_LIMIT`] of) the body of a small answer.
-async fn read_small(response: reqwest::Response) -> (axum::http::response::Parts, Bytes) {
-    let mut builder = Response::builder().status(response.status());
-    for (name, value) in response.headers() {
-        if !headers::hop_by_hop(name.as_str()) && name != header::CONTENT_LENGTH {
-            builder = builder.header(name, value);
-        }
-    }
-    let (parts, ()) = builder.body(()).unwrap_or_default().into_parts();
-    let mut stream = response.bytes_stream();
+async fn read_small(response: axum::http::Response<UpstreamBody>) -> (axum::http::response::Parts, Bytes) {
+    let (mut parts, body) = response.into_parts();
+    headers::strip_hop_by_hop(&mut parts);
+    parts.headers.remove(header::CONTENT_LENGTH);
+    let mut stream = body.into_body().into_data_stream();
     let mut body = Vec::new();
     while let Some(Ok(chunk)) = stream.next().await {
         body.extend_from_slice(&chunk);
@@ -845,17 +854,15 @@ fn refresh_failed(e: VendError, id: &str) -> ApiError {
 }
 
 /// Amazon's answer, streamed back with the broker's headers added.
-fn pass_through(response: reqwest::Response, rdt: bool, refreshed: bool, retries: u32) -> Response {
-    let mut builder = Response::builder().status(response.status());
-    for (name, value) in response.headers() {
-        if !headers::hop_by_hop(name.as_str()) {
-            builder = builder.header(name, value);
-        }
-    }
-    let body = Body::from_stream(response.bytes_stream());
-    let mut out = builder
-        .body(body)
-        .unwrap_or_else(|_| StatusCode::BAD_GATEWAY.into_response());
+fn pass_through(
+    response: axum::http::Response<UpstreamBody>,
+    rdt: bool,
+    refreshed: bool,
+    retries: u32,
+) -> Response {
+    let (mut parts, body) = response.into_parts();
+    headers::strip_hop_by_hop(&mut parts);
+    let mut out = Response::from_parts(parts, body.into_body());
     finish(&mut out, rdt, refreshed, retries);
     out
 }
