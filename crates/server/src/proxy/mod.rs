@@ -242,15 +242,19 @@ async fn forward_inner(
         return Err(body_too_large(proxy.settings.body_limit));
     }
     let mut outgoing = read_body(body, proxy.settings.body_limit).await?;
-    let mut forwarded = headers::outgoing(&parts.headers);
-    if matches!(outgoing, Outgoing::Stream(_))
-        && let Some(length) = parts.headers.get(header::CONTENT_LENGTH)
-    {
-        forwarded.insert(header::CONTENT_LENGTH, length.clone());
-    }
-    for (name, value) in &target.extra {
-        forwarded.insert(*name, value.clone());
-    }
+    // The headers for Amazon, built again only for a retry (most calls have one attempt).
+    let streamed = matches!(outgoing, Outgoing::Stream(_));
+    let forwarded = || {
+        let mut forwarded = headers::outgoing(&parts.headers);
+        if streamed && let Some(length) = parts.headers.get(header::CONTENT_LENGTH) {
+            forwarded.insert(header::CONTENT_LENGTH, length.clone());
+        }
+        for (name, value) in &target.extra {
+            forwarded.insert(*name, value.clone());
+        }
+        forwarded
+    };
+    let mut first_headers = Some(forwarded());
     let origin = proxy
         .origin(&state.endpoints, target.host)
         .map_err(|e| ApiError::bad_request("invalid_path", e.0))?;
@@ -266,6 +270,7 @@ async fn forward_inner(
     let mut waited = Duration::ZERO;
     loop {
         // The credential for this attempt.
+        let rdt_token;
         let (credential, used_rdt) = match &target.rdt {
             Some(request) => {
                 let minted = state
@@ -279,7 +284,10 @@ async fn forward_inner(
                     )
                     .await;
                 match minted {
-                    Ok(rdt) => (rdt, true),
+                    Ok(rdt) => {
+                        rdt_token = rdt;
+                        (&rdt_token, true)
+                    }
                     // The Tokens API refused the access token: refresh it once, then mint again.
                     Err(VendError::Rejected {
                         status: 401 | 403, ..
@@ -306,7 +314,7 @@ async fn forward_inner(
                     Err(e) => return Err(v1_error(e, Some(id))),
                 }
             }
-            None => (token.clone(), false),
+            None => (&token, false),
         };
         let wait_started = Instant::now();
         let turn = match proxy.limiter.acquire(&limit_key, deadline).await {
@@ -333,13 +341,8 @@ async fn forward_inner(
             turn,
             armed: true,
         };
-        let mut send_headers = forwarded.clone();
-        add_credential(
-            &mut send_headers,
-            &target,
-            &credential,
-            &app.credentials.client_id,
-        )?;
+        let mut send_headers = first_headers.take().unwrap_or_else(forwarded);
+        add_credential(&mut send_headers, &target, credential, &app.credentials.client_id)?;
         if !send_headers.contains_key(header::ACCEPT) {
             send_headers.insert(header::ACCEPT, upstream::DEFAULT_ACCEPT);
         }
@@ -881,7 +884,13 @@ fn finish(response: &mut Response, rdt: bool, refreshed: bool, retries: u32) {
         REFRESHED_HEADER,
         HeaderValue::from_static(if refreshed { "true" } else { "false" }),
     );
-    h.insert(RETRIES_HEADER, HeaderValue::from(retries));
+    h.insert(
+        RETRIES_HEADER,
+        match retries {
+            0 => HeaderValue::from_static("0"),
+            n => HeaderValue::from(n),
+        },
+    );
 }
 
 /// A broker error in SP-API's shape, for SDKs calling the broker's root.
