@@ -514,7 +514,9 @@ fn target(
     view: &ConnectionView,
     app: &crate::config::AppConfig,
 ) -> Result<Target, ApiError> {
-    let operation = path::operation(method.as_str(), upstream.path());
+    // One look at the restricted-operation table serves the operation's name and its RDT.
+    let found = restricted::find(method.as_str(), upstream.path());
+    let operation = path::operation_of(found, method.as_str(), upstream.path());
     match view.api {
         Api::SpApi => {
             let host = if app.sandbox {
@@ -536,7 +538,7 @@ fn target(
                     }
                     Some(request.clone())
                 }
-                None => restricted_request(headers, method, upstream)?,
+                None => restricted_request(headers, method, upstream, found)?,
             };
             Ok(Target {
                 api: Api::SpApi,
@@ -662,6 +664,7 @@ fn restricted_request(
     headers: &HeaderMap,
     method: &Method,
     upstream: &UpstreamPath,
+    found: Option<&restricted::RestrictedOperation>,
 ) -> Result<Option<RdtRequest>, ApiError> {
     let mut elements: Vec<String> = Vec::new();
     if let Some(list) = header_text(headers, DATA_ELEMENTS_HEADER) {
@@ -686,7 +689,6 @@ fn restricted_request(
             ));
         }
     };
-    let found = restricted::find(method.as_str(), upstream.path());
     let needed = match (force, found) {
         (Some(f), _) => f,
         (None, None) => false,

@@ -55,11 +55,10 @@ impl UpstreamPath {
                 "give the Amazon path after /proxy, e.g. /sellers/v1/account",
             ));
         }
-        let segments: Vec<&str> = body.split('/').collect();
-        let last = segments.len() - 1;
-        for (i, raw) in segments.iter().enumerate() {
+        let mut segments = body.split('/').enumerate().peekable();
+        while let Some((i, raw)) = segments.next() {
             if raw.is_empty() {
-                if i == last {
+                if segments.peek().is_none() {
                     continue; // a trailing slash
                 }
                 return Err(PathError("the Amazon path has an empty segment (//)"));
@@ -70,7 +69,14 @@ impl UpstreamPath {
             {
                 return Err(PathError("the Amazon path has a character that is not allowed"));
             }
-            let decoded = percent_decode(raw).ok_or(PathError("the Amazon path has a bad %-escape"))?;
+            // Without an escape the segment is its own decoding (and has no control bytes).
+            let unescaped;
+            let decoded: &[u8] = if raw.contains('%') {
+                unescaped = percent_decode(raw).ok_or(PathError("the Amazon path has a bad %-escape"))?;
+                &unescaped
+            } else {
+                raw.as_bytes()
+            };
             if decoded == b"." || decoded == b".." {
                 return Err(PathError("the Amazon path may not contain . or .. segments"));
             }
@@ -95,7 +101,11 @@ impl UpstreamPath {
                 if q.bytes().any(|b| !b.is_ascii_graphic() || b == b'#') {
                     return Err(PathError("the query has a character that is not allowed"));
                 }
-                let decoded = percent_decode(q).ok_or(PathError("the query has a bad %-escape"))?;
+                // Printable ASCII needs a decoding only when it holds an escape.
+                let decoded = match q.contains('%') {
+                    true => percent_decode(q).ok_or(PathError("the query has a bad %-escape"))?,
+                    false => Vec::new(),
+                };
                 if decoded.iter().any(|&b| b == b'\r' || b == b'\n' || b == 0) {
                     return Err(PathError("the query may not contain encoded line breaks"));
                 }
@@ -159,6 +169,12 @@ pub fn normalized(path: &str) -> String {
 /// checked): escaped here first. Path: `"` `<` `>` `` ` `` `{` `}` and space-like bytes never
 /// reach here; query: also `'`.
 fn escape_for_url(text: &str, query: bool) -> String {
+    if !text
+        .bytes()
+        .any(|b| matches!(b, b'"' | b'<' | b'>' | b'`' | b'{' | b'}') || (query && b == b'\''))
+    {
+        return text.to_owned();
+    }
     let mut out = String::with_capacity(text.len());
     for c in text.chars() {
         match c {
@@ -265,7 +281,16 @@ pub fn checked_url(origin: &str, path: &UpstreamPath) -> Result<axum::http::Uri,
 /// restricted operations the broker knows, else the method and the path with every id-like
 /// segment (one with a digit that is not a version such as `v0` or `2021-03-01`) as `{}`.
 pub fn operation(method: &str, path: &str) -> String {
-    if let Some(op) = lwa::restricted::find(method, path) {
+    operation_of(lwa::restricted::find(method, path), method, path)
+}
+
+/// [`operation`] when the restricted operation (`lwa::restricted::find`) is already known.
+pub fn operation_of(
+    restricted: Option<&lwa::restricted::RestrictedOperation>,
+    method: &str,
+    path: &str,
+) -> String {
+    if let Some(op) = restricted {
         return op.operation.to_owned();
     }
     let mut out = String::with_capacity(path.len() + 8);
