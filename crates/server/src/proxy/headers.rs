@@ -58,6 +58,18 @@ pub fn hop_by_hop(name: &str) -> bool {
     HOP_BY_HOP.iter().any(|h| name.eq_ignore_ascii_case(h))
 }
 
+/// Amazon's answer head as it goes back: hop-by-hop headers removed, and nothing of the
+/// upstream connection kept (its extensions, its HTTP version).
+pub fn strip_hop_by_hop(parts: &mut axum::http::response::Parts) {
+    if parts.headers.keys().any(|name| hop_by_hop(name.as_str())) {
+        for name in HOP_BY_HOP {
+            parts.headers.remove(*name);
+        }
+    }
+    parts.extensions = axum::http::Extensions::new();
+    parts.version = axum::http::Version::default();
+}
+
 /// The caller's headers that may reach Amazon.
 pub fn outgoing(incoming: &HeaderMap) -> HeaderMap {
     let named_by_connection: Vec<String> = incoming

@@ -63,14 +63,15 @@ impl Inner {
     /// allocation for one already known.
     fn op(&mut self, api: Api, operation: &str) -> Option<&mut OpStats> {
         let ops = &mut self.ops[api_index(api)];
-        let name = if ops.contains_key(operation) || ops.len() < MAX_OPERATIONS {
+        if ops.contains_key(operation) {
+            return ops.get_mut(operation);
+        }
+        let name = if ops.len() < MAX_OPERATIONS {
             operation
         } else {
             "other"
         };
-        if !ops.contains_key(name) {
-            ops.insert(name.to_owned(), OpStats::default());
-        }
+        ops.entry(name.to_owned()).or_default();
         ops.get_mut(name)
     }
 }

@@ -29,7 +29,9 @@ pub mod metrics;
 pub mod path;
 pub mod routes;
 pub mod standin;
+pub mod upstream;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::{Body, Bytes};
@@ -49,7 +51,8 @@ use crate::vend::routes::v1_error;
 use crate::vend::{CachedToken, ConnectionView, RdtRequest, VendError};
 use limiter::{Limiter, Turn};
 use metrics::Metrics;
-use path::UpstreamPath;
+use path::{Origin, UpstreamPath};
+use upstream::{Upstream, UpstreamBody, UpstreamError};
 
 /// Request bodies up to this size are kept so the call can be retried; larger ones stream.
 pub const REPLAY_LIMIT: usize = 1024 * 1024;
@@ -76,7 +79,10 @@ const DATA_ELEMENTS: &[&str] = &["buyerInfo", "shippingAddress", "buyerTaxInform
 /// The proxy's client, limiter and metrics; one per process.
 #[derive(Debug)]
 pub struct Proxy {
-    client: reqwest::Client,
+    client: Upstream,
+    /// Each Amazon host's origin, parsed on its first call (the endpoints are fixed for the
+    /// process's life).
+    origins: parking_lot::RwLock<Vec<(&'static str, Arc<Origin>)>>,
     pub limiter: Limiter,
     pub metrics: Metrics,
     pub settings: ProxySettings,
@@ -85,21 +91,26 @@ pub struct Proxy {
 impl Proxy {
     /// A proxy with these settings.
     pub fn new(settings: ProxySettings) -> Proxy {
-        let client = reqwest::Client::builder()
-            .redirect(reqwest::redirect::Policy::none())
-            .no_proxy()
-            .connect_timeout(settings.connect_timeout)
-            .timeout(settings.timeout)
-            .pool_idle_timeout(Duration::from_secs(60))
-            .tcp_nodelay(true)
-            .build()
-            .expect("the proxy's HTTP client builds");
         Proxy {
-            client,
+            client: Upstream::new(settings.connect_timeout, settings.timeout),
+            origins: parking_lot::RwLock::new(Vec::new()),
             limiter: Limiter::new(settings.limiter),
             metrics: Metrics::default(),
             settings,
         }
+    }
+
+    /// The parsed origin of `host` on these endpoints.
+    fn origin(&self, endpoints: &lwa::Endpoints, host: &'static str) -> Result<Arc<Origin>, path::PathError> {
+        if let Some((_, origin)) = self.origins.read().iter().find(|(h, _)| *h == host) {
+            return Ok(origin.clone());
+        }
+        let origin = Arc::new(Origin::parse(&endpoints.origin(host))?);
+        let mut origins = self.origins.write();
+        if !origins.iter().any(|(h, _)| *h == host) {
+            origins.push((host, origin.clone()));
+        }
+        Ok(origin)
     }
 }
 
@@ -132,7 +143,7 @@ struct Target {
 /// The request body: kept (so it can be sent again) or a stream sent once.
 enum Outgoing {
     Kept(Bytes),
-    Stream(Option<reqwest::Body>),
+    Stream(Option<Body>),
 }
 
 /// Forwards one call. `raw_path` is the Amazon path as the caller wrote it (from `/`).
@@ -231,18 +242,24 @@ async fn forward_inner(
         return Err(body_too_large(proxy.settings.body_limit));
     }
     let mut outgoing = read_body(body, proxy.settings.body_limit).await?;
-    let mut forwarded = headers::outgoing(&parts.headers);
-    if matches!(outgoing, Outgoing::Stream(_))
-        && let Some(length) = parts.headers.get(header::CONTENT_LENGTH)
-    {
-        forwarded.insert(header::CONTENT_LENGTH, length.clone());
-    }
-    for (name, value) in &target.extra {
-        forwarded.insert(*name, value.clone());
-    }
-    let origin = state.endpoints.origin(target.host);
-    let url =
-        path::checked_url(&origin, &upstream_path).map_err(|e| ApiError::bad_request("invalid_path", e.0))?;
+    // The headers for Amazon, built again only for a retry (most calls have one attempt).
+    let streamed = matches!(outgoing, Outgoing::Stream(_));
+    let forwarded = || {
+        let mut forwarded = headers::outgoing(&parts.headers);
+        if streamed && let Some(length) = parts.headers.get(header::CONTENT_LENGTH) {
+            forwarded.insert(header::CONTENT_LENGTH, length.clone());
+        }
+        for (name, value) in &target.extra {
+            forwarded.insert(*name, value.clone());
+        }
+        forwarded
+    };
+    let mut first_headers = Some(forwarded());
+    let origin = proxy
+        .origin(&state.endpoints, target.host)
+        .map_err(|e| ApiError::bad_request("invalid_path", e.0))?;
+    let uri =
+        path::checked_uri(&origin, &upstream_path).map_err(|e| ApiError::bad_request("invalid_path", e.0))?;
 
     let limit_key = (id.to_owned(), target.host, target.operation.clone());
     let deadline = started + proxy.settings.retry_budget;
@@ -253,6 +270,7 @@ async fn forward_inner(
     let mut waited = Duration::ZERO;
     loop {
         // The credential for this attempt.
+        let rdt_token;
         let (credential, used_rdt) = match &target.rdt {
             Some(request) => {
                 let minted = state
@@ -266,7 +284,10 @@ async fn forward_inner(
                     )
                     .await;
                 match minted {
-                    Ok(rdt) => (rdt, true),
+                    Ok(rdt) => {
+                        rdt_token = rdt;
+                        (&rdt_token, true)
+                    }
                     // The Tokens API refused the access token: refresh it once, then mint again.
                     Err(VendError::Rejected {
                         status: 401 | 403, ..
@@ -293,7 +314,7 @@ async fn forward_inner(
                     Err(e) => return Err(v1_error(e, Some(id))),
                 }
             }
-            None => (token.clone(), false),
+            None => (&token, false),
         };
         let wait_started = Instant::now();
         let turn = match proxy.limiter.acquire(&limit_key, deadline).await {
@@ -320,32 +341,29 @@ async fn forward_inner(
             turn,
             armed: true,
         };
-        let mut send_headers = forwarded.clone();
-        add_credential(
-            &mut send_headers,
-            &target,
-            &credential,
-            &app.credentials.client_id,
-        )?;
+        let mut send_headers = first_headers.take().unwrap_or_else(forwarded);
+        add_credential(&mut send_headers, &target, credential, &app.credentials.client_id)?;
+        if !send_headers.contains_key(header::ACCEPT) {
+            send_headers.insert(header::ACCEPT, upstream::DEFAULT_ACCEPT);
+        }
+        send_headers.insert(header::HOST, origin.host_header().clone());
         let body = match &mut outgoing {
-            Outgoing::Kept(bytes) => reqwest::Body::from(bytes.clone()),
-            Outgoing::Stream(stream) => stream.take().unwrap_or_else(|| reqwest::Body::from(Bytes::new())),
+            Outgoing::Kept(bytes) => Body::from(bytes.clone()),
+            Outgoing::Stream(stream) => stream.take().unwrap_or_else(|| Body::from(Bytes::new())),
         };
+        let mut request = axum::http::Request::new(body);
+        *request.method_mut() = method.clone();
+        *request.uri_mut() = uri.clone();
+        *request.headers_mut() = send_headers;
         let sent_at = Instant::now();
-        let result = proxy
-            .client
-            .request(method.clone(), url.clone())
-            .headers(send_headers)
-            .body(body)
-            .send()
-            .await;
+        let result = proxy.client.send(request).await;
         upstream_time += sent_at.elapsed();
         let response = match result {
             Ok(response) => response,
             Err(e) => {
                 guard.report(0, None, None);
                 proxy.metrics.upstream(view.api, &target.operation, 0);
-                let (status, code, what) = if e.is_timeout() {
+                let (status, code, what) = if matches!(e, UpstreamError::Timeout) {
                     (
                         StatusCode::GATEWAY_TIMEOUT,
                         "amazon_timeout",
@@ -358,7 +376,7 @@ async fn forward_inner(
                         "Amazon could not be reached",
                     )
                 };
-                tracing::warn!(connection = %id, host = target.host, error = %e.without_url(), "proxied call failed");
+                tracing::warn!(connection = %id, host = target.host, error = %e, "proxied call failed");
                 return Err(ApiError::new(status, code, what));
             }
         };
@@ -496,7 +514,9 @@ fn target(
     view: &ConnectionView,
     app: &crate::config::AppConfig,
 ) -> Result<Target, ApiError> {
-    let operation = path::operation(method.as_str(), upstream.path());
+    // One look at the restricted-operation table serves the operation's name and its RDT.
+    let found = restricted::find(method.as_str(), upstream.path());
+    let operation = path::operation_of(found, method.as_str(), upstream.path());
     match view.api {
         Api::SpApi => {
             let host = if app.sandbox {
@@ -518,7 +538,7 @@ fn target(
                     }
                     Some(request.clone())
                 }
-                None => restricted_request(headers, method, upstream)?,
+                None => restricted_request(headers, method, upstream, found)?,
             };
             Ok(Target {
                 api: Api::SpApi,
@@ -644,6 +664,7 @@ fn restricted_request(
     headers: &HeaderMap,
     method: &Method,
     upstream: &UpstreamPath,
+    found: Option<&restricted::RestrictedOperation>,
 ) -> Result<Option<RdtRequest>, ApiError> {
     let mut elements: Vec<String> = Vec::new();
     if let Some(list) = header_text(headers, DATA_ELEMENTS_HEADER) {
@@ -668,7 +689,6 @@ fn restricted_request(
             ));
         }
     };
-    let found = restricted::find(method.as_str(), upstream.path());
     let needed = match (force, found) {
         (Some(f), _) => f,
         (None, None) => false,
@@ -777,9 +797,7 @@ async fn read_body(body: Body, limit: u64) -> Result<Outgoing, ApiError> {
         }
         Err(e) => Err(std::io::Error::other(e.to_string())),
     });
-    Ok(Outgoing::Stream(Some(reqwest::Body::wrap_stream(
-        head.chain(tail),
-    ))))
+    Ok(Outgoing::Stream(Some(Body::from_stream(head.chain(tail)))))
 }
 
 fn body_too_large(limit: u64) -> ApiError {
@@ -793,15 +811,11 @@ fn body_too_large(limit: u64) -> ApiError {
 }
 
 /// The head and (up to [`ERROR_BODY_LIMIT`] of) the body of a small answer.
-async fn read_small(response: reqwest::Response) -> (axum::http::response::Parts, Bytes) {
-    let mut builder = Response::builder().status(response.status());
-    for (name, value) in response.headers() {
-        if !headers::hop_by_hop(name.as_str()) && name != header::CONTENT_LENGTH {
-            builder = builder.header(name, value);
-        }
-    }
-    let (parts, ()) = builder.body(()).unwrap_or_default().into_parts();
-    let mut stream = response.bytes_stream();
+async fn read_small(response: axum::http::Response<UpstreamBody>) -> (axum::http::response::Parts, Bytes) {
+    let (mut parts, body) = response.into_parts();
+    headers::strip_hop_by_hop(&mut parts);
+    parts.headers.remove(header::CONTENT_LENGTH);
+    let mut stream = body.into_body().into_data_stream();
     let mut body = Vec::new();
     while let Some(Ok(chunk)) = stream.next().await {
         body.extend_from_slice(&chunk);
@@ -845,17 +859,15 @@ fn refresh_failed(e: VendError, id: &str) -> ApiError {
 }
 
 /// Amazon's answer, streamed back with the broker's headers added.
-fn pass_through(response: reqwest::Response, rdt: bool, refreshed: bool, retries: u32) -> Response {
-    let mut builder = Response::builder().status(response.status());
-    for (name, value) in response.headers() {
-        if !headers::hop_by_hop(name.as_str()) {
-            builder = builder.header(name, value);
-        }
-    }
-    let body = Body::from_stream(response.bytes_stream());
-    let mut out = builder
-        .body(body)
-        .unwrap_or_else(|_| StatusCode::BAD_GATEWAY.into_response());
+fn pass_through(
+    response: axum::http::Response<UpstreamBody>,
+    rdt: bool,
+    refreshed: bool,
+    retries: u32,
+) -> Response {
+    let (mut parts, body) = response.into_parts();
+    headers::strip_hop_by_hop(&mut parts);
+    let mut out = Response::from_parts(parts, body.into_body());
     finish(&mut out, rdt, refreshed, retries);
     out
 }
@@ -874,7 +886,13 @@ fn finish(response: &mut Response, rdt: bool, refreshed: bool, retries: u32) {
         REFRESHED_HEADER,
         HeaderValue::from_static(if refreshed { "true" } else { "false" }),
     );
-    h.insert(RETRIES_HEADER, HeaderValue::from(retries));
+    h.insert(
+        RETRIES_HEADER,
+        match retries {
+            0 => HeaderValue::from_static("0"),
+            n => HeaderValue::from(n),
+        },
+    );
 }
 
 /// A broker error in SP-API's shape, for SDKs calling the broker's root.

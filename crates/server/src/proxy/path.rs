@@ -7,7 +7,7 @@
 //! backslashes (`%2f`, `%5c`), empty segments (`//evil.com`), a first segment that looks like a
 //! URL scheme (`http:`), control characters anywhere (CR/LF for header injection), and paths or
 //! queries that do not fit a request line. The URL finally built is checked once more against the
-//! host's origin (see [`checked_url`]), so nothing reaches any host but the configured one.
+//! host's origin (see [`checked_uri`]), so nothing reaches any host but the configured one.
 //!
 //! ```
 //! use lwa_server::proxy::path::{UpstreamPath, operation};
@@ -55,11 +55,10 @@ impl UpstreamPath {
                 "give the Amazon path after /proxy, e.g. /sellers/v1/account",
             ));
         }
-        let segments: Vec<&str> = body.split('/').collect();
-        let last = segments.len() - 1;
-        for (i, raw) in segments.iter().enumerate() {
+        let mut segments = body.split('/').enumerate().peekable();
+        while let Some((i, raw)) = segments.next() {
             if raw.is_empty() {
-                if i == last {
+                if segments.peek().is_none() {
                     continue; // a trailing slash
                 }
                 return Err(PathError("the Amazon path has an empty segment (//)"));
@@ -70,7 +69,14 @@ impl UpstreamPath {
             {
                 return Err(PathError("the Amazon path has a character that is not allowed"));
             }
-            let decoded = percent_decode(raw).ok_or(PathError("the Amazon path has a bad %-escape"))?;
+            // Without an escape the segment is its own decoding (and has no control bytes).
+            let unescaped;
+            let decoded: &[u8] = if raw.contains('%') {
+                unescaped = percent_decode(raw).ok_or(PathError("the Amazon path has a bad %-escape"))?;
+                &unescaped
+            } else {
+                raw.as_bytes()
+            };
             if decoded == b"." || decoded == b".." {
                 return Err(PathError("the Amazon path may not contain . or .. segments"));
             }
@@ -95,7 +101,11 @@ impl UpstreamPath {
                 if q.bytes().any(|b| !b.is_ascii_graphic() || b == b'#') {
                     return Err(PathError("the query has a character that is not allowed"));
                 }
-                let decoded = percent_decode(q).ok_or(PathError("the query has a bad %-escape"))?;
+                // Printable ASCII needs a decoding only when it holds an escape.
+                let decoded = match q.contains('%') {
+                    true => percent_decode(q).ok_or(PathError("the query has a bad %-escape"))?,
+                    false => Vec::new(),
+                };
                 if decoded.iter().any(|&b| b == b'\r' || b == b'\n' || b == 0) {
                     return Err(PathError("the query may not contain encoded line breaks"));
                 }
@@ -159,6 +169,12 @@ pub fn normalized(path: &str) -> String {
 /// checked): escaped here first. Path: `"` `<` `>` `` ` `` `{` `}` and space-like bytes never
 /// reach here; query: also `'`.
 fn escape_for_url(text: &str, query: bool) -> String {
+    if !text
+        .bytes()
+        .any(|b| matches!(b, b'"' | b'<' | b'>' | b'`' | b'{' | b'}') || (query && b == b'\''))
+    {
+        return text.to_owned();
+    }
     let mut out = String::with_capacity(text.len());
     for c in text.chars() {
         match c {
@@ -170,34 +186,111 @@ fn escape_for_url(text: &str, query: bool) -> String {
     out
 }
 
-/// The URL for `path` on `origin` (`https://host` or the fake's `{base}/{host}`), parsed back and
-/// checked: same scheme, host and port as the origin, and the path exactly the origin's path
-/// followed by ours (nothing normalized away). Anything else is refused.
-pub fn checked_url(origin: &str, path: &UpstreamPath) -> Result<reqwest::Url, PathError> {
+/// An origin (`https://host` or the fake's `{base}/{host}`), parsed once: the scheme and
+/// authority every call to it carries, the `Host` header they imply, and the base path.
+#[derive(Debug, Clone)]
+pub struct Origin {
+    scheme: axum::http::uri::Scheme,
+    authority: axum::http::uri::Authority,
+    host_header: axum::http::HeaderValue,
+    base_path: String,
+}
+
+impl Origin {
+    /// Parses an origin: `http` or `https`, a host, no user, query or fragment.
+    pub fn parse(origin: &str) -> Result<Origin, PathError> {
+        let refused = PathError("the Amazon path does not stay on the Amazon host");
+        let url = url::Url::parse(origin).map_err(|_| refused.clone())?;
+        if !matches!(url.scheme(), "http" | "https")
+            || url.host_str().is_none()
+            || !url.username().is_empty()
+            || url.password().is_some()
+            || url.query().is_some()
+            || url.fragment().is_some()
+        {
+            return Err(refused);
+        }
+        // The URL's own serialization (host normalized, default port dropped), as an HTTP URI.
+        let uri: axum::http::Uri = url.as_str().parse().map_err(|_| refused.clone())?;
+        let parts = uri.into_parts();
+        let (Some(scheme), Some(authority)) = (parts.scheme, parts.authority) else {
+            return Err(refused);
+        };
+        // What hyper would write as `Host`: the port only when it is not the scheme's default.
+        let default_port = if scheme == axum::http::uri::Scheme::HTTPS {
+            443
+        } else {
+            80
+        };
+        let host_header = match authority.port_u16() {
+            Some(port) if port != default_port => format!("{}:{port}", authority.host()),
+            _ => authority.host().to_owned(),
+        };
+        let host_header = axum::http::HeaderValue::from_str(&host_header).map_err(|_| refused.clone())?;
+        Ok(Origin {
+            scheme,
+            authority,
+            host_header,
+            base_path: url.path().trim_end_matches('/').to_owned(),
+        })
+    }
+
+    /// The `Host` header for calls to this origin.
+    pub fn host_header(&self) -> &axum::http::HeaderValue {
+        &self.host_header
+    }
+}
+
+/// The URI for `path` on `origin`: the origin's scheme and authority as they are (the path
+/// cannot move them), the path and query exactly as checked. The URI is checked once more:
+/// its path must be the origin's path followed by ours and its query ours (nothing dropped or
+/// normalized away). Anything else is refused.
+pub fn checked_uri(origin: &Origin, path: &UpstreamPath) -> Result<axum::http::Uri, PathError> {
     let refused = PathError("the Amazon path does not stay on the Amazon host");
-    let base = reqwest::Url::parse(origin).map_err(|_| refused.clone())?;
-    let text = format!("{}{}", origin.trim_end_matches('/'), path.path_and_query());
-    let url = reqwest::Url::parse(&text).map_err(|_| refused.clone())?;
-    let expected_path = format!("{}{}", base.path().trim_end_matches('/'), path.path());
-    if url.scheme() != base.scheme()
-        || url.host_str() != base.host_str()
-        || url.port_or_known_default() != base.port_or_known_default()
-        || !url.username().is_empty()
-        || url.password().is_some()
-        || url.path() != expected_path
-        || url.query() != path.query()
-        || url.fragment().is_some()
-    {
+    let query_len = path.query.as_ref().map_or(0, |q| q.len() + 1);
+    let mut text = String::with_capacity(origin.base_path.len() + path.path.len() + query_len);
+    text.push_str(&origin.base_path);
+    text.push_str(&path.path);
+    if let Some(q) = &path.query {
+        text.push('?');
+        text.push_str(q);
+    }
+    let path_and_query = axum::http::uri::PathAndQuery::from_maybe_shared(axum::body::Bytes::from(text))
+        .map_err(|_| refused.clone())?;
+    let mut parts = axum::http::uri::Parts::default();
+    parts.scheme = Some(origin.scheme.clone());
+    parts.authority = Some(origin.authority.clone());
+    parts.path_and_query = Some(path_and_query);
+    let uri = axum::http::Uri::from_parts(parts).map_err(|_| refused.clone())?;
+    let path_ok = uri
+        .path()
+        .strip_prefix(origin.base_path.as_str())
+        .is_some_and(|rest| rest == path.path);
+    if !path_ok || uri.query() != path.query() {
         return Err(refused);
     }
-    Ok(url)
+    Ok(uri)
+}
+
+/// [`checked_uri`] on an origin given as text.
+pub fn checked_url(origin: &str, path: &UpstreamPath) -> Result<axum::http::Uri, PathError> {
+    checked_uri(&Origin::parse(origin)?, path)
 }
 
 /// The operation a request is, for metrics and the rate limiter: Amazon's operation id for the
 /// restricted operations the broker knows, else the method and the path with every id-like
 /// segment (one with a digit that is not a version such as `v0` or `2021-03-01`) as `{}`.
 pub fn operation(method: &str, path: &str) -> String {
-    if let Some(op) = lwa::restricted::find(method, path) {
+    operation_of(lwa::restricted::find(method, path), method, path)
+}
+
+/// [`operation`] when the restricted operation (`lwa::restricted::find`) is already known.
+pub fn operation_of(
+    restricted: Option<&lwa::restricted::RestrictedOperation>,
+    method: &str,
+    path: &str,
+) -> String {
+    if let Some(op) = restricted {
         return op.operation.to_owned();
     }
     let mut out = String::with_capacity(path.len() + 8);
@@ -285,9 +378,9 @@ mod tests {
             let p = UpstreamPath::parse(good, Some("marketplaceIds=ATVPDKIKX0DER&x=%20")).unwrap();
             assert_eq!(p.path(), good);
             let url = checked_url("http://127.0.0.1:9/sellingpartnerapi-na.amazon.com", &p).unwrap();
-            assert_eq!(url.host_str(), Some("127.0.0.1"));
+            assert_eq!(url.host(), Some("127.0.0.1"));
             let url = checked_url("https://sellingpartnerapi-na.amazon.com", &p).unwrap();
-            assert_eq!(url.host_str(), Some("sellingpartnerapi-na.amazon.com"));
+            assert_eq!(url.host(), Some("sellingpartnerapi-na.amazon.com"));
         }
     }
 
