@@ -15,7 +15,7 @@ use serde_json::{Value, json};
 
 use crate::support::{RETURN, TestApp, spawn, spawn_with};
 
-/// chromedriver and a browser session; the driver process ends on drop.
+/// chromedriver and a browser session; the driver and its browser end on drop.
 struct Browser {
     client: Client,
     driver_url: String,
@@ -54,6 +54,8 @@ async fn browser(name: &'static str) -> Option<Browser> {
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .kill_on_drop(true)
+        // A process group of its own, shared by the chromium it starts: see `Drop for Browser`.
+        .process_group(0)
         .spawn()
         .expect("chromedriver starts");
     let driver_url = format!("http://127.0.0.1:{port}");
@@ -210,8 +212,20 @@ impl Browser {
     }
 
     async fn close(self) {
-        let _ = self.client.close().await;
-        drop(self.driver);
+        let _ = self.client.clone().close().await;
+    }
+}
+
+impl Drop for Browser {
+    /// Ends chromedriver and every chromium process it started (killing chromedriver alone
+    /// would leave them running), also when a test fails before `close`.
+    fn drop(&mut self) {
+        if let Some(pid) = self.driver.id() {
+            let _ = std::process::Command::new("kill")
+                .args(["-KILL", "--", &format!("-{pid}")])
+                .stderr(Stdio::null())
+                .status();
+        }
     }
 }
 
