@@ -28,7 +28,8 @@
 //! The bound is on the HTTP time (the larger): each page's p99 under 50 ms.
 //!
 //! Knobs (environment): `DASH_BENCH_RUNS` (100), `DASH_BENCH_WARMUP` (5),
-//! `DASH_BENCH_CONNECTIONS` (10000), `DASH_BENCH_BOUND_MS` (50).
+//! `DASH_BENCH_CONNECTIONS` (10000), `DASH_BENCH_BOUND_MS` (50); `DASH_BENCH_KEEP` set keeps
+//! the scratch directory (the database, the broker's log) for a look afterwards.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -295,7 +296,11 @@ async fn run(k: Knobs) -> (String, bool) {
         other = other_cpu,
     ));
     drop(broker);
-    let _ = std::fs::remove_dir_all(&dir);
+    if std::env::var_os("DASH_BENCH_KEEP").is_some() {
+        eprintln!("dashboard: kept {}", dir.display());
+    } else {
+        let _ = std::fs::remove_dir_all(&dir);
+    }
     (out, all_met)
 }
 
