@@ -126,6 +126,7 @@ pub async fn list(
             api,
             region,
             after: q.after,
+            search: None,
             limit,
         })
         .await?;

@@ -54,6 +54,21 @@ pub enum StoreError {
     Io(String),
 }
 
+/// A `LIKE … ESCAPE '\\'` pattern matching text that contains `needle` (lowercased), with
+/// `%`, `_` and the backslash escaped; for [`ConnectionFilter::search`].
+pub(crate) fn contains_pattern(needle: &str) -> String {
+    let mut pattern = String::with_capacity(needle.len() + 2);
+    pattern.push('%');
+    for ch in needle.to_lowercase().chars() {
+        if matches!(ch, '%' | '_' | '\\') {
+            pattern.push('\\');
+        }
+        pattern.push(ch);
+    }
+    pattern.push('%');
+    pattern
+}
+
 /// The storage interface. All methods are safe to call concurrently.
 #[async_trait]
 pub trait Store: Send + Sync + std::fmt::Debug + 'static {
@@ -126,6 +141,18 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     async fn list_connections(&self, filter: &ConnectionFilter) -> Result<Vec<Connection>, StoreError>;
     /// Counts by status for one tenant (or all when `None`): `(status, count)`.
     async fn count_connections(&self, tenant_id: Option<&str>) -> Result<Vec<(String, i64)>, StoreError>;
+    /// Counts per tenant: `(tenant_id, count)`, ordered by tenant id; a tenant without
+    /// connections is absent.
+    async fn count_connections_by_tenant(&self) -> Result<Vec<(String, i64)>, StoreError>;
+    /// The overview's alerts in one read: active connections with an access token expired at
+    /// `now_ms` (how many, the earliest expiry), and up to `limit` active SP-API connections
+    /// authorized at or before `authorized_before_ms`, oldest first.
+    async fn connection_alerts(
+        &self,
+        now_ms: i64,
+        authorized_before_ms: i64,
+        limit: u32,
+    ) -> Result<ConnectionAlerts, StoreError>;
     /// Replaces every field but `id`, `tenant_id` and `created_at_ms`; false when unknown.
     async fn update_connection(&self, connection: &Connection) -> Result<bool, StoreError>;
 
@@ -316,6 +343,8 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     async fn webhook_delivery(&self, id: i64) -> Result<Option<WebhookDelivery>, StoreError>;
     /// A page of deliveries, newest first.
     async fn webhook_deliveries(&self, filter: &DeliveryFilter) -> Result<Vec<WebhookDelivery>, StoreError>;
+    /// Counts of every delivery by state: `(state, count)`, ordered by state.
+    async fn delivery_counts(&self) -> Result<Vec<(String, i64)>, StoreError>;
     /// Makes a failed delivery pending again, due at `now_ms`, giving up at `expires_at_ms`.
     /// False when unknown, not `failed`, or not the tenant's (when `tenant_id` is given).
     async fn retry_delivery(

@@ -154,8 +154,25 @@ pub struct ConnectionFilter {
     pub api: Option<String>,
     pub region: Option<String>,
     pub after: Option<String>,
+    /// A search: connections whose selling partner id or name contains this text, letters
+    /// compared without case (on SQLite only ASCII letters fold), or whose id is exactly it.
+    /// `%`, `_` and the backslash match themselves.
+    pub search: Option<String>,
     /// At most this many (the backend caps it at 1000).
     pub limit: u32,
+}
+
+/// What the dashboard's overview warns about among the active connections, counted in the
+/// database ([`crate::Store::connection_alerts`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ConnectionAlerts {
+    /// Active connections whose access token had expired at the given time.
+    pub expired_tokens: i64,
+    /// The earliest expiry among them.
+    pub oldest_expired_at_ms: Option<i64>,
+    /// Active SP-API connections authorized at or before the given time, oldest authorization
+    /// first (ties by id), at most the given number.
+    pub expiring: Vec<Connection>,
 }
 
 /// What a refresh changes on a connection: only its token columns, so a rename or a callback

@@ -27,9 +27,9 @@ use sqlx::{Postgres, QueryBuilder, Row};
 use crate::columns::{DAY_MS, DEFAULT_PAGE, MAX_PAGE, order_key, redact};
 use crate::{
     ApiKey, AppSecret, AttemptResult, AuditEvent, AuditFilter, ClaimCode, ConnectLink, Connection,
-    ConnectionFilter, DeliveryAttempt, DeliveryFilter, DueRefresh, EventTarget, Invalidation, NewEvent,
-    OAuthState, PrefixCount, RefreshSchedule, ResealRow, SealedColumns, SealedRow, Store, StoreError, Tenant,
-    TokenUpdate, WebhookDelivery,
+    ConnectionAlerts, ConnectionFilter, DeliveryAttempt, DeliveryFilter, DueRefresh, EventTarget,
+    Invalidation, NewEvent, OAuthState, PrefixCount, RefreshSchedule, ResealRow, SealedColumns, SealedRow,
+    Store, StoreError, Tenant, TokenUpdate, WebhookDelivery,
 };
 
 /// The schema, embedded at build time from `migrations/postgres/`.
@@ -891,11 +891,14 @@ impl Store for PgStore {
 
     /// A `limit` of 0 means 100; more than 1000 means 1000.
     async fn list_connections(&self, filter: &ConnectionFilter) -> Result<Vec<Connection>, StoreError> {
-        let mut query = QueryBuilder::<Postgres>::new(concat!(
-            "SELECT ",
-            connection_cols!(),
-            " FROM connections WHERE TRUE"
-        ));
+        let mut query =
+            QueryBuilder::<Postgres>::new(concat!("SELECT ", connection_cols!(), " FROM connections WHERE "));
+        // A search picks its page of ids from the narrow `connections_search` index first:
+        // scanning the table would read every row's sealed tokens.
+        if filter.search.is_some() {
+            query.push("id IN (SELECT id FROM connections WHERE ");
+        }
+        query.push("TRUE");
         if let Some(tenant_id) = &filter.tenant_id {
             query.push(" AND tenant_id = ").push_bind(tenant_id.clone());
         }
@@ -911,7 +914,21 @@ impl Store for PgStore {
         if let Some(after) = &filter.after {
             query.push(" AND id > ").push_bind(after.clone());
         }
+        if let Some(search) = &filter.search {
+            let pattern = crate::contains_pattern(search);
+            query
+                .push(" AND (lower(selling_partner_id) LIKE ")
+                .push_bind(pattern.clone())
+                .push(" ESCAPE '\\' OR lower(name) LIKE ")
+                .push_bind(pattern)
+                .push(" ESCAPE '\\' OR id = ")
+                .push_bind(search.clone())
+                .push(")");
+        }
         query.push(" ORDER BY id LIMIT ").push_bind(page(filter.limit));
+        if filter.search.is_some() {
+            query.push(") ORDER BY id");
+        }
         let rows = query.build().fetch_all(&self.pool).await?;
         Ok(rows.iter().map(connection_from_row).collect::<Result<_, _>>()?)
     }
@@ -925,6 +942,44 @@ impl Store for PgStore {
         .bind(tenant_id)
         .fetch_all(&self.pool)
         .await?)
+    }
+
+    async fn count_connections_by_tenant(&self) -> Result<Vec<(String, i64)>, StoreError> {
+        Ok(sqlx::query_as(
+            "SELECT tenant_id, COUNT(*) FROM connections GROUP BY tenant_id ORDER BY tenant_id",
+        )
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
+    async fn connection_alerts(
+        &self,
+        now_ms: i64,
+        authorized_before_ms: i64,
+        limit: u32,
+    ) -> Result<ConnectionAlerts, StoreError> {
+        let (expired_tokens, oldest_expired_at_ms): (i64, Option<i64>) = sqlx::query_as(
+            "SELECT COUNT(*), MIN(access_expires_at_ms) FROM connections \
+             WHERE status = 'active' AND access_expires_at_ms <= $1",
+        )
+        .bind(now_ms)
+        .fetch_one(&self.pool)
+        .await?;
+        let rows = sqlx::query(concat!(
+            "SELECT ",
+            connection_cols!(),
+            " FROM connections WHERE status = 'active' AND api = 'sp-api' AND authorized_at_ms <= $1 \
+             ORDER BY authorized_at_ms, id LIMIT $2"
+        ))
+        .bind(authorized_before_ms)
+        .bind(page(limit.max(1)))
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(ConnectionAlerts {
+            expired_tokens,
+            oldest_expired_at_ms,
+            expiring: rows.iter().map(connection_from_row).collect::<Result<_, _>>()?,
+        })
     }
 
     async fn update_connection(&self, connection: &Connection) -> Result<bool, StoreError> {
@@ -1602,6 +1657,14 @@ impl Store for PgStore {
             .push_bind(page(filter.limit));
         let rows = query.build().fetch_all(&self.pool).await?;
         Ok(rows.iter().map(delivery_from_row).collect::<Result<_, _>>()?)
+    }
+
+    async fn delivery_counts(&self) -> Result<Vec<(String, i64)>, StoreError> {
+        Ok(
+            sqlx::query_as("SELECT state, COUNT(*) FROM webhook_deliveries GROUP BY state ORDER BY state")
+                .fetch_all(&self.pool)
+                .await?,
+        )
     }
 
     async fn retry_delivery(

@@ -305,35 +305,13 @@ struct OverviewPage {
     calls: Vec<CallLine>,
     width: i64,
     height: i64,
-    expired_tokens: usize,
+    expired_tokens: i64,
     oldest_overdue: String,
-    backlog: usize,
-    backlog_more: bool,
-    failed_deliveries: usize,
+    backlog: i64,
+    failed_deliveries: i64,
     needs_reauth: Vec<Row>,
     expiring: Vec<Row>,
     secrets: Vec<(String, String)>,
-}
-
-/// Every connection of a status, in pages (the overview's and the search's scan).
-async fn scan(
-    state: &AppState,
-    mut filter: ConnectionFilter,
-    mut each: impl FnMut(&Connection) -> bool,
-) -> Result<(), crate::error::ApiError> {
-    filter.limit = 1000;
-    loop {
-        let page = state.store.list_connections(&filter).await?;
-        for c in &page {
-            if !each(c) {
-                return Ok(());
-            }
-        }
-        if page.len() < 1000 {
-            return Ok(());
-        }
-        filter.after = page.last().map(|c| c.id.clone());
-    }
 }
 
 /// `GET /admin`.
@@ -358,32 +336,18 @@ pub async fn overview(State(state): State<AppState>, s: AdminSession) -> Respons
         })
         .collect();
     let chart = chart::layout(&hours);
-    // One pass over the active connections: expired tokens (the refresher is behind) and
-    // authorizations nearing their 365 days.
-    let (mut expired_tokens, mut oldest) = (0usize, None::<i64>);
-    let mut expiring = Vec::new();
-    let scanned = scan(
+    // Counted in the database: expired tokens among the active connections (the refresher is
+    // behind), and the authorizations nearing their 365 days.
+    let alerts = try_page!(
         &state,
-        ConnectionFilter {
-            status: Some("active".into()),
-            ..Default::default()
-        },
-        |c| {
-            if let Some(at) = c.access_expires_at_ms.filter(|at| *at <= now) {
-                expired_tokens += 1;
-                oldest = Some(oldest.map_or(at, |o: i64| o.min(at)));
-            }
-            if c.api == "sp-api"
-                && now - c.authorized_at_ms >= (AUTHORIZATION_DAYS - 30) * DAY_MS
-                && expiring.len() < 20
-            {
-                expiring.push(row_of(c, now));
-            }
-            true
-        },
-    )
-    .await;
-    try_page!(&state, &s, scanned, "/admin");
+        &s,
+        state
+            .store
+            .connection_alerts(now, now - (AUTHORIZATION_DAYS - 30) * DAY_MS, 20)
+            .await,
+        "/admin"
+    );
+    let expiring = alerts.expiring.iter().map(|c| row_of(c, now)).collect();
     let needs_reauth = try_page!(
         &state,
         &s,
@@ -400,33 +364,13 @@ pub async fn overview(State(state): State<AppState>, s: AdminSession) -> Respons
     .iter()
     .map(|c| row_of(c, now))
     .collect();
-    let pending = try_page!(
-        &state,
-        &s,
-        state
-            .store
-            .webhook_deliveries(&DeliveryFilter {
-                state: Some("pending".into()),
-                limit: 1000,
-                ..Default::default()
-            })
-            .await,
-        "/admin"
-    );
-    let failed_deliveries = try_page!(
-        &state,
-        &s,
-        state
-            .store
-            .webhook_deliveries(&DeliveryFilter {
-                state: Some("failed".into()),
-                limit: 1000,
-                ..Default::default()
-            })
-            .await,
-        "/admin"
-    )
-    .len();
+    let deliveries = try_page!(&state, &s, state.store.delivery_counts().await, "/admin");
+    let delivery_count = |wanted: &str| {
+        deliveries
+            .iter()
+            .find(|(state, _)| state == wanted)
+            .map_or(0, |(_, n)| *n)
+    };
     let secrets = try_page!(&state, &s, crate::apps::secret_status(&state).await, "/admin")
         .into_iter()
         .filter_map(|a| {
@@ -460,11 +404,13 @@ pub async fn overview(State(state): State<AppState>, s: AdminSession) -> Respons
         calls,
         width: chart::WIDTH,
         height: chart::HEIGHT,
-        expired_tokens,
-        oldest_overdue: oldest.map(|o| relative(o - now)).unwrap_or_default(),
-        backlog: pending.len(),
-        backlog_more: pending.len() >= 1000,
-        failed_deliveries,
+        expired_tokens: alerts.expired_tokens,
+        oldest_overdue: alerts
+            .oldest_expired_at_ms
+            .map(|o| relative(o - now))
+            .unwrap_or_default(),
+        backlog: delivery_count("pending"),
+        failed_deliveries: delivery_count("failed"),
         needs_reauth,
         expiring,
         secrets,
@@ -508,7 +454,7 @@ impl ConnectionsPage {
 }
 
 /// `GET /admin/connections`: filter by tenant, status, API and region; search by selling
-/// partner id or name (a scan of the filtered connections, stopped at one page of matches).
+/// partner id or name (in the database); pages of [`PAGE`] rows.
 pub async fn connections(
     State(state): State<AppState>,
     s: AdminSession,
@@ -522,29 +468,10 @@ pub async fn connections(
         api: pick("api"),
         region: pick("region"),
         after: pick("after"),
+        search: pick("q"),
         limit: PAGE as u32 + 1,
     };
-    let mut found: Vec<Connection> = Vec::new();
-    if let Some(needle) = pick("q").map(|n| n.to_lowercase()) {
-        let scanned = scan(&state, filter, |c| {
-            let hit = c
-                .selling_partner_id
-                .as_deref()
-                .is_some_and(|p| p.to_lowercase().contains(&needle))
-                || c.name
-                    .as_deref()
-                    .is_some_and(|n| n.to_lowercase().contains(&needle))
-                || c.id == needle;
-            if hit {
-                found.push(c.clone());
-            }
-            found.len() <= PAGE
-        })
-        .await;
-        try_page!(&state, &s, scanned, "/admin");
-    } else {
-        found = try_page!(&state, &s, state.store.list_connections(&filter).await, "/admin");
-    }
+    let mut found = try_page!(&state, &s, state.store.list_connections(&filter).await, "/admin");
     let next = (found.len() > PAGE).then(|| found[PAGE - 1].id.clone());
     found.truncate(PAGE);
     let tenants = try_page!(&state, &s, state.store.tenants().await, "/admin");
@@ -882,16 +809,18 @@ struct TenantsPage {
 /// `GET /admin/tenants`.
 pub async fn tenants(State(state): State<AppState>, s: AdminSession) -> Response {
     let tenants = try_page!(&state, &s, state.store.tenants().await, "/admin");
+    let counts: HashMap<String, i64> = try_page!(
+        &state,
+        &s,
+        state.store.count_connections_by_tenant().await,
+        "/admin"
+    )
+    .into_iter()
+    .collect();
     let mut lines = Vec::new();
     for t in tenants {
-        let counts = try_page!(
-            &state,
-            &s,
-            state.store.count_connections(Some(&t.id)).await,
-            "/admin"
-        );
         lines.push(TenantLine {
-            connections: counts.iter().map(|(_, n)| n).sum(),
+            connections: counts.get(&t.id).copied().unwrap_or(0),
             origins: t.redirect_origins.join(", "),
             webhook: t.webhook_url.unwrap_or_default(),
             id: t.id,

@@ -421,3 +421,62 @@ async fn the_chart_counts_the_lwa_calls_the_fake_counted() {
     assert_eq!(bars, total);
     assert!(html.contains("id=\"alert-reauth\""), "the needs_reauth alert");
 }
+
+/// The connections search, the overview's alerts and counts, and the tenants' counts, read from
+/// the database (not a scan in the server): what they show.
+#[tokio::test]
+async fn search_alerts_and_counts_show_what_the_database_holds() {
+    const DAY_MS: i64 = 86_400_000;
+    let app = spawn().await;
+    let (connection, _) = app.onboard_sp("na", None).await;
+    let id = connection["id"].as_str().unwrap().to_owned();
+    let now = app.state.now_ms();
+    let first = app.state.store.connection(&id).await.unwrap().unwrap();
+    for (n, name) in [(1, "Zebra 100% Goods"), (2, "Plain Shop"), (3, "Plain Shop")] {
+        let mut c = first.clone();
+        c.id = format!("conn_search{n}");
+        c.selling_partner_id = Some(format!("ASEARCH{n}"));
+        c.name = Some(name.into());
+        if n == 2 {
+            c.authorized_at_ms = now - 340 * DAY_MS;
+        }
+        if n == 3 {
+            c.access_expires_at_ms = Some(now - 60_000);
+        }
+        app.state.store.insert_connection(&c).await.unwrap();
+    }
+    let operator = login(&app).await;
+    // A name, with a `%` that is only itself; a partner id, without case.
+    let html = operator.page(&app, "/admin/connections?q=100%25").await;
+    assert!(html.contains("conn_search1"), "{html}");
+    assert!(!html.contains("conn_search2") && !html.contains(&id), "{html}");
+    let html = operator.page(&app, "/admin/connections?q=asearch3").await;
+    assert!(html.contains("conn_search3"), "{html}");
+    assert!(!html.contains("conn_search1"), "{html}");
+    let html = operator
+        .page(&app, "/admin/connections?q=plain&status=active")
+        .await;
+    assert!(
+        html.contains("conn_search2") && html.contains("conn_search3"),
+        "{html}"
+    );
+    assert!(!html.contains("next-page"), "{html}");
+
+    let overview = operator.page(&app, "/admin").await;
+    assert!(
+        overview.contains("1 active connection(s) hold an expired access token (oldest expired "),
+        "{overview}"
+    );
+    assert!(
+        overview.contains("<p class=\"big\" id=\"total-connections\">4</p>"),
+        "{overview}"
+    );
+    assert!(overview.contains("/admin/connections/conn_search2"), "{overview}");
+    assert!(
+        !overview.contains("/admin/connections/conn_search3"),
+        "{overview}"
+    );
+
+    let tenants = operator.page(&app, "/admin/tenants").await;
+    assert!(tenants.contains("<td class=\"num\">4</td>"), "{tenants}");
+}

@@ -13,8 +13,8 @@ mod sqlite_only;
 
 use lwa_store::{
     ApiKey, AppSecret, AttemptResult, AuditEvent, AuditFilter, ClaimCode, ConnectLink, Connection,
-    ConnectionFilter, DeliveryAttempt, DeliveryFilter, EventTarget, InvalidationKind, NewEvent, OAuthState,
-    RefreshSchedule, Store, StoreError, Tenant, TokenUpdate,
+    ConnectionAlerts, ConnectionFilter, DeliveryAttempt, DeliveryFilter, EventTarget, InvalidationKind,
+    NewEvent, OAuthState, RefreshSchedule, Store, StoreError, Tenant, TokenUpdate,
 };
 
 use backend::{Backend, TestDb, fresh};
@@ -36,6 +36,7 @@ on_both_backends!(
     list_connections_pages,
     list_connections_limit_defaults_and_cap,
     count_connections_by_status,
+    the_dashboard_searches_counts_and_alerts_in_the_database,
     save_authorization_new_then_claim,
     save_authorization_update_existing,
     save_authorization_is_all_or_nothing,
@@ -742,6 +743,157 @@ async fn count_connections_by_status(b: Backend) {
         vec![("active".to_string(), 16), ("needs_reauth".to_string(), 9)]
     );
     assert_eq!(store.count_connections(Some("ten_3")).await.unwrap(), vec![]);
+}
+
+async fn the_dashboard_searches_counts_and_alerts_in_the_database(b: Backend) {
+    let (_db, store) = fresh(b, "dashboard").await;
+    assert_eq!(store.count_connections_by_tenant().await.unwrap(), vec![]);
+    assert_eq!(
+        store.connection_alerts(10_000, 10_000, 20).await.unwrap(),
+        ConnectionAlerts::default()
+    );
+    assert_eq!(store.delivery_counts().await.unwrap(), vec![]);
+    store.insert_tenant(&tenant("ten_1", 1)).await.unwrap();
+    store.insert_tenant(&tenant("ten_2", 1)).await.unwrap();
+    store.insert_tenant(&tenant("ten_3", 1)).await.unwrap();
+    // conn_00..conn_11: ten_1 even, ten_2 odd. Names and partner ids to search; authorizations
+    // 1000 apart (the oldest last); access tokens expired at 9,000 on the first three.
+    for i in (0..12).rev() {
+        let mut c = connection(
+            &format!("conn_{i:02}"),
+            if i % 2 == 0 { "ten_1" } else { "ten_2" },
+        );
+        c.name = Some(match i % 4 {
+            0 => format!("Müller Handels GmbH {i}"),
+            1 => format!("50% Off_Store {i}"),
+            2 => format!("Back\\slash Trading {i}"),
+            _ => format!("Plain {i}"),
+        });
+        c.selling_partner_id = Some(format!("A{i:02}XSELLER"));
+        c.authorized_at_ms = 20_000 - i64::from(i) * 1000;
+        c.access_expires_at_ms = Some(if i < 3 { 8_000 + i64::from(i) } else { 50_000 });
+        if i == 1 {
+            c.access_expires_at_ms = None;
+        }
+        if i == 4 {
+            c.api = "ads".into();
+        }
+        if i == 9 {
+            c.status = "needs_reauth".into();
+        }
+        if i == 10 {
+            c.status = "disconnected".into();
+        }
+        store.insert_connection(&c).await.unwrap();
+    }
+    let search = |q: &str, status: Option<&str>, after: Option<&str>, limit: u32| {
+        let store = store.clone();
+        let filter = ConnectionFilter {
+            status: status.map(Into::into),
+            after: after.map(Into::into),
+            search: Some(q.into()),
+            limit,
+            ..Default::default()
+        };
+        async move { ids(&store.list_connections(&filter).await.unwrap()) }
+    };
+    let conns = |list: &[u32]| -> Vec<String> { list.iter().map(|i| format!("conn_{i:02}")).collect() };
+    // Partner id or name, without case; the id exactly.
+    assert_eq!(search("a03xseller", None, None, 0).await, conns(&[3]));
+    assert_eq!(
+        search("xSeLLer", None, None, 0).await,
+        conns(&(0..12).collect::<Vec<_>>())
+    );
+    assert_eq!(search("gmbh", None, None, 0).await, conns(&[0, 4, 8]));
+    assert_eq!(search("conn_07", None, None, 0).await, conns(&[7]));
+    assert_eq!(search("conn_0", None, None, 0).await, conns(&[]));
+    // `%`, `_` and the backslash are themselves, not patterns.
+    assert_eq!(search("50%", None, None, 0).await, conns(&[1, 5, 9]));
+    assert_eq!(search("f_s", None, None, 0).await, conns(&[1, 5, 9]));
+    assert_eq!(search("%", None, None, 0).await, conns(&[1, 5, 9]));
+    assert_eq!(search("_", None, None, 0).await, conns(&[1, 5, 9]));
+    assert_eq!(search("k\\s", None, None, 0).await, conns(&[2, 6, 10]));
+    assert_eq!(search("nothing", None, None, 0).await, conns(&[]));
+    // With the other filters, in pages.
+    assert_eq!(search("store", Some("needs_reauth"), None, 0).await, conns(&[9]));
+    assert_eq!(search("seller", None, None, 5).await, conns(&[0, 1, 2, 3, 4]));
+    assert_eq!(
+        search("seller", None, Some("conn_04"), 5).await,
+        conns(&[5, 6, 7, 8, 9])
+    );
+    // Full records come back.
+    let one = store
+        .list_connections(&ConnectionFilter {
+            search: Some("a03x".into()),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(one[0], store.connection("conn_03").await.unwrap().unwrap());
+
+    assert_eq!(
+        store.count_connections_by_tenant().await.unwrap(),
+        vec![("ten_1".to_string(), 6), ("ten_2".to_string(), 6)]
+    );
+
+    // At 9,000: conn_00 and conn_02 expired (conn_01 has no token); authorized at or before
+    // 12,000: conn_08..conn_11, but conn_09 is needs_reauth and conn_10 disconnected.
+    let alerts = store.connection_alerts(9_000, 12_000, 20).await.unwrap();
+    assert_eq!(alerts.expired_tokens, 2);
+    assert_eq!(alerts.oldest_expired_at_ms, Some(8_000));
+    assert_eq!(ids(&alerts.expiring), conns(&[11, 8]));
+    assert_eq!(
+        alerts.expiring[0],
+        store.connection("conn_11").await.unwrap().unwrap()
+    );
+    // Ads connections never expire; the limit holds.
+    let alerts = store.connection_alerts(7_000, 16_000, 3).await.unwrap();
+    assert_eq!((alerts.expired_tokens, alerts.oldest_expired_at_ms), (0, None));
+    assert_eq!(ids(&alerts.expiring), conns(&[11, 8, 7]));
+    let alerts = store.connection_alerts(7_000, 16_000, 20).await.unwrap();
+    assert_eq!(ids(&alerts.expiring), conns(&[11, 8, 7, 6, 5]));
+
+    // Deliveries by state.
+    let mut t = tenant("ten_1", 1);
+    t.webhook_url = Some("https://wms.example.com/hooks".into());
+    store.update_tenant(&t).await.unwrap();
+    for n in 0..3 {
+        store
+            .enqueue_events(&[event(
+                &format!("evt_{n}"),
+                Some(&format!("conn_{:02}", n * 2)),
+                "connection.authorized",
+                n,
+                vec![EventTarget::TenantWebhook],
+            )])
+            .await
+            .unwrap();
+    }
+    let claimed = store.claim_deliveries(10, 60_000, 10).await.unwrap();
+    assert_eq!(claimed.len(), 3);
+    for (d, result) in claimed
+        .iter()
+        .zip([AttemptResult::Delivered, AttemptResult::GaveUp])
+    {
+        store
+            .record_delivery_attempt(&DeliveryAttempt {
+                delivery_id: d.id,
+                at_ms: 20,
+                status: Some(200),
+                error: None,
+                result,
+            })
+            .await
+            .unwrap();
+    }
+    assert_eq!(
+        store.delivery_counts().await.unwrap(),
+        vec![
+            ("delivered".to_string(), 1),
+            ("failed".to_string(), 1),
+            ("pending".to_string(), 1)
+        ]
+    );
 }
 
 // --- save_authorization and claim codes ---
