@@ -163,6 +163,40 @@ impl Browser {
         }
     }
 
+    /// Clicks something that loads another page, and waits until that page has replaced this
+    /// one (the old document's root goes stale) and finished loading, so what follows never
+    /// reads the old page.
+    async fn click_navigating(&self, css: &str) {
+        let old = match self.client.find(Locator::Css("html")).await {
+            Ok(root) => root,
+            Err(e) => self.fail(&format!("no page before clicking {css}: {e}")).await,
+        };
+        self.click(css).await;
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while old.tag_name().await.is_ok() {
+            if std::time::Instant::now() > deadline {
+                self.fail(&format!("clicking {css} loaded no new page")).await;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        loop {
+            let state = self
+                .client
+                .execute("return document.readyState", vec![])
+                .await
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_owned));
+            if state.as_deref() == Some("complete") {
+                return;
+            }
+            if std::time::Instant::now() > deadline {
+                self.fail(&format!("the page after {css} did not finish loading"))
+                    .await;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     async fn text(&self, css: &str) -> String {
         match self
             .client
@@ -249,7 +283,7 @@ async fn connect_refresh_and_disconnect_from_the_dashboard() {
         .connect_link(json!({"region": "na", "state": "s1", "redirect_url": RETURN}))
         .await;
     b.goto(&link).await;
-    b.click("button[value=approve]").await;
+    b.click_navigating("button[value=approve]").await;
     // The tenant's site is not there; the redirect to it is enough.
     let landed = b.client.current_url().await.unwrap();
     assert!(landed.as_str().starts_with(RETURN), "{landed}");
@@ -266,15 +300,16 @@ async fn connect_refresh_and_disconnect_from_the_dashboard() {
     b.goto(&format!("{}/admin/connections", app.url)).await;
     b.expect_text("table.connections", &c.id).await;
     b.clean("connections").await;
-    b.click(&format!("a[href='/admin/connections/{}']", c.id)).await;
+    b.click_navigating(&format!("a[href='/admin/connections/{}']", c.id))
+        .await;
     b.expect_text("#connection-status", "active").await;
     let before = app.fake.control().counters().await.lwa_calls("refresh_token");
-    b.click("#refresh-now").await;
+    b.click_navigating("#refresh-now").await;
     b.expect_text("#connection-status", "active").await;
     let after = app.fake.control().counters().await.lwa_calls("refresh_token");
     assert_eq!(after, before + 1, "Refresh now made one LWA call");
     b.clean("refresh").await;
-    b.click("#reauthorize-link").await;
+    b.click_navigating("#reauthorize-link").await;
     let link = b
         .client
         .find(Locator::Css("#shown-once"))
