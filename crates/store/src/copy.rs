@@ -79,6 +79,7 @@ pub const COPIED_TABLES: &[CopiedTable] = &[
     table("webhook_events", "seq", Some("seq")),
     table("webhook_deliveries", "id", Some("id")),
     table("app_secrets", "app", None),
+    table("connection_history", "id", Some("id")),
 ];
 
 /// The tables of the schema that are deliberately not copied: the migrations' own bookkeeping

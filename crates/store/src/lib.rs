@@ -250,6 +250,16 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     /// Deletes invalidations written before `before_ms` (wall clock); how many.
     async fn purge_invalidations(&self, before_ms: i64) -> Result<u64, StoreError>;
 
+    // --- connection history ---
+    /// The connection's newest history entries, newest first, at most `limit` (capped at
+    /// [`HISTORY_KEPT`], all that is kept): refreshes, failed refreshes, status changes and new
+    /// authorizations, written by the database itself whichever process made them.
+    async fn connection_history(
+        &self,
+        connection_id: &str,
+        limit: u32,
+    ) -> Result<Vec<HistoryEntry>, StoreError>;
+
     // --- background refresher ---
     /// Claims up to `limit` active connections without a tenant-held secret whose refresh is due
     /// at `now_ms`, soonest first, by moving their `next_refresh_at_ms` to `now_ms + lease_ms`

@@ -434,3 +434,23 @@ pub struct Invalidation {
     pub kind: InvalidationKind,
     pub subject: String,
 }
+
+/// How many history entries a connection keeps (the newest; see
+/// `migrations/*/0009_history.sql`).
+pub const HISTORY_KEPT: usize = 50;
+
+/// One entry of a connection's history, written by the database's triggers in the transaction
+/// that changed the connection.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HistoryEntry {
+    /// Increases with every entry.
+    pub id: i64,
+    /// When (the writer's clock): the refresh, the failure, the change.
+    pub at_ms: i64,
+    /// `refreshed`, `refresh_failed`, `status` or `authorized`.
+    pub kind: String,
+    /// The error of a failed refresh; `old → new` for a status change.
+    pub detail: Option<String>,
+    /// For `refreshed`: when the new access token expires.
+    pub until_ms: Option<i64>,
+}

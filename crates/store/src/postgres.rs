@@ -28,8 +28,8 @@ use crate::columns::{DAY_MS, DEFAULT_PAGE, MAX_PAGE, order_key, redact};
 use crate::{
     ApiKey, AppSecret, AttemptResult, AuditEvent, AuditFilter, ClaimCode, ConnectLink, Connection,
     ConnectionAlerts, ConnectionFilter, DeliveryAttempt, DeliveryFilter, DueRefresh, EventTarget,
-    Invalidation, NewEvent, OAuthState, PrefixCount, RefreshSchedule, ResealRow, SealedColumns, SealedRow,
-    Store, StoreError, Tenant, TokenUpdate, WebhookDelivery,
+    HistoryEntry, Invalidation, NewEvent, OAuthState, PrefixCount, RefreshSchedule, ResealRow, SealedColumns,
+    SealedRow, Store, StoreError, Tenant, TokenUpdate, WebhookDelivery,
 };
 
 /// The schema, embedded at build time from `migrations/postgres/`.
@@ -1392,6 +1392,31 @@ impl Store for PgStore {
             .fetch_one(&self.pool)
             .await?;
         Ok(seq.unwrap_or(0))
+    }
+
+    async fn connection_history(
+        &self,
+        connection_id: &str,
+        limit: u32,
+    ) -> Result<Vec<HistoryEntry>, StoreError> {
+        let rows: Vec<(i64, i64, String, Option<String>, Option<i64>)> = sqlx::query_as(
+            "SELECT id, at_ms, kind, detail, until_ms FROM connection_history \
+             WHERE connection_id = $1 ORDER BY id DESC LIMIT $2",
+        )
+        .bind(connection_id)
+        .bind(i64::from(limit.min(crate::HISTORY_KEPT as u32)))
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .into_iter()
+            .map(|(id, at_ms, kind, detail, until_ms)| HistoryEntry {
+                id,
+                at_ms,
+                kind,
+                detail,
+                until_ms,
+            })
+            .collect())
     }
 
     async fn purge_invalidations(&self, before_ms: i64) -> Result<u64, StoreError> {

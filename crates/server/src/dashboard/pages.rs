@@ -576,7 +576,52 @@ pub async fn connection(State(state): State<AppState>, s: AdminSession, Path(id)
             ));
         }
     }
-    if let Some(at) = c.last_refresh_at_ms {
+    let changes = try_page!(
+        &state,
+        &s,
+        state
+            .store
+            .connection_history(&c.id, lwa_store::HISTORY_KEPT as u32)
+            .await,
+        "/admin/connections"
+    );
+    let (mut refreshes_shown, mut errors_shown) = (false, false);
+    for h in changes {
+        let (what, detail) = match h.kind.as_str() {
+            "refreshed" => {
+                refreshes_shown = true;
+                let detail = match h.until_ms {
+                    Some(until) => format!("access token refreshed, valid until {}", when(until)),
+                    None => "access token refreshed".into(),
+                };
+                ("refreshed".to_owned(), detail)
+            }
+            "refresh_failed" => {
+                errors_shown = true;
+                (
+                    "refresh failed".to_owned(),
+                    plain_error(h.detail.as_deref().unwrap_or("")),
+                )
+            }
+            "status" => ("status changed".to_owned(), h.detail.unwrap_or_default()),
+            "authorized" => (
+                "authorized again".to_owned(),
+                "the seller granted access again".into(),
+            ),
+            other => (other.replace('_', " "), h.detail.unwrap_or_default()),
+        };
+        history.push((
+            h.at_ms,
+            HistoryLine {
+                at: when(h.at_ms),
+                what,
+                detail,
+            },
+        ));
+    }
+    // A connection older than its history (the table came with an upgrade) still shows its
+    // last refresh and error.
+    if let (Some(at), false) = (c.last_refresh_at_ms, refreshes_shown) {
         history.push((
             at,
             HistoryLine {
@@ -586,7 +631,7 @@ pub async fn connection(State(state): State<AppState>, s: AdminSession, Path(id)
             },
         ));
     }
-    if let Some(error) = &c.last_error {
+    if let (Some(error), false) = (&c.last_error, errors_shown) {
         history.push((
             c.updated_at_ms,
             HistoryLine {
@@ -656,7 +701,7 @@ pub async fn connection(State(state): State<AppState>, s: AdminSession, Path(id)
             .map(|t| relative(t - now))
             .unwrap_or_default(),
         profiles,
-        history: history.into_iter().map(|(_, h)| h).take(60).collect(),
+        history: history.into_iter().map(|(_, h)| h).take(100).collect(),
         c,
     })
 }

@@ -480,3 +480,84 @@ async fn search_alerts_and_counts_show_what_the_database_holds() {
     let tenants = operator.page(&app, "/admin/tenants").await;
     assert!(tenants.contains("<td class=\"num\">4</td>"), "{tenants}");
 }
+
+/// The connection page's history: every refresh (as many as the fake counted), the failed one
+/// in words, and the status change it caused, newest first.
+#[tokio::test]
+async fn the_connection_page_shows_each_refresh_the_failure_and_the_status_change() {
+    let app = spawn().await;
+    app.fake.control().reset_counters().await;
+    let (connection, _) = app.onboard_sp("na", None).await;
+    let id = connection["id"].as_str().unwrap().to_owned();
+    let operator = login(&app).await;
+    let csrf = csrf_of(&operator.page(&app, &format!("/admin/connections/{id}")).await);
+    let refresh_path = format!("/admin/connections/{id}/refresh");
+    let form = [("csrf", csrf.as_str())];
+    let refresh_now = || operator.post(&app, &refresh_path, &form);
+    for _ in 0..3 {
+        assert_eq!(refresh_now().await.status(), 303);
+        app.advance(600.0).await;
+    }
+    let c = app.state.store.connection(&id).await.unwrap().unwrap();
+    app.fake
+        .control()
+        .revoke(fake_amazon::RevokeSpec {
+            client_id: Some(fake_amazon::defaults::SP_API_CLIENT_ID.into()),
+            selling_partner_id: c.selling_partner_id.clone(),
+            ..Default::default()
+        })
+        .await;
+    app.advance(3600.0).await;
+    assert_eq!(refresh_now().await.status(), 409);
+
+    let html = operator.page(&app, &format!("/admin/connections/{id}")).await;
+    let table = &html[html.find("id=\"history\"").unwrap()..];
+    let table = &table[..table.find("</table>").unwrap()];
+    let whats: Vec<&str> = table
+        .split("<tr><td>")
+        .skip(1)
+        .map(|row| {
+            row.split("</td><td")
+                .nth(1)
+                .unwrap()
+                .trim_start_matches('>')
+                .split("</td>")
+                .next()
+                .unwrap()
+        })
+        // Not the vends and webhook events the page also lists.
+        .filter(|what| !what.ends_with("handed out") && !what.starts_with("connection."))
+        .collect();
+    let refreshed = app
+        .fake
+        .control()
+        .counters()
+        .await
+        .lwa
+        .iter()
+        .filter(|c| c.grant_type == "refresh_token" && c.outcome == "ok")
+        .map(|c| c.count)
+        .sum::<u64>();
+    assert_eq!(refreshed, 3, "the fake saw the three refreshes");
+    assert_eq!(
+        whats,
+        [
+            "status changed",
+            "refresh failed",
+            "refreshed",
+            "refreshed",
+            "refreshed"
+        ],
+        "{table}"
+    );
+    assert!(table.contains("active → needs_reauth"), "{table}");
+    assert!(
+        table.contains("no longer valid: send them a re-authorization link"),
+        "the failure in words: {table}"
+    );
+    assert_eq!(
+        table.matches("access token refreshed, valid until").count(),
+        3,
+        "{table}"
+    );
+}

@@ -57,6 +57,7 @@ on_both_backends!(
     a_callback_url_given_later_receives_the_connections_recent_events,
     app_secrets_are_added_once_replaced_by_version_and_warned_once,
     concurrent_token_saves_are_written_together_each_compare_and_set,
+    the_history_keeps_refreshes_failures_and_status_changes_newest_first,
 );
 
 fn tenant(id: &str, created_at_ms: i64) -> Tenant {
@@ -2559,4 +2560,124 @@ async fn readiness_and_the_webhook_backlog(b: Backend) {
             .unwrap();
     }
     assert_eq!(store.webhook_backlog().await.unwrap(), (4, Some(5_000)));
+}
+
+async fn the_history_keeps_refreshes_failures_and_status_changes_newest_first(b: Backend) {
+    let (_db, store) = fresh(b, "history").await;
+    store.insert_tenant(&tenant("ten_1", 1)).await.unwrap();
+    store
+        .insert_connection(&connection("conn_1", "ten_1"))
+        .await
+        .unwrap();
+    store
+        .insert_connection(&connection("conn_2", "ten_1"))
+        .await
+        .unwrap();
+    let history = |id: &'static str| {
+        let store = store.clone();
+        async move {
+            store
+                .connection_history(id, 100)
+                .await
+                .unwrap()
+                .into_iter()
+                .map(|h| (h.at_ms, h.kind, h.detail, h.until_ms))
+                .collect::<Vec<_>>()
+        }
+    };
+    assert_eq!(
+        history("conn_1").await,
+        [],
+        "inserting a connection writes no history"
+    );
+
+    let refresh = |token: &str, next: &str, at: i64| TokenUpdate {
+        connection_id: "conn_1".into(),
+        expected_refresh_token: token.into(),
+        refresh_token: next.into(),
+        access_token: format!("lwa1.fp.access{at}"),
+        access_expires_at_ms: at + 3_600_000,
+        refreshed_at_ms: at,
+        next_refresh_at_ms: at + 3_000_000,
+    };
+    assert!(
+        store
+            .save_tokens(&refresh("lwa1.fp.cmVmcmVzaA", "lwa1.fp.cmVmcmVzaA", 10_000))
+            .await
+            .unwrap()
+    );
+    // A failure, the same failure again (counted), then invalid_grant (a status change too).
+    let retry_at = |failures: i64| 20_000 + failures;
+    store
+        .record_refresh_failure("conn_1", 5_000, "LWA answered 500", 20_000, &retry_at)
+        .await
+        .unwrap()
+        .unwrap();
+    store
+        .record_refresh_failure("conn_1", 5_000, "LWA answered 500", 21_000, &retry_at)
+        .await
+        .unwrap()
+        .unwrap();
+    // A rename, a vend's touch of the key: not history.
+    assert!(
+        store
+            .set_connection_details("conn_1", Some("Renamed"), None, 21_500)
+            .await
+            .unwrap()
+    );
+    assert!(
+        store
+            .record_refresh_error(
+                "conn_1",
+                Some("needs_reauth"),
+                "invalid_grant",
+                22_000,
+                &[],
+                Some(5_000)
+            )
+            .await
+            .unwrap()
+    );
+    // The seller authorizes again.
+    let mut again = store.connection("conn_1").await.unwrap().unwrap();
+    again.status = "active".into();
+    again.authorized_at_ms = 30_000;
+    again.last_error = None;
+    again.updated_at_ms = 30_000;
+    assert!(store.update_connection(&again).await.unwrap());
+
+    let s = |t: &str| Some(t.to_owned());
+    assert_eq!(
+        history("conn_1").await,
+        [
+            (30_000, "authorized".to_owned(), None, None),
+            (30_000, "status".to_owned(), s("needs_reauth → active"), None),
+            (22_000, "status".to_owned(), s("active → needs_reauth"), None),
+            (22_000, "refresh_failed".to_owned(), s("invalid_grant"), None),
+            (21_000, "refresh_failed".to_owned(), s("LWA answered 500"), None),
+            (20_000, "refresh_failed".to_owned(), s("LWA answered 500"), None),
+            (10_000, "refreshed".to_owned(), None, Some(3_610_000)),
+        ]
+    );
+    assert_eq!(
+        history("conn_2").await,
+        [],
+        "another connection's history is its own"
+    );
+
+    // Only the newest are kept.
+    for i in 0..(lwa_store::HISTORY_KEPT as i64 + 5) {
+        let at = 100_000 + i;
+        assert!(
+            store
+                .save_tokens(&refresh("lwa1.fp.cmVmcmVzaA", "lwa1.fp.cmVmcmVzaA", at))
+                .await
+                .unwrap()
+        );
+    }
+    let kept = history("conn_1").await;
+    assert_eq!(kept.len(), lwa_store::HISTORY_KEPT);
+    assert_eq!(kept[0].0, 100_000 + lwa_store::HISTORY_KEPT as i64 + 4);
+    assert!(kept.iter().all(|(_, kind, _, _)| kind == "refreshed"));
+    assert_eq!(store.connection_history("conn_1", 3).await.unwrap().len(), 3);
 }
