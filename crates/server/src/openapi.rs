@@ -31,6 +31,9 @@ pub enum Shape {
     Text,
     /// An HTML page.
     Html,
+    /// Amazon's own answer, passed through as it came (status, headers, body), with the
+    /// broker's `x-lwa-broker-token` header added.
+    Upstream,
 }
 
 /// One documented answer.
@@ -106,6 +109,19 @@ const IMPORTED: &[(&str, &str)] = &[
     ("results", "array"),
 ];
 const CONNECTION_ID: &str = "/v1/connections/{id}";
+
+/// The method of an operation that takes any method (the proxy): documented as each of
+/// [`ANY_METHODS`].
+pub const ANY: &str = "ANY";
+/// What the proxy's operations say besides their answers.
+const PROXY_DESCRIPTION: &str = "`{path}` is the rest of Amazon's URL, slashes and query included; \
+    it goes to the connection's regional SP-API or Ads host with the connection's credentials \
+    injected, and restricted operations get a Restricted Data Token. Besides the answers listed: \
+    413 over the body limit, 429 when Amazon still throttles after the time budget, 502 or 504 \
+    when Amazon cannot be reached in time.";
+
+/// The methods an [`ANY`] operation is documented with.
+pub const ANY_METHODS: &[&str] = &["GET", "POST", "PUT", "PATCH", "DELETE"];
 
 /// Every operation the server documents.
 pub const OPERATIONS: &[Operation] = &[
@@ -415,6 +431,35 @@ pub const OPERATIONS: &[Operation] = &[
         ],
     },
     Operation {
+        method: ANY,
+        path: "/v1/connections/{id}/proxy/{path}",
+        summary: "Call Amazon through the broker, any method",
+        access: Access::TenantKey,
+        body: &[],
+        query: &[],
+        answers: &[
+            a(
+                200,
+                "Amazon's answer, passed through with its status and headers (an error of \
+                 Amazon's too), plus `x-lwa-broker-token` saying which token was sent",
+                Shape::Upstream,
+            ),
+            a(
+                400,
+                "A path that could leave Amazon's host (`..`, encoded slashes, an absolute URL)",
+                Shape::ApiError,
+            ),
+            UNAUTHORIZED,
+            NOT_FOUND,
+            a(
+                405,
+                "A method the proxy does not forward (TRACE, CONNECT)",
+                Shape::ApiError,
+            ),
+            a(409, "`needs_reauth` or `disconnected`", Shape::ApiError),
+        ],
+    },
+    Operation {
         method: "POST",
         path: "/v1/grantless-tokens",
         summary: "A grantless token of the tenant's SP-API app",
@@ -561,7 +606,7 @@ fn shape_schema(shape: Shape) -> Option<Value> {
         Shape::SeedError => Some(reference("SeedError")),
         Shape::LwaError => Some(reference("LwaError")),
         Shape::Object(fields) => Some(object_schema(fields.iter().map(|(n, t)| (*n, *t, true)))),
-        Shape::Redirect | Shape::Text | Shape::Html => None,
+        Shape::Redirect | Shape::Text | Shape::Html | Shape::Upstream => None,
     }
 }
 
@@ -604,6 +649,7 @@ pub fn document() -> Value {
             let media = match answer.shape {
                 Shape::Text => Some(("text/plain", json!({"type": "string"}))),
                 Shape::Html => Some(("text/html", json!({"type": "string"}))),
+                Shape::Upstream => Some(("*/*", json!({}))),
                 Shape::Redirect => {
                     response["headers"] =
                         json!({"Location": {"schema": {"type": "string"}, "required": true}});
@@ -647,7 +693,16 @@ pub fn document() -> Value {
             operation["requestBody"] = json!({"required": true, "content": content});
         }
         let item = paths.entry(op.path.to_owned()).or_insert_with(|| json!({}));
-        item[op.method.to_ascii_lowercase()] = operation;
+        if op.method == ANY {
+            operation["description"] = json!(PROXY_DESCRIPTION);
+            for method in ANY_METHODS {
+                let mut one = operation.clone();
+                one["operationId"] = json!(format!("{method} {}", op.path));
+                item[method.to_ascii_lowercase()] = one;
+            }
+        } else {
+            item[op.method.to_ascii_lowercase()] = operation;
+        }
     }
     json!({
         "openapi": "3.1.0",

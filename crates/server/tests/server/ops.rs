@@ -4,8 +4,8 @@
 use std::collections::{HashMap, HashSet};
 
 use fake_amazon::browser::{self, Choice};
-use lwa_server::app::ROUTES;
-use lwa_server::openapi::{OPERATIONS, Shape};
+use lwa_server::app::{PROXY_ROUTE, ROUTES};
+use lwa_server::openapi::{ANY, ANY_METHODS, OPERATIONS, Shape};
 use reqwest::{Method, RequestBuilder, Response};
 use serde_json::{Value, json};
 
@@ -274,6 +274,8 @@ async fn check_shape(r: Response, shape: Shape) -> Result<(), String> {
         .unwrap_or("")
         .to_owned();
     let location = r.headers().get("location").is_some();
+    let marked = r.headers().get("x-lwa-broker-token").is_some();
+    let from_amazon = r.headers().get("x-amzn-requestid").is_some();
     let text = r.text().await.unwrap_or_default();
     let json = || serde_json::from_str::<Value>(&text).map_err(|_| format!("not JSON: {text}"));
     match shape {
@@ -314,6 +316,9 @@ async fn check_shape(r: Response, shape: Shape) -> Result<(), String> {
             .starts_with("text/html")
             .then_some(())
             .ok_or(format!("content type {content_type}")),
+        Shape::Upstream => (marked && from_amazon)
+            .then_some(())
+            .ok_or(format!("not Amazon's answer through the proxy (x-lwa-broker-token {marked}, x-amzn-RequestId {from_amazon}): {text}")),
     }
 }
 
@@ -367,7 +372,7 @@ async fn probe(app: &TestApp, fx: &Fixture, method: &str, path: &str, status: u1
     let key = |b: RequestBuilder| b.bearer_auth(&app.key);
     let admin = |b: RequestBuilder| b.bearer_auth(&fx.admin);
     let id = &fx.connection;
-    let m = Method::from_bytes(method.as_bytes()).unwrap();
+    let m = Method::from_bytes(method.as_bytes()).unwrap_or(Method::GET);
     let on = |p: &str| http.request(m.clone(), url(p));
     let (key_id, key_secret) = {
         let rest = app.key.strip_prefix("lwak_").unwrap();
@@ -471,6 +476,24 @@ async fn probe(app: &TestApp, fx: &Fixture, method: &str, path: &str, status: u1
         ("POST", "/v1/connections/{id}/restricted-data-token", 400) => {
             key(on(&format!("/v1/connections/{id}/restricted-data-token"))).json(&json!({"restrictedResources": []}))
         }
+        (ANY, _, 200) => key(http.get(url(&format!(
+            "/v1/connections/{id}/proxy/sellers/v1/marketplaceParticipations"
+        )))),
+        (ANY, _, 400) => key(http.get(url(&format!("/v1/connections/{id}/proxy/sellers%2fv1%2faccount")))),
+        (ANY, _, 401) => http.get(url(&format!(
+            "/v1/connections/{id}/proxy/sellers/v1/marketplaceParticipations"
+        ))),
+        (ANY, _, 404) => key(http.get(url(
+            "/v1/connections/conn_unknown/proxy/sellers/v1/marketplaceParticipations",
+        ))),
+        (ANY, _, 405) => key(http.request(
+            Method::TRACE,
+            url(&format!("/v1/connections/{id}/proxy/sellers/v1/marketplaceParticipations")),
+        )),
+        (ANY, _, 409) => key(http.get(url(&format!(
+            "/v1/connections/{}/proxy/sellers/v1/marketplaceParticipations",
+            fx.disconnected
+        )))),
         (_, p, 404) if p.contains("{id}") => {
             let body = match p {
                 "/v1/connections/{id}/restricted-data-token" => json!({
@@ -527,7 +550,21 @@ async fn openapi_documents_every_route_and_the_server_answers_as_documented() {
     assert_eq!(served["openapi"], "3.1.0");
 
     // Every route is documented, and nothing is documented that is not a route.
-    let documented: HashSet<(&str, &str)> = OPERATIONS.iter().map(|o| (o.method, o.path)).collect();
+    let documented: HashSet<(&str, &str)> = OPERATIONS
+        .iter()
+        .filter(|o| o.method != ANY)
+        .map(|o| (o.method, o.path))
+        .collect();
+    // The proxy, the one route of any method, is documented under each method.
+    let proxy: Vec<_> = OPERATIONS.iter().filter(|o| o.method == ANY).collect();
+    assert_eq!(proxy.len(), 1);
+    assert_eq!(proxy[0].path, PROXY_ROUTE.replace("{*path}", "{path}"));
+    for method in ANY_METHODS {
+        assert!(
+            served["paths"][proxy[0].path][method.to_ascii_lowercase()]["responses"]["200"].is_object(),
+            "the proxy documented for {method}"
+        );
+    }
     let routes: HashSet<(&str, &str)> = ROUTES.iter().map(|r| (r.0, r.1)).collect();
     let undocumented: Vec<_> = routes.difference(&documented).collect();
     assert!(
@@ -536,7 +573,7 @@ async fn openapi_documents_every_route_and_the_server_answers_as_documented() {
     );
     let unknown: Vec<_> = documented.difference(&routes).collect();
     assert!(unknown.is_empty(), "OPERATIONS that are not routes: {unknown:?}");
-    for op in OPERATIONS {
+    for op in OPERATIONS.iter().filter(|o| o.method != ANY) {
         let access = ROUTES
             .iter()
             .find(|r| (r.0, r.1) == (op.method, op.path))
