@@ -80,6 +80,7 @@ pub const COPIED_TABLES: &[CopiedTable] = &[
     table("webhook_deliveries", "id", Some("id")),
     table("app_secrets", "app", None),
     table("connection_history", "id", Some("id")),
+    table("ended_sessions", "sid", None),
 ];
 
 /// The tables of the schema that are deliberately not copied: the migrations' own bookkeeping

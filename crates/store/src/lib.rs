@@ -220,8 +220,17 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     /// Same contract as `take_oauth_state`; erases `token_secret` in the database.
     async fn take_claim_code(&self, code_hash: &str, now_ms: i64) -> Result<Option<ClaimCode>, StoreError>;
 
-    /// Deletes states, links and claim codes that expired before `before_ms`; returns how many.
+    /// Deletes states, links, claim codes and ended sessions that expired before `before_ms`;
+    /// returns how many.
     async fn purge_expired(&self, before_ms: i64) -> Result<u64, StoreError>;
+
+    // --- dashboard sessions ---
+    /// Ends a dashboard session in every process: [`Store::session_ended`] says so from now on,
+    /// until [`Store::purge_expired`] deletes it after `expires_at_ms` (the session's own end).
+    /// Ending it again is no error.
+    async fn end_session(&self, sid: &str, expires_at_ms: i64) -> Result<(), StoreError>;
+    /// Whether the dashboard session `sid` was ended by [`Store::end_session`].
+    async fn session_ended(&self, sid: &str) -> Result<bool, StoreError>;
 
     // --- refresh lease (one refresh across processes and replicas) ---
     /// Takes the connection's refresh lease until `until_ms` when nobody holds it at `now_ms`:

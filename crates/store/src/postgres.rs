@@ -1242,6 +1242,7 @@ impl Store for PgStore {
             "DELETE FROM oauth_states WHERE expires_at_ms < $1",
             "DELETE FROM connect_links WHERE expires_at_ms < $1",
             "DELETE FROM claim_codes WHERE expires_at_ms < $1",
+            "DELETE FROM ended_sessions WHERE expires_at_ms < $1",
         ] {
             purged += sqlx::query(sql)
                 .bind(before_ms)
@@ -1251,6 +1252,26 @@ impl Store for PgStore {
         }
         tx.commit().await?;
         Ok(purged)
+    }
+
+    async fn end_session(&self, sid: &str, expires_at_ms: i64) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO ended_sessions (sid, expires_at_ms) VALUES ($1, $2) \
+             ON CONFLICT (sid) DO NOTHING",
+        )
+        .bind(sid)
+        .bind(expires_at_ms)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn session_ended(&self, sid: &str) -> Result<bool, StoreError> {
+        let found: Option<i64> = sqlx::query_scalar("SELECT 1::BIGINT FROM ended_sessions WHERE sid = $1")
+            .bind(sid)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(found.is_some())
     }
 
     // --- background refresher ---

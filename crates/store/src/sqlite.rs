@@ -1485,6 +1485,7 @@ impl Store for SqliteStore {
             "DELETE FROM oauth_states WHERE expires_at_ms < ?",
             "DELETE FROM connect_links WHERE expires_at_ms < ?",
             "DELETE FROM claim_codes WHERE expires_at_ms < ?",
+            "DELETE FROM ended_sessions WHERE expires_at_ms < ?",
         ] {
             purged += sqlx::query(sql)
                 .bind(before_ms)
@@ -1494,6 +1495,26 @@ impl Store for SqliteStore {
         }
         tx.commit().await?;
         Ok(purged)
+    }
+
+    async fn end_session(&self, sid: &str, expires_at_ms: i64) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO ended_sessions (sid, expires_at_ms) VALUES (?, ?) \
+             ON CONFLICT (sid) DO NOTHING",
+        )
+        .bind(sid)
+        .bind(expires_at_ms)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn session_ended(&self, sid: &str) -> Result<bool, StoreError> {
+        let found: Option<i64> = sqlx::query_scalar("SELECT 1 FROM ended_sessions WHERE sid = ?")
+            .bind(sid)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(found.is_some())
     }
 
     // --- background refresher ---

@@ -209,7 +209,17 @@ pub async fn logout(State(state): State<AppState>, s: AdminSession, body: Bytes)
     if let Err(r) = checked_form(&s, &body) {
         return r.into_response();
     }
-    session::end_session(&state, &s);
+    if let Err(e) = session::end_session(&state, &s).await {
+        tracing::warn!(error = %e, "could not end a dashboard session");
+        return message(
+            &state,
+            &s,
+            StatusCode::SERVICE_UNAVAILABLE,
+            "Not logged out",
+            "The database did not answer, so the session could not be ended everywhere: try again.",
+            "/admin",
+        );
+    }
     let mut r = see_other("/admin/login");
     r.headers_mut().append(
         header::SET_COOKIE,

@@ -6,7 +6,7 @@
 //! token it was made from (the first bytes of its hash), so a new `lwa-broker admin-token` ends
 //! every session; logging out ends it in this process at once (and in the browser everywhere).
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{HashMap, VecDeque};
 use std::net::IpAddr;
 
 use axum::extract::FromRequestParts;
@@ -62,6 +62,7 @@ pub struct AdminSession {
     /// The session's CSRF token, put in every form.
     pub csrf: String,
     sid: String,
+    exp: i64,
 }
 
 impl AdminSession {
@@ -88,10 +89,11 @@ impl axum::response::IntoResponse for NotLoggedIn {
     }
 }
 
-/// Sessions ended in this process, and failed logins per address.
+/// Failed logins per address (in this process; see the README on several replicas). Ended
+/// sessions are in the database ([`lwa_store::Store::end_session`]), so every process refuses
+/// them.
 #[derive(Debug, Default)]
 pub struct Sessions {
-    ended: Mutex<HashSet<String>>,
     failures: Mutex<HashMap<IpAddr, VecDeque<i64>>>,
 }
 
@@ -125,14 +127,6 @@ impl Sessions {
     /// A success forgets the address's failures.
     pub fn login_succeeded(&self, client: IpAddr) {
         self.failures.lock().remove(&client);
-    }
-
-    fn end(&self, sid: &str) {
-        self.ended.lock().insert(sid.to_owned());
-    }
-
-    fn is_ended(&self, sid: &str) -> bool {
-        self.ended.lock().contains(sid)
     }
 }
 
@@ -248,9 +242,9 @@ pub async fn new_session(state: &AppState) -> Option<HeaderValue> {
     ))
 }
 
-/// Ends the session (this process forgets it at once; the browser drops the cookie).
-pub fn end_session(state: &AppState, session: &AdminSession) {
-    state.dashboard.sessions.end(&session.sid);
+/// Ends the session in every process sharing the database (the browser drops the cookie too).
+pub async fn end_session(state: &AppState, session: &AdminSession) -> Result<(), lwa_store::StoreError> {
+    state.store.end_session(&session.sid, session.exp).await
 }
 
 impl FromRequestParts<AppState> for AdminSession {
@@ -265,8 +259,17 @@ impl FromRequestParts<AppState> for AdminSession {
         let not_logged_in = NotLoggedIn {
             page: parts.method == axum::http::Method::GET,
         };
-        if claims.exp <= state.now_ms() || state.dashboard.sessions.is_ended(&claims.sid) {
+        if claims.exp <= state.now_ms() {
             return Err(not_logged_in);
+        }
+        match state.store.session_ended(&claims.sid).await {
+            Ok(false) => {}
+            Ok(true) => return Err(not_logged_in),
+            // The database is down: the page could show nothing anyway; the login page says so.
+            Err(e) => {
+                tracing::warn!(error = %e, "could not check the dashboard session");
+                return Err(not_logged_in);
+            }
         }
         let Some(current) = admin_token_hash(state).await else {
             return Err(not_logged_in);
@@ -277,6 +280,7 @@ impl FromRequestParts<AppState> for AdminSession {
         Ok(AdminSession {
             csrf: claims.csrf,
             sid: claims.sid,
+            exp: claims.exp,
         })
     }
 }

@@ -142,9 +142,34 @@ async fn logout_ends_the_session() {
     let app = spawn().await;
     let operator = login(&app).await;
     let csrf = csrf_of(&operator.page(&app, "/admin").await);
+    // A second broker on the same database and key (another replica) takes the same cookie...
+    let other = lwa_server::app::Application::build(app.settings.clone())
+        .await
+        .unwrap();
+    let other_url = format!("http://{}", other.local_addr());
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(other.run_until(async move {
+        let _ = stopped.await;
+    }));
+    let on_other = || {
+        app.http
+            .get(format!("{other_url}/admin"))
+            .header(COOKIE, &operator.cookie)
+            .send()
+    };
+    assert_eq!(on_other().await.unwrap().status(), 200);
     let r = operator.post(&app, "/admin/logout", &[("csrf", &csrf)]).await;
     assert_eq!(r.status(), 303);
     assert_eq!(operator.get(&app, "/admin").await.status(), 303);
+    // ...and refuses it once the session ended on the first.
+    let r = on_other().await.unwrap();
+    assert_eq!(
+        r.status(),
+        303,
+        "the other replica sends the ended session to the login page"
+    );
+    assert_eq!(r.headers()["location"], "/admin/login");
+    let _ = stop.send(());
 }
 
 #[tokio::test]

@@ -62,6 +62,9 @@ pub struct TestApp {
     pub dir: PathBuf,
     pub tenant_id: String,
     pub key: String,
+    /// What the broker was built with (another broker on the same database and key can be
+    /// built from it).
+    pub settings: Settings,
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
 }
 
@@ -110,6 +113,7 @@ pub async fn spawn_with(edit: impl FnOnce(&mut Settings)) -> TestApp {
     // Webhook receivers in tests listen on 127.0.0.1.
     settings.webhook_allow_private = true;
     edit(&mut settings);
+    let kept = settings.clone();
     let app = Application::build(settings).await.expect("broker builds");
     let url = format!("http://{}", app.local_addr());
     let metrics_url = app.metrics_addr().map(|a| format!("http://{a}"));
@@ -173,6 +177,7 @@ pub async fn spawn_with(edit: impl FnOnce(&mut Settings)) -> TestApp {
         dir,
         tenant_id: tenant.id,
         key: key.key.to_string(),
+        settings: kept,
         shutdown: Some(tx),
     }
 }

@@ -58,6 +58,7 @@ on_both_backends!(
     app_secrets_are_added_once_replaced_by_version_and_warned_once,
     concurrent_token_saves_are_written_together_each_compare_and_set,
     the_history_keeps_refreshes_failures_and_status_changes_newest_first,
+    an_ended_session_stays_ended_until_it_expires_and_is_purged,
 );
 
 fn tenant(id: &str, created_at_ms: i64) -> Tenant {
@@ -2680,4 +2681,17 @@ async fn the_history_keeps_refreshes_failures_and_status_changes_newest_first(b:
     assert_eq!(kept[0].0, 100_000 + lwa_store::HISTORY_KEPT as i64 + 4);
     assert!(kept.iter().all(|(_, kind, _, _)| kind == "refreshed"));
     assert_eq!(store.connection_history("conn_1", 3).await.unwrap().len(), 3);
+}
+
+async fn an_ended_session_stays_ended_until_it_expires_and_is_purged(b: Backend) {
+    let (_db, store) = fresh(b, "sessions").await;
+    assert!(!store.session_ended("sid_a").await.unwrap());
+    store.end_session("sid_a", 10_000).await.unwrap();
+    store.end_session("sid_a", 10_000).await.unwrap();
+    store.end_session("sid_b", 20_000).await.unwrap();
+    assert!(store.session_ended("sid_a").await.unwrap());
+    assert!(!store.session_ended("sid_c").await.unwrap());
+    assert_eq!(store.purge_expired(15_000).await.unwrap(), 1);
+    assert!(!store.session_ended("sid_a").await.unwrap());
+    assert!(store.session_ended("sid_b").await.unwrap());
 }
