@@ -221,9 +221,10 @@ pub struct LwaClient {
 /// Told of every HTTP call the client makes to LWA's token endpoint (each retry and each
 /// client-secret fallback is a call of its own), for counters and charts. Never given a token.
 pub trait CallObserver: Send + Sync + std::fmt::Debug {
-    /// One call: its `grant_type` and its outcome: `ok`, LWA's error code (`invalid_grant`, …),
-    /// or `fault` (no LWA error body: a transport error, a 5xx, a malformed answer).
-    fn lwa_call(&self, grant_type: &'static str, outcome: &str);
+    /// One call: its `grant_type` and how it ended: `Ok`, or the error, whose
+    /// [`LwaError::code`] is LWA's error code (`invalid_grant`, …; none for a transport error,
+    /// a 5xx without LWA's body, a malformed answer) and [`LwaError::class`] what to do about it.
+    fn lwa_call(&self, grant_type: &'static str, result: Result<(), &LwaError>);
 }
 
 impl LwaClient {
@@ -374,11 +375,7 @@ impl LwaClient {
             .attempt_unobserved(token_host, app, secret, grant, secret_used)
             .await;
         if let Some(observer) = &self.observer {
-            let outcome = match &result {
-                Ok(_) => "ok",
-                Err(error) => error.code().unwrap_or("fault"),
-            };
-            observer.lwa_call(grant.grant_type(), outcome);
+            observer.lwa_call(grant.grant_type(), result.as_ref().map(|_| ()));
         }
         result
     }

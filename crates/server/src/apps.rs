@@ -889,9 +889,6 @@ pub async fn rotate_secret_at_amazon(
         .lwa
         .client_credentials(&credentials, &[ROTATION_SCOPE])
         .await;
-    state
-        .metrics
-        .lwa_call(crate::metrics::Grant::ClientCredentials, &token);
     let token = token.map_err(|e| {
         ApiError::new(
             axum::http::StatusCode::BAD_GATEWAY,

@@ -379,9 +379,6 @@ pub async fn import_one(
             &refresh_token,
         )
         .await;
-    state
-        .metrics
-        .lwa_call(crate::metrics::Grant::RefreshToken, &tokens);
     let tokens = tokens.map_err(|e| match e {
         lwa::LwaError::Reauthorize { .. } => ApiError::bad_request(
             "invalid_grant",

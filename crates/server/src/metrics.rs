@@ -79,6 +79,11 @@ impl Grant {
         Grant::AuthorizationCode,
     ];
 
+    /// The grant a `grant_type` names, if one of these.
+    pub fn of(grant_type: &str) -> Option<Grant> {
+        Grant::ALL.into_iter().find(|g| g.label() == grant_type)
+    }
+
     fn label(self) -> &'static str {
         match self {
             Grant::RefreshToken => "refresh_token",
@@ -91,7 +96,7 @@ impl Grant {
 /// The `outcome` label of an LWA call: `ok` or the error's class.
 const OUTCOMES: [&str; 5] = ["ok", "reauthorize", "configuration", "retry_later", "malformed"];
 
-fn outcome_index<T>(result: &Result<T, LwaError>) -> usize {
+fn outcome_index(result: Result<(), &LwaError>) -> usize {
     match result {
         Ok(_) => 0,
         Err(e) => match e.class() {
@@ -156,11 +161,37 @@ impl<const N: usize> Histogram<N> {
     }
 }
 
+/// Every HTTP call to LWA's token endpoint since the start, by grant and outcome class: the
+/// `lwa_broker_lwa_calls_total` series. Counted by the LWA client's observer
+/// ([`crate::dashboard::calls::LwaCallLog`]), so each retry and each client-secret fallback is a
+/// call, as Amazon counts them, and the dashboard's chart and `/metrics` agree.
+#[derive(Debug, Default)]
+pub struct LwaTotals {
+    counts: [[AtomicU64; OUTCOMES.len()]; 3],
+}
+
+impl LwaTotals {
+    /// One call of `grant_type` that ended as `result`; another grant type is not counted.
+    pub fn add(&self, grant_type: &str, result: Result<(), &LwaError>) {
+        if let Some(grant) = Grant::of(grant_type) {
+            self.counts[grant as usize][outcome_index(result)].fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Calls of a grant with an outcome (`ok`, `reauthorize`, …).
+    pub fn get(&self, grant: Grant, outcome: &str) -> u64 {
+        OUTCOMES
+            .iter()
+            .position(|o| *o == outcome)
+            .map(|i| self.counts[grant as usize][i].load(Ordering::Relaxed))
+            .unwrap_or(0)
+    }
+}
+
 /// The broker's own counters (one per [`AppState`]).
 #[derive(Debug)]
 pub struct Metrics {
     vend: [Histogram<{ VEND_BUCKETS_S.len() }>; 4],
-    lwa: [[AtomicU64; OUTCOMES.len()]; 3],
     refresh_lag: Histogram<{ LAG_BUCKETS_S.len() }>,
 }
 
@@ -168,7 +199,6 @@ impl Default for Metrics {
     fn default() -> Self {
         Metrics {
             vend: std::array::from_fn(|_| Histogram::new(&VEND_BUCKETS_S)),
-            lwa: std::array::from_fn(|_| std::array::from_fn(|_| AtomicU64::new(0))),
             refresh_lag: Histogram::new(&LAG_BUCKETS_S),
         }
     }
@@ -180,23 +210,9 @@ impl Metrics {
         self.vend[route as usize].observe(elapsed.as_secs_f64());
     }
 
-    /// An LWA call made, and how it ended.
-    pub fn lwa_call<T>(&self, grant: Grant, result: &Result<T, LwaError>) {
-        self.lwa[grant as usize][outcome_index(result)].fetch_add(1, Ordering::Relaxed);
-    }
-
     /// A background refresh started `lag_ms` after its token entered the refresh buffer.
     pub fn refresh_lag(&self, lag_ms: i64) {
         self.refresh_lag.observe(lag_ms.max(0) as f64 / 1000.0);
-    }
-
-    /// LWA calls of a grant with an outcome (`ok`, `reauthorize`, …), for tests.
-    pub fn lwa_calls(&self, grant: Grant, outcome: &str) -> u64 {
-        OUTCOMES
-            .iter()
-            .position(|o| *o == outcome)
-            .map(|i| self.lwa[grant as usize][i].load(Ordering::Relaxed))
-            .unwrap_or(0)
     }
 
     /// Vends timed on a route, for tests.
@@ -225,12 +241,12 @@ pub async fn render(state: &AppState) -> String {
     }
 
     out.push_str(
-        "# HELP lwa_broker_lwa_calls_total Calls to Login with Amazon's token endpoint, by grant and outcome.\n\
+        "# HELP lwa_broker_lwa_calls_total HTTP calls to Login with Amazon's token endpoint (each retry and client-secret fallback is one), by grant and outcome class.\n\
          # TYPE lwa_broker_lwa_calls_total counter\n",
     );
     for grant in Grant::ALL {
-        for (i, outcome) in OUTCOMES.iter().enumerate() {
-            let n = m.lwa[grant as usize][i].load(Ordering::Relaxed);
+        for outcome in OUTCOMES {
+            let n = state.lwa_calls.totals.get(grant, outcome);
             let _ = writeln!(
                 out,
                 "lwa_broker_lwa_calls_total{{grant_type=\"{}\",outcome=\"{outcome}\"}} {n}",

@@ -179,6 +179,71 @@ async fn scripted_server_errors_are_retried_until_success() {
     assert_eq!(counters.lwa_outcomes("refresh_token", "ok"), 1);
 }
 
+/// One call as an observer is told of it: grant type, LWA's error code, the error's class.
+type SeenCall = (&'static str, Option<String>, Option<lwa::ErrorClass>);
+
+/// Records what a [`lwa::CallObserver`] is told.
+#[derive(Debug, Default)]
+struct Seen(std::sync::Mutex<Vec<SeenCall>>);
+
+impl lwa::CallObserver for Seen {
+    fn lwa_call(&self, grant_type: &'static str, result: Result<(), &lwa::LwaError>) {
+        let (code, class) = match result {
+            Ok(()) => (None, None),
+            Err(e) => (e.code().map(str::to_owned), Some(e.class())),
+        };
+        self.0.lock().unwrap().push((grant_type, code, class));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_observer_is_told_of_every_http_call_retries_included() {
+    let world = World::start().await;
+    let seen = std::sync::Arc::new(Seen::default());
+    let client = lwa::LwaClient::new(world.endpoints())
+        .with_retry(crate::support::fast_retries(3))
+        .with_observer(seen.clone());
+    let refresh_token = world
+        .fake
+        .control()
+        .self_authorize(defaults::SP_API_CLIENT_ID, defaults::SELLER_NA)
+        .await;
+    world
+        .fake
+        .control()
+        .add_fault(FaultSpec {
+            target: FaultTarget::Lwa,
+            script: Some(fake_amazon::FaultScript {
+                count: 2,
+                status: Some(500),
+                error: Some("server_error".into()),
+                ..Default::default()
+            }),
+            ..FaultSpec::default()
+        })
+        .await;
+    client
+        .refresh(
+            "api.amazon.com",
+            &World::sp_app(),
+            &lwa::RefreshToken::new(refresh_token.clone()),
+        )
+        .await
+        .unwrap();
+    let calls = seen.0.lock().unwrap().clone();
+    let retried = (
+        "refresh_token",
+        Some("server_error".to_owned()),
+        Some(lwa::ErrorClass::RetryLater),
+    );
+    assert_eq!(calls, [retried.clone(), retried, ("refresh_token", None, None)]);
+    let counters = world.fake.control().counters().await;
+    assert_eq!(
+        counters.lwa_calls_for_refresh_token(&refresh_token),
+        calls.len() as u64
+    );
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_rotated_refresh_token_is_reported_and_stored() {
     let world = World::with_config(FakeConfig {

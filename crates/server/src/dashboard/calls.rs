@@ -1,5 +1,7 @@
 //! LWA calls counted by hour for the overview's chart: every HTTP call the broker's LWA clients
-//! make (each retry and secret fallback too), by grant type and outcome, for the last 25 hours.
+//! make (each retry and secret fallback too), by grant type and outcome, for the last 25 hours;
+//! and since the start, by outcome class, for `/metrics` ([`crate::metrics::LwaTotals`]). One
+//! observer counts both, so the chart and `/metrics` never disagree.
 //!
 //! Per process: each replica counts its own calls (as the login limiter does); the dashboard
 //! of one replica shows that replica's calls.
@@ -7,7 +9,7 @@
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
 
-use lwa::{CallObserver, Clock};
+use lwa::{CallObserver, Clock, LwaError};
 use parking_lot::Mutex;
 
 const HOUR_MS: i64 = 3_600_000;
@@ -23,6 +25,8 @@ pub struct LwaCallLog {
     clock: Arc<dyn Clock>,
     /// `(hour start ms, counts)`, oldest first.
     hours: Mutex<VecDeque<(i64, HourCounts)>>,
+    /// Since the start, for `/metrics`.
+    pub totals: crate::metrics::LwaTotals,
 }
 
 impl LwaCallLog {
@@ -31,6 +35,7 @@ impl LwaCallLog {
         LwaCallLog {
             clock,
             hours: Mutex::new(VecDeque::new()),
+            totals: Default::default(),
         }
     }
 
@@ -55,7 +60,14 @@ impl LwaCallLog {
 }
 
 impl CallObserver for LwaCallLog {
-    fn lwa_call(&self, grant_type: &'static str, outcome: &str) {
+    fn lwa_call(&self, grant_type: &'static str, result: Result<(), &LwaError>) {
+        self.totals.add(grant_type, result);
+        // `fault`: no LWA error code (a transport error, a 5xx without LWA's body, a malformed
+        // answer).
+        let outcome = match result {
+            Ok(()) => "ok",
+            Err(e) => e.code().unwrap_or("fault"),
+        };
         let hour = self.clock.now_ms().div_euclid(HOUR_MS) * HOUR_MS;
         let mut hours = self.hours.lock();
         if hours.back().is_none_or(|(h, _)| *h < hour) {
@@ -80,15 +92,25 @@ mod tests {
     fn counts_by_hour_grant_and_outcome() {
         let clock = Arc::new(ManualClock::at(10 * HOUR_MS + 5));
         let log = LwaCallLog::new(clock.clone());
-        log.lwa_call("refresh_token", "ok");
-        log.lwa_call("refresh_token", "ok");
+        log.lwa_call("refresh_token", Ok(()));
+        log.lwa_call("refresh_token", Ok(()));
         clock.advance(std::time::Duration::from_millis(HOUR_MS as u64));
-        log.lwa_call("refresh_token", "invalid_grant");
+        let refused = LwaError::Reauthorize {
+            code: "invalid_grant".into(),
+            description: "revoked".into(),
+        };
+        log.lwa_call("refresh_token", Err(&refused));
+        log.lwa_call("no_such_grant", Ok(()));
         let hours = log.last_24_hours(clock.now_ms());
         assert_eq!(hours.len(), 24);
         assert_eq!(hours[23].0, 11 * HOUR_MS);
         assert_eq!(hours[23].1[&("refresh_token", "invalid_grant".to_owned())], 1);
         assert_eq!(hours[22].1[&("refresh_token", "ok".to_owned())], 2);
         assert!(hours[0].1.is_empty());
+        // The same calls since the start, by class, for `/metrics`.
+        use crate::metrics::Grant;
+        assert_eq!(log.totals.get(Grant::RefreshToken, "ok"), 2);
+        assert_eq!(log.totals.get(Grant::RefreshToken, "reauthorize"), 1);
+        assert_eq!(log.totals.get(Grant::ClientCredentials, "ok"), 0);
     }
 }

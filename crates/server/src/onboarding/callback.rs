@@ -182,9 +182,6 @@ async fn complete(
             verifier.as_ref(),
         )
         .await;
-    state
-        .metrics
-        .lwa_call(crate::metrics::Grant::AuthorizationCode, &tokens);
     let tokens = tokens.map_err(exchange_failure)?;
     let Some(refresh_token) = tokens.refresh_token.clone() else {
         return Err(Failure::Tenant(

@@ -802,9 +802,6 @@ impl Vendor {
                     let scopes: Vec<&str> = scopes.iter().map(String::as_str).collect();
                     let credentials = task_state.credentials(&app).await;
                     let tokens = task_state.lwa.client_credentials(&credentials, &scopes).await;
-                    task_state
-                        .metrics
-                        .lwa_call(crate::metrics::Grant::ClientCredentials, &tokens);
                     let tokens = tokens.map_err(lwa_failure)?;
                     Ok(CachedToken::new(
                         tokens.access_token,
@@ -1201,9 +1198,6 @@ async fn refresh_connection_inner(
                 &refresh_token,
             )
             .await;
-        state
-            .metrics
-            .lwa_call(crate::metrics::Grant::RefreshToken, &result);
         let tokens = match result {
             Ok(tokens) => tokens,
             Err(error) => {

@@ -57,6 +57,20 @@ async fn metrics_match_the_fakes_counts() {
             tokens.push(vend(&app, id).await["access_token"].as_str().unwrap().to_owned());
         }
     }
+    // LWA answers the grantless token's first attempt with a 500, which the client retries:
+    // two HTTP calls for one token.
+    app.fake
+        .control()
+        .add_fault(fake_amazon::FaultSpec {
+            target: fake_amazon::FaultTarget::Lwa,
+            script: Some(fake_amazon::FaultScript {
+                count: 1,
+                status: Some(500),
+                ..Default::default()
+            }),
+            ..Default::default()
+        })
+        .await;
     let r = app
         .post_json(
             "/v1/grantless-tokens",
@@ -88,7 +102,15 @@ async fn metrics_match_the_fakes_counts() {
     }
     assert_eq!(counters.lwa_calls("authorization_code"), 2);
     assert_eq!(counters.lwa_calls("refresh_token"), 2);
-    assert_eq!(counters.lwa_calls("client_credentials"), 1);
+    assert_eq!(
+        counters.lwa_calls("client_credentials"),
+        2,
+        "one token, retried once"
+    );
+    assert_eq!(
+        m["lwa_broker_lwa_calls_total{grant_type=\"client_credentials\",outcome=\"retry_later\"}"], 1.0,
+        "the failed attempt: {text}"
+    );
     assert_eq!(
         m["lwa_broker_vend_duration_seconds_count{route=\"access_token\"}"],
         12.0
