@@ -374,15 +374,7 @@ async fn the_chart_counts_the_lwa_calls_the_fake_counted() {
         )
         .await;
     assert_eq!(r.status(), 303);
-    let c = app.state.store.connection(&id).await.unwrap().unwrap();
-    app.fake
-        .control()
-        .revoke(fake_amazon::RevokeSpec {
-            client_id: Some(fake_amazon::defaults::SP_API_CLIENT_ID.into()),
-            selling_partner_id: c.selling_partner_id.clone(),
-            ..Default::default()
-        })
-        .await;
+    revoke_seller(&app, &id).await;
     app.advance(3600.0).await;
     let r = operator
         .post(
@@ -506,6 +498,19 @@ async fn search_alerts_and_counts_show_what_the_database_holds() {
     assert!(tenants.contains("<td class=\"num\">4</td>"), "{tenants}");
 }
 
+/// The seller of an SP-API connection revokes the app at Amazon (the fake).
+async fn revoke_seller(app: &TestApp, id: &str) {
+    let c = app.state.store.connection(id).await.unwrap().unwrap();
+    app.fake
+        .control()
+        .revoke(fake_amazon::RevokeSpec {
+            client_id: Some(fake_amazon::defaults::SP_API_CLIENT_ID.into()),
+            selling_partner_id: c.selling_partner_id,
+            ..Default::default()
+        })
+        .await;
+}
+
 /// The connection page's history: every refresh (as many as the fake counted), the failed one
 /// in words, and the status change it caused, newest first.
 #[tokio::test]
@@ -523,15 +528,7 @@ async fn the_connection_page_shows_each_refresh_the_failure_and_the_status_chang
         assert_eq!(refresh_now().await.status(), 303);
         app.advance(600.0).await;
     }
-    let c = app.state.store.connection(&id).await.unwrap().unwrap();
-    app.fake
-        .control()
-        .revoke(fake_amazon::RevokeSpec {
-            client_id: Some(fake_amazon::defaults::SP_API_CLIENT_ID.into()),
-            selling_partner_id: c.selling_partner_id.clone(),
-            ..Default::default()
-        })
-        .await;
+    revoke_seller(&app, &id).await;
     app.advance(3600.0).await;
     assert_eq!(refresh_now().await.status(), 409);
 
