@@ -28,7 +28,8 @@
 //! Knobs (environment): `PROXY_BENCH_RUNS` (5), `PROXY_BENCH_SECONDS` (5: each measured
 //! phase), `PROXY_BENCH_WARMUP_SECONDS` (1: before each phase), `PROXY_BENCH_CLIENTS` (`16,64`),
 //! `PROXY_BENCH_NICE` (-10: the load generator's priority when allowed, the servers staying at
-//! 0; 0 turns it off).
+//! 0; 0 turns it off), `PROXY_BENCH_BROKER_WORKERS` (unset: the broker's default, one runtime
+//! worker thread per core; else `TOKIO_WORKER_THREADS` for the broker alone).
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -90,6 +91,8 @@ struct Knobs {
     warmup: f64,
     clients: Vec<usize>,
     nice: i32,
+    /// The broker's runtime worker threads (`TOKIO_WORKER_THREADS`); `None`: its default.
+    broker_workers: Option<usize>,
 }
 
 fn knob<T: FromStr>(name: &str, default: T) -> T {
@@ -121,6 +124,12 @@ impl Knobs {
                 })
                 .collect(),
             nice: knob("PROXY_BENCH_NICE", -10i32).min(0),
+            broker_workers: std::env::var("PROXY_BENCH_BROKER_WORKERS").ok().map(|n| {
+                n.parse::<usize>()
+                    .ok()
+                    .filter(|n| *n > 0)
+                    .unwrap_or_else(|| panic!("PROXY_BENCH_BROKER_WORKERS={n:?} is not a positive number"))
+            }),
         }
     }
 }
@@ -223,6 +232,9 @@ impl Bench {
             }
         }
         command.env("HOME", &dir).envs(&env).current_dir(&dir);
+        if let Some(workers) = knobs.broker_workers {
+            command.env("TOKIO_WORKER_THREADS", workers.to_string());
+        }
         let broker = Server::spawn("broker", command, &dir.join("broker.log"), clock_ticks).await;
 
         // One seller connection, onboarded with a refresh token the fake issued; its access
@@ -515,7 +527,11 @@ impl Bench {
             "## Proxying a small GET\n\nMachine: {cores} cores ({model}), shared by the broker, the fake and the \
              load generator. {runs} runs; each phase {secs} s measured after {warm} s of warm-up; direct and \
              proxied phases alternate, the order flipping every run. `GET {PATH}`: answer body {db} bytes \
-             direct, {pb} bytes proxied. {prio}\n",
+             direct, {pb} bytes proxied. The broker's runtime: {workers}. {prio}\n",
+            workers = match k.broker_workers {
+                Some(n) => format!("{n} worker thread(s) (`TOKIO_WORKER_THREADS`)"),
+                None => "the default, one worker thread per core".to_owned(),
+            },
             runs = k.runs,
             secs = k.seconds,
             warm = k.warmup,
