@@ -2,9 +2,10 @@
 //! token per session checked on every form; failed logins limited per client address.
 //!
 //! The cookie is the session: sealed under the master key (`Sealer`, owner `admin-session`),
-//! so every replica sharing the database accepts it, with no session table. It names the admin
-//! token it was made from (the first bytes of its hash), so a new `lwa-broker admin-token` ends
-//! every session; logging out ends it in this process at once (and in the browser everywhere).
+//! so every replica sharing the database accepts it; the database holds only the sessions ended
+//! by a logout (`ended_sessions`, until their cookie would have expired), so a logout on one
+//! replica ends the session on all of them. The cookie names the admin token it was made from
+//! (the first bytes of its hash), so a new `lwa-broker admin-token` ends every session.
 
 use std::collections::{HashMap, VecDeque};
 use std::net::IpAddr;
@@ -265,7 +266,7 @@ impl FromRequestParts<AppState> for AdminSession {
         match state.store.session_ended(&claims.sid).await {
             Ok(false) => {}
             Ok(true) => return Err(not_logged_in),
-            // The database is down: the page could show nothing anyway; the login page says so.
+            // The database is down: no page can be shown without it; back to the login page.
             Err(e) => {
                 tracing::warn!(error = %e, "could not check the dashboard session");
                 return Err(not_logged_in);
