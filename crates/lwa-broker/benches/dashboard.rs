@@ -31,10 +31,13 @@
 //! `DASH_BENCH_CONNECTIONS` (10000), `DASH_BENCH_BOUND_MS` (50); `DASH_BENCH_KEEP` set keeps
 //! the scratch directory (the database, the broker's log) for a look afterwards.
 
+mod common;
+
+use common::knob;
+
 use std::collections::HashMap;
 use std::path::Path;
 use std::process::Stdio;
-use std::str::FromStr;
 use std::time::{Duration, Instant};
 
 use fake_amazon::{FakeAmazon, FakeConfig, defaults};
@@ -73,16 +76,6 @@ struct Knobs {
     warmup: usize,
     connections: usize,
     bound_ms: f64,
-}
-
-fn knob<T: FromStr>(name: &str, default: T) -> T {
-    match std::env::var(name) {
-        Ok(text) => text
-            .trim()
-            .parse()
-            .unwrap_or_else(|_| panic!("{name}={text:?} is not a valid value")),
-        Err(_) => default,
-    }
 }
 
 impl Knobs {

@@ -31,11 +31,14 @@
 //! 0; 0 turns it off), `PROXY_BENCH_BROKER_WORKERS` (unset: the broker's default, one runtime
 //! worker thread per core; else `TOKIO_WORKER_THREADS` for the broker alone).
 
+mod common;
+
+use common::{knob, machine_seconds, median, spread};
+
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
-use std::str::FromStr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -93,16 +96,6 @@ struct Knobs {
     nice: i32,
     /// The broker's runtime worker threads (`TOKIO_WORKER_THREADS`); `None`: its default.
     broker_workers: Option<usize>,
-}
-
-fn knob<T: FromStr>(name: &str, default: T) -> T {
-    match std::env::var(name) {
-        Ok(text) => text
-            .trim()
-            .parse()
-            .unwrap_or_else(|_| panic!("{name}={text:?} is not a valid value")),
-        Err(_) => default,
-    }
 }
 
 impl Knobs {
@@ -871,23 +864,6 @@ fn cpu_seconds(stat_path: &str, clock_ticks: f64) -> f64 {
     ticks / clock_ticks
 }
 
-/// Busy and stolen CPU seconds of the whole machine so far (`/proc/stat`).
-fn machine_seconds(clock_ticks: f64) -> (f64, f64) {
-    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
-    let ticks: Vec<f64> = stat
-        .lines()
-        .next()
-        .unwrap_or_default()
-        .split_whitespace()
-        .skip(1)
-        .filter_map(|t| t.parse().ok())
-        .collect();
-    let at = |i: usize| ticks.get(i).copied().unwrap_or(0.0);
-    // user nice system idle iowait irq softirq steal …
-    let busy = at(0) + at(1) + at(2) + at(5) + at(6);
-    (busy / clock_ticks, at(7) / clock_ticks)
-}
-
 // ---------------------------------------------------------------------------------------------
 // The load generator: a minimal keep-alive HTTP/1.1 client, the same for both paths
 
@@ -994,28 +970,4 @@ fn quantile_us(samples: &mut [u64], q: f64) -> f64 {
     samples.sort_unstable();
     let i = ((q * samples.len() as f64).ceil() as usize).clamp(1, samples.len()) - 1;
     samples[i] as f64 / 1e3
-}
-
-fn median(values: &[f64]) -> f64 {
-    let mut v = values.to_vec();
-    v.sort_by(f64::total_cmp);
-    let n = v.len();
-    if n == 0 {
-        return f64::NAN;
-    }
-    if n % 2 == 1 {
-        v[n / 2]
-    } else {
-        (v[n / 2 - 1] + v[n / 2]) / 2.0
-    }
-}
-
-/// `median (min–max)`.
-fn spread(values: &[f64], decimals: usize) -> String {
-    if values.is_empty() {
-        return "—".to_owned();
-    }
-    let min = values.iter().copied().fold(f64::INFINITY, f64::min);
-    let max = values.iter().copied().fold(f64::NEG_INFINITY, f64::max);
-    format!("{:.d$} ({:.d$}–{:.d$})", median(values), min, max, d = decimals)
 }

@@ -34,10 +34,13 @@
 //! real second; simulated time runs far faster than real time, so a realistic budget would
 //! bind), `REFRESHER_BENCH_SPREAD_CONCURRENCY` (16, the default).
 
+mod common;
+
+use common::{knob, median};
+
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
-use std::str::FromStr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -129,16 +132,6 @@ struct Knobs {
     budget_connections: usize,
     spread_budget: f64,
     spread_concurrency: usize,
-}
-
-fn knob<T: FromStr>(name: &str, default: T) -> T {
-    match std::env::var(name) {
-        Ok(text) => text
-            .trim()
-            .parse()
-            .unwrap_or_else(|_| panic!("{name}={text:?} is not a valid value")),
-        Err(_) => default,
-    }
 }
 
 impl Knobs {
@@ -922,17 +915,6 @@ async fn budget(k: &Knobs, dir: &Path) -> (String, Vec<String>) {
 
 // ---------------------------------------------------------------------------------------------
 // Figures
-
-fn median(values: &[f64]) -> f64 {
-    let mut v = values.to_vec();
-    v.sort_by(f64::total_cmp);
-    match v.len() {
-        0 => f64::NAN,
-        n if n % 2 == 1 => v[n / 2],
-        n => (v[n / 2 - 1] + v[n / 2]) / 2.0,
-    }
-}
-
 /// "median (min–max)".
 fn summary(values: &[f64], decimals: usize, unit: &str) -> String {
     let min = values.iter().copied().fold(f64::INFINITY, f64::min);

@@ -34,11 +34,14 @@
 //! `VEND_BENCH_CLIENT_THREADS` (1: the load generator's runtime threads), `VEND_BENCH_NICE`
 //! (-10: the load generator's priority when allowed, the servers staying at 0; 0 turns it off).
 
+mod common;
+
+use common::{knob, machine_seconds, median, spread};
+
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
-use std::str::FromStr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -137,16 +140,6 @@ struct Knobs {
     bare_runtime: String,
     client_threads: usize,
     nice: i32,
-}
-
-fn knob<T: FromStr>(name: &str, default: T) -> T {
-    match std::env::var(name) {
-        Ok(text) => text
-            .trim()
-            .parse()
-            .unwrap_or_else(|_| panic!("{name}={text:?} is not a valid value")),
-        Err(_) => default,
-    }
 }
 
 impl Knobs {
@@ -1334,23 +1327,6 @@ async fn measure_cpu_all(servers: &[&Server], from: Instant, until: Instant) -> 
     }
 }
 
-/// Busy and stolen CPU seconds of the whole machine so far (`/proc/stat`).
-fn machine_seconds(clock_ticks: f64) -> (f64, f64) {
-    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
-    let ticks: Vec<f64> = stat
-        .lines()
-        .next()
-        .unwrap_or_default()
-        .split_whitespace()
-        .skip(1)
-        .filter_map(|t| t.parse().ok())
-        .collect();
-    let at = |i: usize| ticks.get(i).copied().unwrap_or(0.0);
-    // user nice system idle iowait irq softirq steal …
-    let busy = at(0) + at(1) + at(2) + at(5) + at(6);
-    (busy / clock_ticks, at(7) / clock_ticks)
-}
-
 #[derive(Debug, Clone)]
 struct Latency {
     rate: f64,
@@ -1497,28 +1473,6 @@ fn quantile(samples: &mut [u64], q: f64) -> f64 {
 
 // ---------------------------------------------------------------------------------------------
 // Statistics
-
-fn median(values: &[f64]) -> f64 {
-    let mut v = values.to_vec();
-    v.sort_by(f64::total_cmp);
-    let n = v.len();
-    if n == 0 {
-        return f64::NAN;
-    }
-    if n % 2 == 1 {
-        v[n / 2]
-    } else {
-        (v[n / 2 - 1] + v[n / 2]) / 2.0
-    }
-}
-
-/// `median (min–max)`.
-fn spread(values: &[f64], decimals: usize) -> String {
-    let min = values.iter().copied().fold(f64::INFINITY, f64::min);
-    let max = values.iter().copied().fold(f64::NEG_INFINITY, f64::max);
-    format!("{:.d$} ({:.d$}–{:.d$})", median(values), min, max, d = decimals)
-}
-
 // ---------------------------------------------------------------------------------------------
 // `--bare-server BODY_FILE RUNTIME`: the floor the broker is measured against
 
