@@ -202,6 +202,32 @@ pub async fn patch(
     Ok(axum::Json(view(&c)).into_response())
 }
 
+/// Erases a connection's sealed tokens and marks it `disconnected`, with its
+/// `connection.disconnected` event (`reason` in its data), and drops it from this process's
+/// cache (the other processes learn it through the invalidations); the connection as written.
+/// `DELETE /v1/connections/{id}` and the dashboard's Disconnect.
+pub async fn disconnect(
+    state: &AppState,
+    mut c: Connection,
+    reason: &str,
+) -> Result<Connection, lwa_store::StoreError> {
+    c.refresh_token = None;
+    c.access_token = None;
+    c.access_expires_at_ms = None;
+    c.status = "disconnected".into();
+    c.updated_at_ms = state.now_ms();
+    let events = crate::webhooks::connection_event(
+        state,
+        crate::webhooks::EventType::ConnectionDisconnected,
+        &c,
+        json!({ "reason": reason }),
+    );
+    state.store.disconnect_connection(&c, &events).await?;
+    state.webhooks.wake();
+    state.vendor.forget(&c.id);
+    Ok(c)
+}
+
 /// `DELETE /v1/connections/{id}`: erases the sealed tokens and marks it `disconnected`.
 /// Amazon has no revoke call, so the seller's authorization stays in Seller Central (or the
 /// Ads console) until the seller removes it there.
@@ -210,21 +236,7 @@ pub async fn delete(
     auth: TenantAuth,
     PathParam(id): PathParam,
 ) -> Result<Response, ApiError> {
-    let mut c = owned(&state, &auth, &id).await?;
-    c.refresh_token = None;
-    c.access_token = None;
-    c.access_expires_at_ms = None;
-    c.status = "disconnected".into();
-    c.updated_at_ms = state.now_ms();
-    let events = crate::webhooks::connection_event(
-        &state,
-        crate::webhooks::EventType::ConnectionDisconnected,
-        &c,
-        json!({"reason": "disconnected_by_tenant"}),
-    );
-    state.store.disconnect_connection(&c, &events).await?;
-    state.webhooks.wake();
-    state.vendor.forget(&c.id);
+    let c = disconnect(&state, owned(&state, &auth, &id).await?, "disconnected_by_tenant").await?;
     let mut body = view(&c);
     body["tokens_erased"] = json!(true);
     body["amazon_authorization"] = json!(

@@ -777,7 +777,7 @@ pub async fn disconnect(
         return r.into_response();
     }
     let back = format!("/admin/connections/{id}");
-    let Some(mut c) = try_page!(&state, &s, state.store.connection(&id).await, &back) else {
+    let Some(c) = try_page!(&state, &s, state.store.connection(&id).await, &back) else {
         return message(
             &state,
             &s,
@@ -787,25 +787,12 @@ pub async fn disconnect(
             "/admin/connections",
         );
     };
-    c.refresh_token = None;
-    c.access_token = None;
-    c.access_expires_at_ms = None;
-    c.status = "disconnected".into();
-    c.updated_at_ms = state.now_ms();
-    let events = crate::webhooks::connection_event(
-        &state,
-        crate::webhooks::EventType::ConnectionDisconnected,
-        &c,
-        serde_json::json!({"reason": "disconnected_by_operator"}),
-    );
     try_page!(
         &state,
         &s,
-        state.store.disconnect_connection(&c, &events).await,
+        crate::connections::disconnect(&state, c, "disconnected_by_operator").await,
         &back
     );
-    state.webhooks.wake();
-    state.vendor.forget(&c.id);
     tracing::info!(connection = %id, "disconnected from the dashboard");
     see_other(&back)
 }
