@@ -756,12 +756,22 @@ pub async fn refresh_now(state: &AppState, id: &str) -> Result<(), String> {
         .access_token(state, &c.tenant_id, id, None, false)
         .await
         .map_err(why)?;
+    // The token was due, so getting it refreshed it: that was the refresh asked for.
+    if c.access_expires_at_ms
+        .is_none_or(|before| current.expires_at_ms > before)
+    {
+        return Ok(());
+    }
     match state
         .vendor
         .force_refresh(state, &c.tenant_id, id, None, &current)
         .await
     {
-        Ok(_) => Ok(()),
+        Ok(Some(_)) => Ok(()),
+        Ok(None) => Err(format!(
+            "This connection was refreshed less than {} s ago: try again after that.",
+            crate::vend::FORCED_REFRESH_COOLDOWN_MS / 1000
+        )),
         Err(e) => Err(why(e)),
     }
 }

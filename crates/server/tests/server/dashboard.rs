@@ -583,3 +583,31 @@ async fn the_connection_page_shows_each_refresh_the_failure_and_the_status_chang
         "{table}"
     );
 }
+
+/// Refresh now on a token already due refreshes once, not twice; clicked again within the
+/// forced-refresh cooldown it says so instead of claiming a refresh.
+#[tokio::test]
+async fn refresh_now_calls_amazon_once_and_says_when_it_did_not() {
+    let app = spawn().await;
+    let (connection, _) = app.onboard_sp("na", None).await;
+    let id = connection["id"].as_str().unwrap().to_owned();
+    let operator = login(&app).await;
+    let csrf = csrf_of(&operator.page(&app, &format!("/admin/connections/{id}")).await);
+    let refresh_path = format!("/admin/connections/{id}/refresh");
+    let form = [("csrf", csrf.as_str())];
+    let refreshes = || async { app.fake.control().counters().await.lwa_calls("refresh_token") };
+    // Inside the refresh buffer: the token is due.
+    app.advance(3600.0 - 120.0).await;
+    let before = refreshes().await;
+    assert_eq!(operator.post(&app, &refresh_path, &form).await.status(), 303);
+    assert_eq!(refreshes().await - before, 1, "a due token is refreshed once");
+    // A fresh token: one forced refresh.
+    assert_eq!(operator.post(&app, &refresh_path, &form).await.status(), 303);
+    assert_eq!(refreshes().await - before, 2);
+    // Again at once: inside the cooldown, nothing is refreshed and the page says so.
+    let r = operator.post(&app, &refresh_path, &form).await;
+    assert_eq!(r.status(), 409);
+    let text = r.text().await.unwrap();
+    assert!(text.contains("refreshed less than 60 s ago"), "{text}");
+    assert_eq!(refreshes().await - before, 2);
+}
