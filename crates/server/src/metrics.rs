@@ -135,10 +135,6 @@ impl<const N: usize> Histogram<N> {
             .fetch_add((seconds.max(0.0) * 1e6) as u64, Ordering::Relaxed);
     }
 
-    fn count(&self) -> u64 {
-        self.counts[..=N].iter().map(|c| c.load(Ordering::Relaxed)).sum()
-    }
-
     fn render(&self, out: &mut String, name: &str, labels: &str) {
         let sep = if labels.is_empty() { "" } else { "," };
         let mut cumulative = 0;
@@ -210,14 +206,11 @@ impl Metrics {
         self.vend[route as usize].observe(elapsed.as_secs_f64());
     }
 
-    /// A background refresh started `lag_ms` after its token entered the refresh buffer.
+    /// The background refresher took up a due connection `lag_ms` after its token entered the
+    /// refresh buffer (before any wait for the app's LWA call budget; a retry after a failure
+    /// counts from the failed token's expiry).
     pub fn refresh_lag(&self, lag_ms: i64) {
         self.refresh_lag.observe(lag_ms.max(0) as f64 / 1000.0);
-    }
-
-    /// Vends timed on a route, for tests.
-    pub fn vends(&self, route: VendRoute) -> u64 {
-        self.vend[route as usize].count()
     }
 }
 
@@ -256,7 +249,7 @@ pub async fn render(state: &AppState) -> String {
     }
 
     out.push_str(
-        "# HELP lwa_broker_refresh_lag_seconds How long after its token entered the refresh buffer the background refresher refreshed a connection.\n\
+        "# HELP lwa_broker_refresh_lag_seconds How long after its token entered the refresh buffer the background refresher took a due connection up.\n\
          # TYPE lwa_broker_refresh_lag_seconds histogram\n",
     );
     m.refresh_lag
