@@ -169,8 +169,17 @@ pub async fn connect(State(state): State<AppState>, s: AdminSession, body: Bytes
     }
 }
 
+/// The form's connection id, put in a path of this broker's own API: anything but an id's
+/// characters (letters, digits, `_`, `-`) is refused as no connection, so the field cannot steer
+/// the call to another path.
 fn connection_field(form: &std::collections::HashMap<String, String>) -> String {
-    form.get("connection").cloned().unwrap_or_default()
+    form.get("connection")
+        .filter(|id| {
+            id.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+        })
+        .cloned()
+        .unwrap_or_else(|| "none".to_owned())
 }
 
 /// `POST /admin/try/vend`: what `POST /v1/connections/{id}/access-token` answers (the token's
@@ -298,5 +307,26 @@ pub async fn inbox(State(state): State<AppState>, s: AdminSession) -> Response {
     match page.render() {
         Ok(html) => axum::response::Html(html).into_response(),
         Err(_) => StatusCode::INTERNAL_SERVER_ERROR.into_response(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_connection_field_is_an_id_or_nothing() {
+        let form = |v: &str| std::collections::HashMap::from([("connection".to_owned(), v.to_owned())]);
+        assert_eq!(connection_field(&form("conn_k2v9x")), "conn_k2v9x");
+        for crafted in [
+            "../../v1/audit",
+            "conn_1/proxy/x",
+            "conn_1?x=1",
+            "conn 1",
+            "conn_1%2f",
+        ] {
+            assert_eq!(connection_field(&form(crafted)), "none", "{crafted}");
+        }
+        assert_eq!(connection_field(&Default::default()), "none");
     }
 }
