@@ -202,29 +202,7 @@ impl Backend {
     }
 }
 
-/// A database URL without its credentials (`postgres://***@host/db`), for messages.
-///
-/// ```
-/// use lwa_server::state::redact_url;
-/// assert_eq!(redact_url("postgres://u:pw@db/x"), "postgres://***@db/x");
-/// assert_eq!(redact_url("postgres:u:pw@db/x"), "postgres:***@db/x");
-/// assert_eq!(redact_url("sqlite:broker.db"), "sqlite:broker.db");
-/// ```
-pub fn redact_url(url: &str) -> String {
-    let shown = match url.rfind('@') {
-        Some(at) => {
-            let start = url
-                .find("://")
-                .map(|i| i + 3)
-                .or_else(|| url.find(':').map(|i| i + 1))
-                .filter(|start| *start <= at)
-                .unwrap_or(0);
-            format!("{}***{}", &url[..start], &url[at..])
-        }
-        None => url.to_owned(),
-    };
-    shown.chars().take(200).collect()
-}
+pub use lwa_store::redact_url;
 
 /// Loads the master keys, newest first: `LWA_BROKER_MASTER_KEYS`, else `LWA_BROKER_MASTER_KEY`,
 /// else the key file (created 0600 with one key when missing; one `ID BASE64` line per key).

@@ -81,17 +81,7 @@ pub(crate) fn order_key(
     format!("{}|{kind}|{url}", connection_id.or(tenant_id).unwrap_or("-"))
 }
 
-/// `scheme://user:pass@host/…` → `scheme://***@host/…`, so an error never shows a password.
-pub(crate) fn redact(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return url.to_string();
-    };
-    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
-    match rest[..authority_end].rfind('@') {
-        Some(at) => format!("{scheme}://***{}", &rest[at..]),
-        None => url.to_string(),
-    }
-}
+pub(crate) use crate::redact_url as redact;
 
 /// An invalidation row `(seq, kind, subject)`; a kind this version does not know is skipped
 /// (a newer replica's), so it never stops the reader.

@@ -29,6 +29,39 @@ pub use sqlite::SqliteStore;
 
 use async_trait::async_trait;
 
+/// A database URL as messages and logs show it: no credentials (`postgres://***@host/db`) and no
+/// query (`?…`), which may carry a password too. The credentials end at the last `@`, so a
+/// password holding `/`, `?` or `@` is hidden whole (and a `@` in the query hides the host too:
+/// less shown, nothing leaked). At most 200 characters.
+///
+/// ```
+/// use lwa_store::redact_url;
+/// assert_eq!(redact_url("postgres://u:pw@db/x"), "postgres://***@db/x");
+/// assert_eq!(redact_url("postgres:u:pw@db/x"), "postgres:***@db/x");
+/// assert_eq!(redact_url("postgres://u:pa/s?s@db/x"), "postgres://***@db/x");
+/// assert_eq!(redact_url("postgres://db/x?user=u&password=pw"), "postgres://db/x?…");
+/// assert_eq!(redact_url("sqlite:broker.db"), "sqlite:broker.db");
+/// ```
+pub fn redact_url(url: &str) -> String {
+    let (credentials_hidden, rest) = match url.rfind('@') {
+        Some(at) => {
+            let start = url
+                .find("://")
+                .map(|i| i + 3)
+                .or_else(|| url.find(':').map(|i| i + 1))
+                .filter(|start| *start <= at)
+                .unwrap_or(0);
+            (format!("{}***", &url[..start]), &url[at..])
+        }
+        None => (String::new(), url),
+    };
+    let shown = match rest.split_once('?') {
+        Some((base, _)) => format!("{credentials_hidden}{base}?…"),
+        None => format!("{credentials_hidden}{rest}"),
+    };
+    shown.chars().take(200).collect()
+}
+
 /// How long a refresh lease lasts: longer than one refresh with the library's retries, short
 /// enough that a replica that died holding one delays others little.
 pub const REFRESH_LEASE_MS: i64 = 30_000;

@@ -48,16 +48,6 @@ pub struct MigrateStoreArgs {
     pub batch_size: u32,
 }
 
-/// A database URL as the commands print it: without credentials, and without its query, which
-/// may carry a password (`?password=…`) as well as harmless options.
-fn shown(url: &str) -> String {
-    let redacted = redact_url(url);
-    match redacted.split_once('?') {
-        Some((base, _)) => format!("{base}?…"),
-        None => redacted,
-    }
-}
-
 /// How often a progress line is written when standard error is not a terminal.
 const PROGRESS_LINE_EVERY: Duration = Duration::from_secs(5);
 
@@ -72,7 +62,7 @@ pub async fn backup(common: &CommonArgs, server: &ServerArgs, args: BackupArgs) 
     eprintln!(
         "backing up the {} database at {} to {}",
         source.backend(),
-        shown(&url),
+        redact_url(&url),
         args.out.display()
     );
     let started = Instant::now();
@@ -120,7 +110,7 @@ pub async fn restore(common: &CommonArgs, server: &ServerArgs, args: RestoreArgs
         "restoring {} into the {} database at {}",
         args.from.display(),
         target.backend(),
-        shown(&url)
+        redact_url(&url)
     );
     let options = CopyOptions {
         replace: args.force,
@@ -133,7 +123,7 @@ pub async fn restore(common: &CommonArgs, server: &ServerArgs, args: RestoreArgs
     println!(
         "restored {} into {} ({} rows in {:.2} s)",
         args.from.display(),
-        shown(&url),
+        redact_url(&url),
         report.rows(),
         report.elapsed.as_secs_f64()
     );
@@ -159,9 +149,9 @@ pub async fn migrate_store(args: MigrateStoreArgs) -> Result<(), Failure> {
     eprintln!(
         "copying the {} database at {} into the {} database at {}",
         source.backend(),
-        shown(&args.from),
+        redact_url(&args.from),
         target.backend(),
-        shown(&args.to)
+        redact_url(&args.to)
     );
     let options = CopyOptions {
         batch_size: args.batch_size,
@@ -174,8 +164,8 @@ pub async fn migrate_store(args: MigrateStoreArgs) -> Result<(), Failure> {
     println!(
         "copied {} rows from {} to {} in {:.2} s; nobody needs to authorize again",
         report.rows(),
-        shown(&args.from),
-        shown(&args.to),
+        redact_url(&args.from),
+        redact_url(&args.to),
         report.elapsed.as_secs_f64()
     );
     print_key_note(&target).await;
@@ -196,7 +186,7 @@ impl Hints {
         Hints {
             outdated: format!(
                 "bring it up to date first: `lwa-broker --database {} migrate`",
-                shown(url)
+                redact_url(url)
             ),
             not_empty: "copy into an empty database".into(),
             failed: "the target was left as it was (its migrations aside)",
@@ -208,13 +198,13 @@ async fn open_source(url: &str) -> Result<Database, Failure> {
     Backend::of(url).map_err(|e| Failure::config(e.to_string()))?;
     Database::open_existing(url)
         .await
-        .map_err(|e| Failure::config(format!("cannot open the database at {}: {e}", shown(url))))
+        .map_err(|e| Failure::config(format!("cannot open the database at {}: {e}", redact_url(url))))
 }
 
 async fn open_target(url: &str) -> Result<Database, Failure> {
     Database::open(url)
         .await
-        .map_err(|e| Failure::config(format!("cannot open the database at {}: {e}", shown(url))))
+        .map_err(|e| Failure::config(format!("cannot open the database at {}: {e}", redact_url(url))))
 }
 
 async fn run_copy(
@@ -347,14 +337,17 @@ impl ProgressView {
 
 #[cfg(test)]
 mod tests {
-    use super::shown;
+    use super::redact_url;
 
     #[test]
     fn urls_are_shown_without_credentials_or_query() {
         assert_eq!(
-            shown("postgres://broker:hunter2@db.internal/broker?password=hunter2&options=-c"),
+            redact_url("postgres://broker:hunter2@db.internal/broker?password=hunter2&options=-c"),
             "postgres://***@db.internal/broker?…"
         );
-        assert_eq!(shown("sqlite:/var/lib/broker.db"), "sqlite:/var/lib/broker.db");
+        assert_eq!(
+            redact_url("sqlite:/var/lib/broker.db"),
+            "sqlite:/var/lib/broker.db"
+        );
     }
 }
