@@ -6,6 +6,10 @@
 //! every server polls past the last one it has seen every [`POLL_INTERVAL`], dropping what they
 //! name from its caches. The next request reads the database again.
 //!
+//! The same loop deletes, every [`PURGE_EVERY`] and once at start, the invalidations older than
+//! an hour and the expired one-time values (OAuth states, connect links, claim codes, ended
+//! dashboard sessions: [`lwa_store::Store::purge_expired`]).
+//!
 //! The caches' own lifetimes ([`crate::state::KEY_CACHE_MS`], [`crate::vend::REVALIDATE_MS`])
 //! stay as a backstop: a request that read the row just before the change and fills the cache
 //! just after the poll keeps the old state until then.
@@ -21,8 +25,9 @@ use crate::state::AppState;
 pub const POLL_INTERVAL: Duration = Duration::from_millis(250);
 /// Invalidations are kept this long (a server only needs those after it started).
 const KEEP_MS: i64 = 3_600_000;
-/// How often the old ones are deleted (by whichever servers run; deletes are idempotent).
-const PURGE_EVERY: Duration = Duration::from_secs(600);
+/// How often the old invalidations and the expired one-time values are deleted (by whichever
+/// servers run; deletes are idempotent).
+pub const PURGE_EVERY: Duration = Duration::from_secs(600);
 /// Rows read per query; a longer backlog is read in several, without waiting.
 const BATCH: u32 = 1000;
 
@@ -51,7 +56,7 @@ pub async fn spawn(state: &AppState) -> tokio::task::JoinHandle<()> {
         let mut cursor = start;
         let mut tick = tokio::time::interval(POLL_INTERVAL);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let mut last_purge = tokio::time::Instant::now();
+        let mut last_purge: Option<tokio::time::Instant> = None;
         let mut failing = false;
         loop {
             tick.tick().await;
@@ -79,13 +84,19 @@ pub async fn spawn(state: &AppState) -> tokio::task::JoinHandle<()> {
                     }
                 }
             }
-            if last_purge.elapsed() >= PURGE_EVERY {
-                last_purge = tokio::time::Instant::now();
+            if last_purge.is_none_or(|at| at.elapsed() >= PURGE_EVERY) {
+                last_purge = Some(tokio::time::Instant::now());
                 let wall_ms = std::time::SystemTime::now()
                     .duration_since(std::time::UNIX_EPOCH)
                     .map_or(0, |d| d.as_millis() as i64);
                 if let Err(e) = state.store.purge_invalidations(wall_ms - KEEP_MS).await {
                     tracing::warn!(error = %e, "could not delete old invalidations");
+                }
+                // Their expiry is on the broker's clock.
+                match state.store.purge_expired(state.now_ms()).await {
+                    Ok(0) => {}
+                    Ok(n) => tracing::debug!(rows = n, "deleted expired one-time values"),
+                    Err(e) => tracing::warn!(error = %e, "could not delete expired one-time values"),
                 }
             }
         }

@@ -611,3 +611,35 @@ async fn refresh_now_calls_amazon_once_and_says_when_it_did_not() {
     assert!(text.contains("refreshed less than 60 s ago"), "{text}");
     assert_eq!(refreshes().await - before, 2);
 }
+
+/// Ended sessions are kept only until their cookie would have expired: a broker deletes the
+/// expired ones (with the other expired one-time values) when it starts, and every
+/// `PURGE_EVERY` after.
+#[tokio::test]
+async fn a_starting_broker_deletes_expired_ended_sessions() {
+    let app = spawn().await;
+    let now = app.state.now_ms();
+    app.state.store.end_session("sid_expired", now - 1).await.unwrap();
+    app.state
+        .store
+        .end_session("sid_current", now + 3_600_000)
+        .await
+        .unwrap();
+    let other = lwa_server::app::Application::build(app.settings.clone())
+        .await
+        .unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(other.run_until(async move {
+        let _ = stopped.await;
+    }));
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while app.state.store.session_ended("sid_expired").await.unwrap() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the expired ended session was not deleted"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert!(app.state.store.session_ended("sid_current").await.unwrap());
+    let _ = stop.send(());
+}
