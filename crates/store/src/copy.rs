@@ -22,7 +22,8 @@
 //!   than a silent loss;
 //! - insertion order is kept: SQLite is read in rowid order, PostgreSQL in `insert_seq` (or
 //!   identity) order. `insert_seq` itself is PostgreSQL's and is never copied; the identities
-//!   (`webhook_events.seq`, `webhook_deliveries.id`, `audit_events.id`) are copied as they are,
+//!   (`webhook_events.seq`, `webhook_deliveries.id`, `audit_events.id`,
+//!   `connection_history.id`) are copied as they are,
 //!   and on PostgreSQL their sequences are then moved past the largest value;
 //! - `connections.refresh_lease_until_ms` is not copied: a lease belongs to a process of the
 //!   source database, which cannot end it in the target. Every connection starts without one.

@@ -294,8 +294,8 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
 
     // --- connection history ---
     /// The connection's newest history entries, newest first, at most `limit` (capped at
-    /// [`HISTORY_KEPT`], all that is kept): refreshes, failed refreshes, status changes and new
-    /// authorizations, written by the database itself whichever process made them.
+    /// [`HISTORY_KEPT`], all that is kept): refreshes, failed refreshes, status changes and
+    /// re-authorizations, written by the database itself whichever process made them.
     async fn connection_history(
         &self,
         connection_id: &str,

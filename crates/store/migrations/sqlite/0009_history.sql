@@ -1,6 +1,7 @@
 -- A connection's history, for the dashboard's connection page: each refresh (with the new access
--- token's expiry), each failed refresh (its error), each status change and each new
--- authorization. Triggers write it, so every writer (the vend path, the background refresher, the
+-- token's expiry), each failed refresh (its error), each status change and each authorization
+-- after the first (the seller authorizing again; the first is the connection's own
+-- `authorized_at_ms`, and inserting a connection writes nothing). Triggers write it, so every writer (the vend path, the background refresher, the
 -- proxy's forced refresh, the CLI, another replica) is covered without asking. Times come from
 -- the row (`last_refresh_at_ms`, `updated_at_ms`, `authorized_at_ms`), which the writer took from
 -- its clock. Only the newest 50 entries of a connection are kept (about two days of hourly
