@@ -217,7 +217,11 @@ async fn serve_sandbox_prints_a_key_and_a_link_that_onboards_a_demo_seller() {
         .env_remove("AMAZON_CLIENT_ID")
         .env_remove("AMAZON_CLIENT_SECRET")
         .env_remove("LWA_BROKER_APPLICATION_ID");
-    command.stdin(Stdio::null()).kill_on_drop(true);
+    // Its trace log goes to a file: a pipe nobody reads fills up and stops the server.
+    command
+        .stdin(Stdio::null())
+        .stderr(std::fs::File::create(cli.dir.join("sandbox.log")).unwrap())
+        .kill_on_drop(true);
     let mut child = command.spawn().unwrap();
     let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
     let mut printed = String::new();
