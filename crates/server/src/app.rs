@@ -17,6 +17,7 @@ use url::Url;
 
 use crate::config::{AppConfig, Settings};
 use crate::error::ApiError;
+use crate::http_threads::HttpThreads;
 use crate::metrics::VendRoute;
 use crate::onboarding::{callback, claims, initialize, links, login_uri};
 use crate::sealing::Sealer;
@@ -256,6 +257,8 @@ pub struct Application {
     metrics_listener: Option<TcpListener>,
     state: AppState,
     fake: Option<FakeAmazon>,
+    /// `Settings::http_threads`.
+    http_threads: usize,
 }
 
 impl Application {
@@ -312,6 +315,7 @@ impl Application {
             metrics_listener,
             state,
             fake,
+            http_threads: settings.http_threads,
         })
     }
 
@@ -368,12 +372,24 @@ impl Application {
                 }
             })
         });
-        let served = axum::serve(
-            self.listener,
-            app.into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .with_graceful_shutdown(shutdown)
-        .await;
+        let mut threads = None;
+        let served = if self.http_threads == 0 {
+            axum::serve(
+                self.listener,
+                app.into_make_service_with_connect_info::<SocketAddr>(),
+            )
+            .with_graceful_shutdown(shutdown)
+            .await
+        } else {
+            match HttpThreads::start(self.http_threads) {
+                Ok(started) => {
+                    let served = started.serve(self.listener, app, shutdown).await;
+                    threads = Some(started);
+                    served
+                }
+                Err(e) => Err(e),
+            }
+        };
         invalidations.abort();
         if let Some(metrics_server) = metrics_server {
             metrics_server.abort();
@@ -391,6 +407,10 @@ impl Application {
         self.state.webhooks.stop();
         if let Err(e) = deliverer.await {
             tracing::warn!(error = %e, "the webhook worker failed");
+        }
+        // Last: connections the requests opened (database, Amazon) live on these threads.
+        if let Some(threads) = threads {
+            threads.finish().await;
         }
         served
     }

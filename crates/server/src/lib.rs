@@ -28,6 +28,7 @@ pub mod dashboard;
 pub mod database;
 pub mod error;
 pub mod extract;
+pub mod http_threads;
 pub mod ids;
 pub mod invalidations;
 pub mod metrics;
