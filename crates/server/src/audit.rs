@@ -80,6 +80,8 @@ pub struct Auditor {
     flushing: tokio::sync::Mutex<()>,
     /// Whether the last write failed (the records went back to pending).
     last_write_failed: AtomicBool,
+    /// Someone waits for the writes (a read of the trail, shutdown): no more pauses.
+    hurry: AtomicBool,
     stop: tokio::sync::Notify,
 }
 
@@ -184,6 +186,13 @@ impl PendingMap {
 
 /// How often pending records are written.
 pub const WRITE_INTERVAL: Duration = Duration::from_secs(5);
+/// Rows a statement.
+const CHUNK_ROWS: usize = 250;
+/// The periodic write pauses this long between statements (less when a batch is so large that
+/// its pauses would add up to over half of [`WRITE_INTERVAL`]): 10,000 rows at once hold a core
+/// for about 200 ms, which on a small machine stalls the requests beside it; in 250-row steps
+/// the same work is spread over a second or two.
+const CHUNK_PAUSE: Duration = Duration::from_millis(40);
 /// Past this many pending records (the database down for a long time) new ones are dropped, with
 /// a warning, rather than the process running out of memory; counts of pending ones still grow.
 const MAX_PENDING: usize = 1_000_000;
@@ -210,6 +219,7 @@ impl Auditor {
             retention_ms: i64::from(retention_days) * 86_400_000,
             flushing: tokio::sync::Mutex::new(()),
             last_write_failed: AtomicBool::new(false),
+            hurry: AtomicBool::new(false),
             stop: tokio::sync::Notify::new(),
         }
     }
@@ -285,11 +295,18 @@ impl Auditor {
     /// be written by the next flush. A caller that had to wait for another write which failed
     /// gets that failure at once, rather than a second wait on an unreachable database.
     pub async fn flush(self: &Arc<Self>) -> Result<usize, StoreError> {
+        self.write(false).await
+    }
+
+    /// Writes what is pending; `paced`, with a pause between statements unless someone is
+    /// waiting for the write.
+    async fn write(self: &Arc<Self>, paced: bool) -> Result<usize, StoreError> {
         let auditor = self.clone();
         let task = tokio::spawn(async move {
             let _turn = match auditor.flushing.try_lock() {
                 Ok(turn) => turn,
                 Err(_) => {
+                    auditor.hurry.store(true, Ordering::Release);
                     let turn = auditor.flushing.lock().await;
                     if auditor.last_write_failed.load(Ordering::Acquire) {
                         return Err(StoreError::Io(
@@ -299,15 +316,22 @@ impl Auditor {
                     turn
                 }
             };
+            if !paced {
+                auditor.hurry.store(false, Ordering::Release);
+            }
             let batch = auditor.take();
             if batch.is_empty() {
                 return Ok(0);
             }
+            let pause = CHUNK_PAUSE.min(WRITE_INTERVAL / 2 / batch.len().div_ceil(CHUNK_ROWS) as u32);
             // In chunks, so a large batch is never copied whole.
             let mut written = 0;
             let mut rest = batch.into_iter().peekable();
             while rest.peek().is_some() {
-                let chunk: Vec<Pending> = rest.by_ref().take(1000).collect();
+                if written > 0 && paced && !auditor.hurry.load(Ordering::Acquire) {
+                    tokio::time::sleep(pause).await;
+                }
+                let chunk: Vec<Pending> = rest.by_ref().take(CHUNK_ROWS).collect();
                 let rows: Vec<AuditEvent> = chunk.iter().map(Pending::event).collect();
                 if let Err(e) = auditor.store.insert_audit_events(&rows).await {
                     auditor.put_back(chunk.into_iter().chain(rest).collect());
@@ -336,7 +360,7 @@ impl Auditor {
                     _ = tick.tick() => false,
                     _ = auditor.stop.notified() => true,
                 };
-                if let Err(e) = auditor.flush().await {
+                if let Err(e) = auditor.write(!stopping).await {
                     tracing::warn!(error = %e, "could not write the audit trail; will retry");
                 }
                 if stopping {
@@ -357,6 +381,7 @@ impl Auditor {
 
     /// Asks the writer to write what is pending and end.
     pub fn stop(&self) {
+        self.hurry.store(true, Ordering::Release);
         self.stop.notify_one();
     }
 }
@@ -511,5 +536,55 @@ mod tests {
         assert_eq!((rows[2].count, rows[2].at_ms, rows[2].last_at_ms), (3, 9, 12));
         assert_eq!(rows[1].tenant_id, "ten_b");
         assert_eq!((rows[0].via.as_str(), rows[0].count), ("lwa", 1));
+    }
+
+    #[tokio::test]
+    async fn the_periodic_write_pauses_between_statements_and_a_reader_still_sees_every_row() {
+        let store: Arc<dyn Store> = Arc::new(
+            lwa_store::SqliteStore::connect_and_migrate("sqlite::memory:")
+                .await
+                .unwrap(),
+        );
+        let auditor = Arc::new(Auditor::new(store.clone(), Arc::new(lwa::SystemClock), 90));
+        let a = auth("ten_a", "ka");
+        let record_rows = |from: usize| {
+            for n in from..from + 4 * CHUNK_ROWS {
+                auditor.record(
+                    10,
+                    &a,
+                    Some(&format!("conn_{n}")),
+                    Kind::AccessToken,
+                    Via::V1,
+                    None,
+                );
+            }
+        };
+        // Four statements, three pauses.
+        record_rows(0);
+        let started = std::time::Instant::now();
+        assert_eq!(auditor.write(true).await.unwrap(), 4 * CHUNK_ROWS);
+        assert!(started.elapsed() >= CHUNK_PAUSE * 3, "{:?}", started.elapsed());
+
+        // A read of the trail during a paced write waits for it, then writes the rest itself.
+        record_rows(4 * CHUNK_ROWS);
+        let paced = tokio::spawn({
+            let auditor = auditor.clone();
+            async move { auditor.write(true).await }
+        });
+        tokio::task::yield_now().await;
+        auditor.record(11, &a, Some("conn_late"), Kind::AccessToken, Via::V1, None);
+        let read = auditor.flush().await.unwrap();
+        let paced = paced.await.unwrap().unwrap();
+        assert_eq!(paced + read, 4 * CHUNK_ROWS + 1);
+        // Newest first: the late record is there.
+        let rows = store
+            .audit_events(&AuditFilter {
+                limit: 1,
+                ..AuditFilter::default()
+            })
+            .await
+            .unwrap();
+        assert_eq!(rows[0].connection_id.as_deref(), Some("conn_late"));
+        assert_eq!(auditor.flush().await.unwrap(), 0);
     }
 }
