@@ -32,7 +32,10 @@
 //! `VEND_BENCH_MEMORY_CONNECTIONS` (100000), `VEND_BENCH_STORM` (5000),
 //! `VEND_BENCH_BARE_RUNTIME` (`multi`, the `#[tokio::main]` default, or `current`),
 //! `VEND_BENCH_CLIENT_THREADS` (1: the load generator's runtime threads), `VEND_BENCH_NICE`
-//! (-10: the load generator's priority when allowed, the servers staying at 0; 0 turns it off).
+//! (0: the load generator's priority; negative, when allowed, raises it above the servers', which
+//! keeps its clock readings exact but lets it preempt a server thread whenever it wakes),
+//! `VEND_BENCH_BROKER_HTTP_THREADS` (unset: the broker's default, `LWA_BROKER_HTTP_THREADS` one a
+//! core; 0 serves on its multi-thread runtime).
 
 mod common;
 
@@ -140,6 +143,8 @@ struct Knobs {
     bare_runtime: String,
     client_threads: usize,
     nice: i32,
+    /// The broker's `LWA_BROKER_HTTP_THREADS`; `None`: its default, one a core.
+    broker_http_threads: Option<usize>,
 }
 
 impl Knobs {
@@ -154,7 +159,10 @@ impl Knobs {
             storm: knob("VEND_BENCH_STORM", 5_000usize).max(1),
             bare_runtime: knob("VEND_BENCH_BARE_RUNTIME", "multi".to_owned()),
             client_threads: knob("VEND_BENCH_CLIENT_THREADS", 1usize),
-            nice: knob("VEND_BENCH_NICE", -10i32).min(0),
+            nice: knob("VEND_BENCH_NICE", 0i32).min(0),
+            broker_http_threads: std::env::var("VEND_BENCH_BROKER_HTTP_THREADS")
+                .ok()
+                .map(|_| knob("VEND_BENCH_BROKER_HTTP_THREADS", 0usize)),
         }
     }
 }
@@ -213,7 +221,13 @@ impl Bench {
         format!(
             "## Vending over HTTP\n\nMachine: {cores} cores ({model}), shared by the servers and the load \
              generator. {runs} runs of {secs} s after {warm} s of warm-up; {clients} keep-alive HTTP/1.1 \
-             client connections, one request in flight on each. Bare axum runtime: {rt}. {prio}\n",
+             client connections, one request in flight on each. Bare axum runtime: {rt}. Broker HTTP \
+             threads: {http}. {prio}\n",
+            http = match k.broker_http_threads {
+                None => "one a core (the default)".to_owned(),
+                Some(0) => "none (served on its multi-thread runtime)".to_owned(),
+                Some(n) => n.to_string(),
+            },
             runs = k.runs,
             secs = k.seconds,
             warm = k.warmup,
@@ -291,6 +305,9 @@ impl Bench {
             }
         }
         command.env("HOME", dir).envs(env).current_dir(dir);
+        if let Some(threads) = self.knobs.broker_http_threads {
+            command.env("LWA_BROKER_HTTP_THREADS", threads.to_string());
+        }
         Server::spawn("broker", command, &dir.join("broker.log"), self.clock_ticks).await
     }
 
