@@ -83,6 +83,9 @@ pub struct Auditor {
     /// Someone waits for the writes (a read of the trail, shutdown): no more pauses.
     hurry: AtomicBool,
     stop: tokio::sync::Notify,
+    /// The runtime that made the auditor: writes run there, never on the serving thread of the
+    /// request that asked for one (see [`crate::http_threads`]).
+    home: Option<tokio::runtime::Handle>,
 }
 
 /// A pending record: shares the tenant and key with the request, so a repeat costs nothing.
@@ -221,6 +224,7 @@ impl Auditor {
             last_write_failed: AtomicBool::new(false),
             hurry: AtomicBool::new(false),
             stop: tokio::sync::Notify::new(),
+            home: tokio::runtime::Handle::try_current().ok(),
         }
     }
 
@@ -302,11 +306,13 @@ impl Auditor {
     /// waiting for the write.
     async fn write(self: &Arc<Self>, paced: bool) -> Result<usize, StoreError> {
         let auditor = self.clone();
-        let task = tokio::spawn(async move {
+        let work = async move {
             let _turn = match auditor.flushing.try_lock() {
                 Ok(turn) => turn,
                 Err(_) => {
-                    auditor.hurry.store(true, Ordering::Release);
+                    if !paced {
+                        auditor.hurry.store(true, Ordering::Release);
+                    }
                     let turn = auditor.flushing.lock().await;
                     if auditor.last_write_failed.load(Ordering::Acquire) {
                         return Err(StoreError::Io(
@@ -342,7 +348,11 @@ impl Auditor {
             }
             auditor.last_write_failed.store(false, Ordering::Release);
             Ok(written)
-        });
+        };
+        let task = match &self.home {
+            Some(home) => home.spawn(work),
+            None => tokio::spawn(work),
+        };
         task.await
             .unwrap_or_else(|e| Err(StoreError::Io(format!("the audit write failed: {e}"))))
     }

@@ -73,6 +73,9 @@ pub struct SqliteStore {
     write_gate: std::sync::Arc<tokio::sync::Mutex<()>>,
     /// The group commit of `save_tokens`, started on first use.
     token_writer: std::sync::Arc<std::sync::OnceLock<TokenWriter>>,
+    /// The runtime that opened the store, where the group commit runs (the first save may come
+    /// from a request on a serving thread of its own, which ends before the store does).
+    home: Option<tokio::runtime::Handle>,
 }
 
 /// A `save_tokens` waiting for the group commit, and where its answer goes.
@@ -141,6 +144,7 @@ impl SqliteStore {
             path: Some(path.to_path_buf()),
             write_gate: Default::default(),
             token_writer: Default::default(),
+            home: tokio::runtime::Handle::try_current().ok(),
         })
     }
 
@@ -164,6 +168,7 @@ impl SqliteStore {
             path: Some(path.to_path_buf()),
             write_gate: Default::default(),
             token_writer: Default::default(),
+            home: tokio::runtime::Handle::try_current().ok(),
         })
     }
 
@@ -189,6 +194,7 @@ impl SqliteStore {
             path: None,
             write_gate: Default::default(),
             token_writer: Default::default(),
+            home: tokio::runtime::Handle::try_current().ok(),
         })
     }
 
@@ -1299,7 +1305,11 @@ impl Store for SqliteStore {
     async fn save_tokens(&self, u: &TokenUpdate) -> Result<bool, StoreError> {
         let writer = self.token_writer.get_or_init(|| {
             let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
-            tokio::spawn(group_commit(self.pool.clone(), self.write_gate.clone(), rx));
+            let commit = group_commit(self.pool.clone(), self.write_gate.clone(), rx);
+            match &self.home {
+                Some(home) => drop(home.spawn(commit)),
+                None => drop(tokio::spawn(commit)),
+            }
             tx
         });
         let (reply, answer) = tokio::sync::oneshot::channel();
