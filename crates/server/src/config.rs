@@ -657,6 +657,9 @@ pub const DEFAULT_GRANTLESS_SCOPES: &[&str] = &["sellingpartnerapi::notification
 /// Default request body limit (1 MiB).
 pub const DEFAULT_BODY_LIMIT: usize = 1024 * 1024;
 
+/// The most serving threads `LWA_BROKER_HTTP_THREADS` may ask for.
+pub const MAX_HTTP_THREADS: usize = 1024;
+
 /// Default serving threads: two per core, so that a thread the kernel takes off its core (for
 /// another process, or while a long request runs) leaves another there to serve. With one per
 /// core the cached vend's p99 at half load was 3 times as high on a busy two-core machine, at
@@ -820,6 +823,11 @@ impl Settings {
             })?,
             None => file.http_threads.unwrap_or_else(default_http_threads),
         };
+        if http_threads > MAX_HTTP_THREADS {
+            return Err(bad(format!(
+                "LWA_BROKER_HTTP_THREADS is {http_threads}: at most {MAX_HTTP_THREADS}"
+            )));
+        }
         let webhook_allow_private = match env("LWA_BROKER_WEBHOOK_ALLOW_PRIVATE") {
             Some(v) => truthy(Some(v)),
             None => file.webhook_allow_private.unwrap_or(false),

@@ -97,8 +97,10 @@ impl HttpThreads {
             let (stream, remote) = match accepted {
                 Ok(pair) => pair,
                 Err(e) => {
-                    accept_failed(e).await;
-                    continue;
+                    tokio::select! {
+                        () = accept_failed(e) => continue,
+                        () = &mut shutdown => break,
+                    }
                 }
             };
             // Handed over as a plain socket: it registers with the runtime of the thread that

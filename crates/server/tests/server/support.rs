@@ -112,6 +112,8 @@ pub async fn spawn_with(edit: impl FnOnce(&mut Settings)) -> TestApp {
     settings.refresher.enabled = false;
     // Webhook receivers in tests listen on 127.0.0.1.
     settings.webhook_allow_private = true;
+    // Serving threads of their own, as `serve` runs, but two whatever the machine's cores.
+    settings.http_threads = 2;
     edit(&mut settings);
     let kept = settings.clone();
     let app = Application::build(settings).await.expect("broker builds");

@@ -87,7 +87,16 @@ fn key_parts(key: &str) -> (String, String) {
 
 #[tokio::test]
 async fn vends_from_the_cache_and_refreshes_inside_the_buffer() {
-    let app = spawn().await;
+    cache_then_refresh(spawn().await).await;
+}
+
+/// The same with `LWA_BROKER_HTTP_THREADS=0`: served by `axum::serve` on the caller's runtime.
+#[tokio::test]
+async fn vends_the_same_when_served_on_the_callers_runtime() {
+    cache_then_refresh(spawn_with(|s| s.http_threads = 0).await).await;
+}
+
+async fn cache_then_refresh(app: TestApp) {
     let (c, _) = app.onboard_sp("na", None).await;
     let id = c["id"].as_str().unwrap();
     app.fake.control().reset_counters().await;
