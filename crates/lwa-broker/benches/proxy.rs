@@ -27,9 +27,10 @@
 //!
 //! Knobs (environment): `PROXY_BENCH_RUNS` (5), `PROXY_BENCH_SECONDS` (5: each measured
 //! phase), `PROXY_BENCH_WARMUP_SECONDS` (1: before each phase), `PROXY_BENCH_CLIENTS` (`16,64`),
-//! `PROXY_BENCH_NICE` (-10: the load generator's priority when allowed, the servers staying at
-//! 0; 0 turns it off), `PROXY_BENCH_BROKER_WORKERS` (unset: the broker's default, one runtime
-//! worker thread per core; else `TOKIO_WORKER_THREADS` for the broker alone).
+//! `PROXY_BENCH_NICE` (0: the load generator's priority; negative, when allowed, raises it above
+//! the servers', which then lose their core each time it wakes), `PROXY_BENCH_BROKER_HTTP_THREADS`
+//! (unset: the broker's default, `LWA_BROKER_HTTP_THREADS` two a core; 0 serves on its
+//! multi-thread runtime).
 
 mod common;
 
@@ -94,8 +95,8 @@ struct Knobs {
     warmup: f64,
     clients: Vec<usize>,
     nice: i32,
-    /// The broker's runtime worker threads (`TOKIO_WORKER_THREADS`); `None`: its default.
-    broker_workers: Option<usize>,
+    /// The broker's `LWA_BROKER_HTTP_THREADS`; `None`: its default.
+    broker_http_threads: Option<usize>,
 }
 
 impl Knobs {
@@ -116,13 +117,10 @@ impl Knobs {
                         .max(1)
                 })
                 .collect(),
-            nice: knob("PROXY_BENCH_NICE", -10i32).min(0),
-            broker_workers: std::env::var("PROXY_BENCH_BROKER_WORKERS").ok().map(|n| {
-                n.parse::<usize>()
-                    .ok()
-                    .filter(|n| *n > 0)
-                    .unwrap_or_else(|| panic!("PROXY_BENCH_BROKER_WORKERS={n:?} is not a positive number"))
-            }),
+            nice: knob("PROXY_BENCH_NICE", 0i32).min(0),
+            broker_http_threads: std::env::var("PROXY_BENCH_BROKER_HTTP_THREADS")
+                .ok()
+                .map(|_| knob("PROXY_BENCH_BROKER_HTTP_THREADS", 0usize)),
         }
     }
 }
@@ -225,8 +223,8 @@ impl Bench {
             }
         }
         command.env("HOME", &dir).envs(&env).current_dir(&dir);
-        if let Some(workers) = knobs.broker_workers {
-            command.env("TOKIO_WORKER_THREADS", workers.to_string());
+        if let Some(threads) = knobs.broker_http_threads {
+            command.env("LWA_BROKER_HTTP_THREADS", threads.to_string());
         }
         let broker = Server::spawn("broker", command, &dir.join("broker.log"), clock_ticks).await;
 
@@ -520,10 +518,11 @@ impl Bench {
             "## Proxying a small GET\n\nMachine: {cores} cores ({model}), shared by the broker, the fake and the \
              load generator. {runs} runs; each phase {secs} s measured after {warm} s of warm-up; direct and \
              proxied phases alternate, the order flipping every run. `GET {PATH}`: answer body {db} bytes \
-             direct, {pb} bytes proxied. The broker's runtime: {workers}. {prio}\n",
-            workers = match k.broker_workers {
-                Some(n) => format!("{n} worker thread(s) (`TOKIO_WORKER_THREADS`)"),
-                None => "the default, one worker thread per core".to_owned(),
+             direct, {pb} bytes proxied. The broker's HTTP threads: {threads}. {prio}\n",
+            threads = match k.broker_http_threads {
+                None => "two a core (the default)".to_owned(),
+                Some(0) => "none (served on its multi-thread runtime)".to_owned(),
+                Some(n) => n.to_string(),
             },
             runs = k.runs,
             secs = k.seconds,

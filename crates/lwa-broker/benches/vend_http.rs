@@ -34,7 +34,7 @@
 //! `VEND_BENCH_CLIENT_THREADS` (1: the load generator's runtime threads), `VEND_BENCH_NICE`
 //! (0: the load generator's priority; negative, when allowed, raises it above the servers', which
 //! keeps its clock readings exact but lets it preempt a server thread whenever it wakes),
-//! `VEND_BENCH_BROKER_HTTP_THREADS` (unset: the broker's default, `LWA_BROKER_HTTP_THREADS` one a
+//! `VEND_BENCH_BROKER_HTTP_THREADS` (unset: the broker's default, `LWA_BROKER_HTTP_THREADS` two a
 //! core; 0 serves on its multi-thread runtime).
 
 mod common;
@@ -143,7 +143,7 @@ struct Knobs {
     bare_runtime: String,
     client_threads: usize,
     nice: i32,
-    /// The broker's `LWA_BROKER_HTTP_THREADS`; `None`: its default, one a core.
+    /// The broker's `LWA_BROKER_HTTP_THREADS`; `None`: its default, two a core.
     broker_http_threads: Option<usize>,
 }
 
@@ -224,7 +224,7 @@ impl Bench {
              client connections, one request in flight on each. Bare axum runtime: {rt}. Broker HTTP \
              threads: {http}. {prio}\n",
             http = match k.broker_http_threads {
-                None => "one a core (the default)".to_owned(),
+                None => "two a core (the default)".to_owned(),
                 Some(0) => "none (served on its multi-thread runtime)".to_owned(),
                 Some(n) => n.to_string(),
             },
