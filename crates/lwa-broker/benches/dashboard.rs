@@ -33,7 +33,7 @@
 
 mod common;
 
-use common::knob;
+use common::{knob, machine_seconds};
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -203,7 +203,7 @@ async fn run(k: Knobs) -> (String, bool) {
     }
 
     let load_before = load_average();
-    let machine_before = machine_cpu();
+    let machine_before = machine_seconds(clock_ticks());
     let server_before = broker.cpu_seconds();
     let own_before = own_cpu_seconds();
     let wall = Instant::now();
@@ -226,7 +226,7 @@ async fn run(k: Knobs) -> (String, bool) {
     }
     let wall_s = wall.elapsed().as_secs_f64();
     let server_cpu = (broker.cpu_seconds() - server_before) / wall_s;
-    let machine_after = machine_cpu();
+    let machine_after = machine_seconds(clock_ticks());
     let load_after = load_average();
     let own_cpu = (own_cpu_seconds() - own_before) / wall_s;
     let busy = (machine_after.0 - machine_before.0) / wall_s;
@@ -791,23 +791,6 @@ fn process_cpu(path: &str, clock_ticks: f64) -> f64 {
 
 fn own_cpu_seconds() -> f64 {
     process_cpu("/proc/self/stat", clock_ticks())
-}
-
-/// The whole machine: busy and stolen CPU seconds so far.
-fn machine_cpu() -> (f64, f64) {
-    let ticks = clock_ticks();
-    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
-    let v: Vec<f64> = stat
-        .lines()
-        .next()
-        .unwrap_or_default()
-        .split_whitespace()
-        .skip(1)
-        .filter_map(|t| t.parse().ok())
-        .collect();
-    let at = |i: usize| v.get(i).copied().unwrap_or(0.0);
-    // user nice system idle iowait irq softirq steal …
-    ((at(0) + at(1) + at(2) + at(5) + at(6)) / ticks, at(7) / ticks)
 }
 
 fn load_average() -> String {

@@ -1170,6 +1170,25 @@ mod tests {
     }
 
     #[test]
+    fn http_threads_default_to_two_per_core_and_bad_values_are_refused() {
+        assert_eq!(resolve(&[]).unwrap().http_threads, default_http_threads());
+        assert_eq!(
+            resolve(&[("LWA_BROKER_HTTP_THREADS", "0")]).unwrap().http_threads,
+            0
+        );
+        assert_eq!(
+            resolve(&[("LWA_BROKER_HTTP_THREADS", " 3 ")])
+                .unwrap()
+                .http_threads,
+            3
+        );
+        let e = resolve(&[("LWA_BROKER_HTTP_THREADS", "many")]).unwrap_err();
+        assert!(e.0.contains("LWA_BROKER_HTTP_THREADS must be a number"), "{e}");
+        let e = resolve(&[("LWA_BROKER_HTTP_THREADS", "1025")]).unwrap_err();
+        assert!(e.0.contains("at most 1024"), "{e}");
+    }
+
+    #[test]
     fn defaults_and_seed_variables() {
         let s = resolve(&[
             ("AMAZON_CLIENT_ID", "amzn1.application-oa2-client.x"),

@@ -70,11 +70,6 @@ impl HttpThreads {
         Ok(started)
     }
 
-    /// How many threads serve.
-    pub fn count(&self) -> usize {
-        self.handles.len()
-    }
-
     /// Accepts on `listener` until `shutdown` completes, then lets every open connection finish
     /// its request in flight and returns once all have closed.
     pub async fn serve(
