@@ -1127,7 +1127,16 @@ async fn refresh_connection_inner(
     // background refresher's claim took it already (while it still has a moment to run) — for
     // this process, whether this is the refresher or a vend beside it (see `OwnClaim`).
     let claimed = background && schedule.refresh_lease_until_ms > now + 2_000;
-    let leased = if claimed || state.vendor.claimed_here(&id, now) {
+    // A vend under the refresher's claim leaves the lease to the refresher, whose task for this
+    // connection may still be waiting for its turn: released here, another replica could take
+    // it and refresh, and then the refresher (acting on its claim) would refresh a second time.
+    let under_refreshers_claim = !claimed && state.vendor.claimed_here(&id, now);
+    let release_lease = || async {
+        if !under_refreshers_claim {
+            let _ = state.store.release_refresh_lease(&id).await;
+        }
+    };
+    let leased = if claimed || under_refreshers_claim {
         true
     } else {
         state
@@ -1147,16 +1156,16 @@ async fn refresh_connection_inner(
         let again = match state.store.connection_with_schedule(&id).await {
             Ok(Some(again)) => again,
             Ok(None) => {
-                let _ = state.store.release_refresh_lease(&id).await;
+                release_lease().await;
                 return Err(VendError::NotFound);
             }
             Err(e) => {
-                let _ = state.store.release_refresh_lease(&id).await;
+                release_lease().await;
                 return Err(e.into());
             }
         };
         if again.0.access_token != row.access_token || again.0.status != row.status {
-            let _ = state.store.release_refresh_lease(&id).await;
+            release_lease().await;
             return Box::pin(refresh_connection_inner(
                 state.clone(),
                 id,
@@ -1319,7 +1328,7 @@ async fn refresh_connection_inner(
     .await;
     if outcome.is_err() {
         // Let the next caller, here or elsewhere, try at once.
-        let _ = state.store.release_refresh_lease(&id).await;
+        release_lease().await;
     }
     outcome
 }

@@ -444,6 +444,81 @@ async fn a_vend_that_meets_its_own_refreshers_claim_refreshes_at_once_and_once()
     assert_eq!(app.refresh_grants().await.len(), 1, "one refresh for both");
 }
 
+/// A vend that fails under its own process's refresher claim leaves the lease alone: the
+/// refresher's task for the connection may still be waiting for its turn. Were the lease
+/// released, another replica's vend would take it and refresh, and the refresher, acting on its
+/// claim, would refresh the connection a second time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_vend_that_fails_under_its_refreshers_claim_leaves_the_lease_to_the_refresher() {
+    let mut captured = None;
+    let app = spawn_with(|s| captured = Some(s.clone())).await;
+    let other = lwa_server::open_state(&captured.unwrap(), url::Url::parse(&app.url).unwrap())
+        .await
+        .unwrap();
+    let (id, _) = app.import_sellers("FAILCLAIM", 1).await[0].clone();
+    app.run_refresher().await;
+    app.advance((LIFETIME_S + 1) as f64).await;
+    // The refresher's claim, stopped before its refresh.
+    let now = app.state.now_ms();
+    let claimed = app
+        .state
+        .store
+        .claim_due_refreshes(now, 120_000, 10)
+        .await
+        .unwrap();
+    assert_eq!(claimed.len(), 1);
+    let claim = OwnClaim::new(&app.state, &id, claimed[0].schedule.refresh_lease_until_ms);
+    // A vend here refreshes under the claim, and LWA fails it (every retry).
+    let control = app.fake.control();
+    let fault = control
+        .add_fault(FaultSpec {
+            target: FaultTarget::Lwa,
+            error_500_share: 1.0,
+            ..FaultSpec::default()
+        })
+        .await;
+    let (status, body) = app.vend_json(&id).await;
+    assert_eq!(status, 503, "{body}");
+    control.remove_fault(fault).await;
+    // Past the failure's backoff, well inside the claim's lease.
+    app.advance((lwa_server::vend::BACKOFF_BASE_MS / 1000 + 1) as f64)
+        .await;
+    while other.now_ms() < app.state.now_ms() - 50 {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let grants = app.refresh_grants().await.len();
+    // Another replica's vend: the refresher still holds the lease, so it waits for its token.
+    let vend = {
+        let (other, tenant, id) = (other.clone(), app.tenant_id.clone(), id.clone());
+        tokio::spawn(async move { other.vendor.access_token(&other, &tenant, &id, None, false).await })
+    };
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(
+        !vend.is_finished(),
+        "the other replica refreshed under the refresher's lease: {:?}",
+        vend.await.unwrap().map(|t| t.expires_at_ms)
+    );
+    let refreshed = app
+        .state
+        .vendor
+        .refresh_due(
+            &app.state,
+            &id,
+            Some((claimed[0].connection.clone(), claimed[0].schedule.clone())),
+            None,
+        )
+        .await
+        .unwrap();
+    let theirs = vend.await.unwrap().unwrap();
+    assert_eq!(theirs.token.expose(), refreshed.token.expose());
+    drop(claim);
+    assert_eq!(
+        app.refresh_grants().await.len() - grants,
+        1,
+        "one refresh after the failed one"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ads_profiles_are_read_again_daily() {
     let app = spawn().await;
