@@ -14,7 +14,9 @@
 //!
 //! - **throughput**: cached vends, 64 client connections, round robin over 10,000 stored
 //!   connections, closed loop; then an open loop at half the broker's median maximum, latency
-//!   measured from each request's scheduled send time (no coordinated omission).
+//!   measured from each request's scheduled send time (no coordinated omission). The open loop
+//!   runs on one thread of its own that keeps the schedule, sends, and reads the answers (see
+//!   `open_loop`).
 //!   Bounds: broker ≥ 70 % of bare axum; p99 < 2 ms.
 //! - **memory**: 100,000 stored connections (400-character tokens), each vended once; the
 //!   broker's resident memory. Bound: < 150 MB.
@@ -41,7 +43,7 @@ mod common;
 
 use common::{knob, machine_seconds, median, spread};
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -432,9 +434,11 @@ impl Bench {
         out.push_str(&format!(
             "\n### Latency at a fixed rate of {rate:.0} req/s (half the broker's median maximum)\n\n\
              Open loop: each request has a scheduled send time; latency runs from that time to the \
-             last byte of the answer, and a request goes out on the first free connection. The send delay \
-             is how late a request left (every connection busy, or the load generator late); \
-             \"generator late\" is the load generator's own lateness (broker run / bare run).\n\n\
+             last byte of the answer, and a request goes out on the connection free longest. One \
+             thread keeps the schedule, sends and reads the answers (an answer is noticed when it \
+             wakes for the next send, at most tens of µs late at this rate). The send delay is how \
+             late a request left (every connection busy, or the load generator late); \"generator \
+             late\" is the load generator's own lateness (broker run / bare run).\n\n\
              | run | broker p50 | broker p99 | broker p99.9 | broker max | broker p99 from actual send | broker send delay p99 | broker CPU | other CPU / stolen | bare p50 | bare p99 | bare p99 from actual send | generator late p99 |\n\
              |---|---|---|---|---|---|---|---|---|---|---|---|---|\n"
         ));
@@ -1136,43 +1140,48 @@ impl HttpConn {
     /// Sends one request and reads its answer: the status and where the body is in `self.buf`.
     async fn exchange(&mut self, request: &[u8]) -> std::io::Result<(u16, std::ops::Range<usize>)> {
         self.stream.write_all(request).await?;
+        self.read_answer().await
+    }
+
+    /// Reads one answer: the status and where the body is in `self.buf`.
+    async fn read_answer(&mut self) -> std::io::Result<(u16, std::ops::Range<usize>)> {
         self.buf.clear();
-        let mut scanned = 0usize;
-        let head_end = loop {
+        loop {
             if self.stream.read_buf(&mut self.buf).await? == 0 {
                 return Err(std::io::ErrorKind::UnexpectedEof.into());
             }
-            let from = scanned.saturating_sub(3);
-            if let Some(at) = self.buf[from..].windows(4).position(|w| w == b"\r\n\r\n") {
-                break from + at + 4;
-            }
-            scanned = self.buf.len();
-        };
-        let head = &self.buf[..head_end];
-        let bad = |what: &str| std::io::Error::new(std::io::ErrorKind::InvalidData, what.to_owned());
-        let status = std::str::from_utf8(head.get(9..12).ok_or_else(|| bad("short status line"))?)
-            .ok()
-            .and_then(|s| s.parse::<u16>().ok())
-            .ok_or_else(|| bad("bad status line"))?;
-        let length = head
-            .split(|&b| b == b'\n')
-            .find_map(|line| {
-                let line = std::str::from_utf8(line).ok()?.trim_end();
-                let (name, value) = line.split_once(':')?;
-                name.eq_ignore_ascii_case("content-length")
-                    .then(|| value.trim().parse::<usize>().ok())
-                    .flatten()
-            })
-            .ok_or_else(|| bad("an answer without content-length"))?;
-        while self.buf.len() < head_end + length {
-            if self.stream.read_buf(&mut self.buf).await? == 0 {
-                return Err(std::io::ErrorKind::UnexpectedEof.into());
+            if let Some(answer) = complete_answer(&self.buf)? {
+                return Ok(answer);
             }
         }
-        if self.buf.len() > head_end + length {
-            return Err(bad("more bytes than one answer"));
-        }
-        Ok((status, head_end..head_end + length))
+    }
+}
+
+/// The status and the body's place of the one answer in `buf`, once all of it is there.
+fn complete_answer(buf: &[u8]) -> std::io::Result<Option<(u16, std::ops::Range<usize>)>> {
+    let Some(head_end) = buf.windows(4).position(|w| w == b"\r\n\r\n").map(|at| at + 4) else {
+        return Ok(None);
+    };
+    let head = &buf[..head_end];
+    let bad = |what: &str| std::io::Error::new(std::io::ErrorKind::InvalidData, what.to_owned());
+    let status = std::str::from_utf8(head.get(9..12).ok_or_else(|| bad("short status line"))?)
+        .ok()
+        .and_then(|s| s.parse::<u16>().ok())
+        .ok_or_else(|| bad("bad status line"))?;
+    let length = head
+        .split(|&b| b == b'\n')
+        .find_map(|line| {
+            let line = std::str::from_utf8(line).ok()?.trim_end();
+            let (name, value) = line.split_once(':')?;
+            name.eq_ignore_ascii_case("content-length")
+                .then(|| value.trim().parse::<usize>().ok())
+                .flatten()
+        })
+        .ok_or_else(|| bad("an answer without content-length"))?;
+    match buf.len().cmp(&(head_end + length)) {
+        std::cmp::Ordering::Less => Ok(None),
+        std::cmp::Ordering::Equal => Ok(Some((status, head_end..head_end + length))),
+        std::cmp::Ordering::Greater => Err(bad("more bytes than one answer")),
     }
 }
 
@@ -1368,77 +1377,43 @@ struct Latency {
     steal: f64,
 }
 
-/// A fixed rate, whatever the server does: a thread hands out each request's scheduled time
-/// (with a precise sleep, not the runtime's 1 ms timer) to the first free client connection;
-/// when all are busy the request waits, and that wait counts in its latency.
+/// A fixed rate, whatever the server does. One thread does all of the load generator's work,
+/// as wrk2 does: it sleeps until the next request's scheduled time (a precise sleep, not the
+/// runtime's 1 ms timer), takes in every answer that has arrived, then sends each request due on
+/// the free client connection that has waited longest (as a client's connection pool). No
+/// hand-off between threads stands between the schedule, the send and the answer's time. When
+/// every connection is busy a request waits, and that wait counts in its latency.
 async fn open_loop(target: &Arc<Target>, server: &Server, rate: f64, k: &Knobs) -> Latency {
-    let conns = connect_all(target.addr, k.clients).await;
+    let mut conns = Vec::with_capacity(k.clients);
+    for _ in 0..k.clients {
+        let stream = std::net::TcpStream::connect(target.addr)
+            .and_then(|s| s.set_nodelay(true).and(s.set_nonblocking(true)).map(|_| s))
+            .unwrap_or_else(|e| panic!("connect to {}: {e}", target.addr));
+        conns.push(mio::net::TcpStream::from_std(stream));
+    }
     let start = Instant::now() + Duration::from_millis(50);
     let from = start + Duration::from_secs_f64(k.warmup);
     let until = from + Duration::from_secs_f64(k.seconds);
-    let total = (rate * (k.warmup + k.seconds)) as u64;
-    // One queue for all connections, as a client's connection pool: the next request goes out
-    // on whichever connection is free first.
-    let (sender, receiver) = tokio::sync::mpsc::unbounded_channel::<Instant>();
-    let receiver = Arc::new(tokio::sync::Mutex::new(receiver));
-    let scheduler = std::thread::spawn(move || {
-        let mut late = Vec::with_capacity(total as usize);
-        for i in 0..total {
-            let at = start + Duration::from_secs_f64(i as f64 / rate);
-            let now = Instant::now();
-            if at > now {
-                std::thread::sleep(at - now);
-            }
-            if at >= from {
-                late.push(at.elapsed().as_nanos() as u64);
-            }
-            if sender.send(at).is_err() {
-                break;
-            }
-        }
-        late
-    });
-    let next = Arc::new(AtomicUsize::new(0));
-    let mut tasks = Vec::new();
-    for mut conn in conns {
-        let (target, next, receiver) = (target.clone(), next.clone(), receiver.clone());
-        tasks.push(tokio::spawn(async move {
-            let mut samples = Vec::new();
-            let mut errors = 0u64;
-            let n = target.requests.len();
-            loop {
-                let Some(at) = receiver.lock().await.recv().await else {
-                    break;
-                };
-                let request = &target.requests[next.fetch_add(1, Ordering::Relaxed) % n];
-                let sent = Instant::now();
-                let (status, _) = conn.exchange(request).await.expect("an answer");
-                if at >= from {
-                    let done = Instant::now();
-                    samples.push(Sample {
-                        at: (at - from).as_nanos() as u64,
-                        latency: (done - at).as_nanos() as u64,
-                        delay: (sent - at).as_nanos() as u64,
-                        service: (done - sent).as_nanos() as u64,
-                    });
-                    errors += u64::from(status != 200);
-                }
-            }
-            (samples, errors)
-        }));
-    }
+    let schedule = Schedule {
+        start,
+        from,
+        rate,
+        total: (rate * (k.warmup + k.seconds)) as u64,
+    };
+    let generator = {
+        let target = target.clone();
+        std::thread::spawn(move || generate(&target, conns, schedule))
+    };
     let cpu = measure_cpu(server, from, until).await;
-    let mut samples = Vec::new();
-    let mut errors = 0;
-    for task in tasks {
-        let (s, e) = task.await.expect("a client task");
-        samples.extend(s);
-        errors += e;
-    }
-    let mut late = scheduler.join().expect("the scheduler");
+    let run = tokio::task::spawn_blocking(move || generator.join())
+        .await
+        .expect("the load generator's thread")
+        .expect("the load generator");
+    let samples = run.samples;
     let pick = |f: fn(&Sample) -> u64| samples.iter().map(f).collect::<Vec<u64>>();
     let (mut latencies, mut delays, mut services) =
         (pick(|s| s.latency), pick(|s| s.delay), pick(|s| s.service));
+    let mut late = run.late;
     // Per second of the measured window: the p99 and the worst latency.
     let seconds = k.seconds.ceil() as usize;
     let mut per_second = vec![Vec::new(); seconds.max(1)];
@@ -1461,10 +1436,134 @@ async fn open_loop(target: &Arc<Target>, server: &Server, rate: f64, k: &Knobs) 
         service_p99: quantile(&mut services, 0.99),
         generator_late_p99: quantile(&mut late, 0.99),
         timeline,
-        errors,
+        errors: run.errors,
         server_cpu: cpu.server,
         other_cpu: cpu.other,
         steal: cpu.steal,
+    }
+}
+
+/// When an open loop's requests are due: request `i` at `start + i / rate`, `total` of them;
+/// those due from `from` on are measured.
+#[derive(Debug, Clone, Copy)]
+struct Schedule {
+    start: Instant,
+    from: Instant,
+    rate: f64,
+    total: u64,
+}
+
+impl Schedule {
+    fn at(&self, i: u64) -> Instant {
+        self.start + Duration::from_secs_f64(i as f64 / self.rate)
+    }
+}
+
+/// What one open loop saw.
+#[derive(Debug)]
+struct OpenLoopRun {
+    samples: Vec<Sample>,
+    errors: u64,
+    /// How late the generator woke for each measured request, in nanoseconds.
+    late: Vec<u64>,
+}
+
+/// The load generator's one thread (see [`open_loop`]).
+fn generate(target: &Target, mut conns: Vec<mio::net::TcpStream>, schedule: Schedule) -> OpenLoopRun {
+    use std::io::{Read, Write};
+    let mut poll = mio::Poll::new().expect("an epoll instance");
+    for (c, conn) in conns.iter_mut().enumerate() {
+        poll.registry()
+            .register(conn, mio::Token(c), mio::Interest::READABLE)
+            .expect("register a client connection");
+    }
+    let mut events = mio::Events::with_capacity(conns.len());
+    let mut bufs: Vec<Vec<u8>> = conns.iter().map(|_| Vec::with_capacity(4096)).collect();
+    // Per connection, the request in flight: its scheduled and its actual send time.
+    let mut in_flight: Vec<Option<(Instant, Instant)>> = vec![None; conns.len()];
+    let mut free: VecDeque<usize> = (0..conns.len()).collect();
+    let mut waiting: VecDeque<Instant> = VecDeque::new();
+    let mut run = OpenLoopRun {
+        samples: Vec::with_capacity(schedule.total as usize),
+        errors: 0,
+        late: Vec::with_capacity(schedule.total as usize),
+    };
+    let (mut next, mut sent) = (0u64, 0usize);
+    let mut chunk = [0u8; 4096];
+    loop {
+        // Every answer in.
+        poll.poll(&mut events, Some(Duration::ZERO))
+            .expect("poll the client connections");
+        for event in events.iter() {
+            let c = event.token().0;
+            loop {
+                match conns[c].read(&mut chunk) {
+                    Ok(0) => panic!("the server closed a client connection"),
+                    Ok(n) => bufs[c].extend_from_slice(&chunk[..n]),
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                    Err(e) => panic!("read an answer: {e}"),
+                }
+            }
+            let Some((status, _)) = complete_answer(&bufs[c]).expect("an HTTP answer") else {
+                continue;
+            };
+            let done = Instant::now();
+            bufs[c].clear();
+            let (at, sent_at) = in_flight[c].take().expect("an answer to a request sent");
+            free.push_back(c);
+            if at >= schedule.from {
+                run.samples.push(Sample {
+                    at: (at - schedule.from).as_nanos() as u64,
+                    latency: (done - at).as_nanos() as u64,
+                    delay: (sent_at - at).as_nanos() as u64,
+                    service: (done - sent_at).as_nanos() as u64,
+                });
+                run.errors += u64::from(status != 200);
+            }
+        }
+        // Every request due by now, sent on a free connection, or waiting for one.
+        let now = Instant::now();
+        while next < schedule.total && schedule.at(next) <= now {
+            let at = schedule.at(next);
+            if at >= schedule.from {
+                run.late.push((now - at).as_nanos() as u64);
+            }
+            waiting.push_back(at);
+            next += 1;
+        }
+        while !waiting.is_empty() {
+            let Some(c) = free.pop_front() else { break };
+            let at = waiting.pop_front().expect("a waiting request");
+            let request = &target.requests[sent % target.requests.len()];
+            sent += 1;
+            in_flight[c] = Some((at, Instant::now()));
+            let mut bytes = &request[..];
+            while !bytes.is_empty() {
+                match conns[c].write(bytes) {
+                    Ok(0) => panic!("a client connection would take no more"),
+                    Ok(n) => bytes = &bytes[n..],
+                    // A full send buffer: never with one small request in flight; waited out.
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => std::thread::yield_now(),
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                    Err(e) => panic!("send a request: {e}"),
+                }
+            }
+        }
+        if next == schedule.total && waiting.is_empty() && free.len() == conns.len() {
+            return run;
+        }
+        // Asleep until the next request is due; answers meanwhile are taken in when it wakes.
+        // With every request out, a moment, then look for the last answers.
+        let wake = if next < schedule.total {
+            schedule.at(next)
+        } else {
+            Instant::now() + Duration::from_micros(20)
+        };
+        let now = Instant::now();
+        if wake > now {
+            std::thread::sleep(wake - now);
+        }
     }
 }
 
