@@ -1550,8 +1550,16 @@ fn generate(target: &Target, mut conns: Vec<mio::net::TcpStream>, schedule: Sche
                 }
             }
         }
-        if next == schedule.total && waiting.is_empty() && free.len() == conns.len() {
-            return run;
+        if next == schedule.total && waiting.is_empty() {
+            if free.len() == conns.len() {
+                return run;
+            }
+            let last = schedule.at(schedule.total.saturating_sub(1));
+            assert!(
+                last.elapsed() < Duration::from_secs(30),
+                "{} answers missing 30 s after the last request was due",
+                conns.len() - free.len()
+            );
         }
         // Asleep until the next request is due; answers meanwhile are taken in when it wakes.
         // With every request out, a moment, then look for the last answers.
