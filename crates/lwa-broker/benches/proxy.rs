@@ -34,6 +34,7 @@
 
 mod common;
 
+use common::http::HttpConn;
 use common::{knob, machine_seconds, median, spread};
 
 use std::collections::HashMap;
@@ -47,8 +48,7 @@ use fake_amazon::{FakeAmazon, FakeConfig, FakeControl, defaults};
 use lwa_server::admin::{NewTenant, create_tenant};
 use lwa_server::config::{Overrides, Settings};
 use serde_json::{Value, json};
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
-use tokio::net::TcpStream;
+use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
 const BROKER: &str = env!("CARGO_BIN_EXE_lwa-broker");
@@ -871,76 +871,6 @@ fn cpu_seconds(stat_path: &str, clock_ticks: f64) -> f64 {
 struct Target {
     addr: SocketAddr,
     request: Vec<u8>,
-}
-
-#[derive(Debug)]
-struct HttpConn {
-    stream: TcpStream,
-    buf: Vec<u8>,
-}
-
-impl HttpConn {
-    async fn connect(addr: SocketAddr) -> std::io::Result<HttpConn> {
-        let stream = TcpStream::connect(addr).await?;
-        stream.set_nodelay(true)?;
-        Ok(HttpConn {
-            stream,
-            buf: Vec::with_capacity(8192),
-        })
-    }
-
-    /// Sends one request and reads its answer: the status and where the body is in `self.buf`
-    /// (for a chunked answer, the body as sent, chunk sizes included).
-    async fn exchange(&mut self, request: &[u8]) -> std::io::Result<(u16, std::ops::Range<usize>)> {
-        self.stream.write_all(request).await?;
-        self.buf.clear();
-        let mut scanned = 0usize;
-        let head_end = loop {
-            if self.stream.read_buf(&mut self.buf).await? == 0 {
-                return Err(std::io::ErrorKind::UnexpectedEof.into());
-            }
-            let from = scanned.saturating_sub(3);
-            if let Some(at) = self.buf[from..].windows(4).position(|w| w == b"\r\n\r\n") {
-                break from + at + 4;
-            }
-            scanned = self.buf.len();
-        };
-        let head = &self.buf[..head_end];
-        let bad = |what: &str| std::io::Error::new(std::io::ErrorKind::InvalidData, what.to_owned());
-        let status = std::str::from_utf8(head.get(9..12).ok_or_else(|| bad("short status line"))?)
-            .ok()
-            .and_then(|s| s.parse::<u16>().ok())
-            .ok_or_else(|| bad("bad status line"))?;
-        let header = |wanted: &str| {
-            head.split(|&b| b == b'\n').find_map(|line| {
-                let line = std::str::from_utf8(line).ok()?.trim_end();
-                let (name, value) = line.split_once(':')?;
-                name.eq_ignore_ascii_case(wanted).then(|| value.trim().to_owned())
-            })
-        };
-        if let Some(length) = header("content-length") {
-            let length: usize = length.parse().map_err(|_| bad("bad content-length"))?;
-            while self.buf.len() < head_end + length {
-                if self.stream.read_buf(&mut self.buf).await? == 0 {
-                    return Err(std::io::ErrorKind::UnexpectedEof.into());
-                }
-            }
-            if self.buf.len() > head_end + length {
-                return Err(bad("more bytes than one answer"));
-            }
-            return Ok((status, head_end..head_end + length));
-        }
-        if !header("transfer-encoding").is_some_and(|t| t.eq_ignore_ascii_case("chunked")) {
-            return Err(bad("an answer without content-length or chunked encoding"));
-        }
-        // Chunked, without trailers: the answer ends with the empty last chunk.
-        while !self.buf[head_end..].ends_with(b"0\r\n\r\n") {
-            if self.stream.read_buf(&mut self.buf).await? == 0 {
-                return Err(std::io::ErrorKind::UnexpectedEof.into());
-            }
-        }
-        Ok((status, head_end..self.buf.len()))
-    }
 }
 
 /// The body of one answer (200 expected).

@@ -41,6 +41,7 @@
 
 mod common;
 
+use common::http::{HttpConn, complete_answer};
 use common::{knob, machine_seconds, median, spread};
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
@@ -56,8 +57,7 @@ use lwa_server::admin::{NewTenant, create_tenant};
 use lwa_server::config::{Overrides, Settings};
 use lwa_server::connections::new_connection;
 use serde_json::{Value, json};
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
-use tokio::net::TcpStream;
+use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
 const BROKER: &str = env!("CARGO_BIN_EXE_lwa-broker");
@@ -1119,70 +1119,6 @@ fn vend_request(addr: SocketAddr, key: &str, id: &str) -> Vec<u8> {
          content-length: 0\r\n\r\n"
     )
     .into_bytes()
-}
-
-#[derive(Debug)]
-struct HttpConn {
-    stream: TcpStream,
-    buf: Vec<u8>,
-}
-
-impl HttpConn {
-    async fn connect(addr: SocketAddr) -> std::io::Result<HttpConn> {
-        let stream = TcpStream::connect(addr).await?;
-        stream.set_nodelay(true)?;
-        Ok(HttpConn {
-            stream,
-            buf: Vec::with_capacity(8192),
-        })
-    }
-
-    /// Sends one request and reads its answer: the status and where the body is in `self.buf`.
-    async fn exchange(&mut self, request: &[u8]) -> std::io::Result<(u16, std::ops::Range<usize>)> {
-        self.stream.write_all(request).await?;
-        self.read_answer().await
-    }
-
-    /// Reads one answer: the status and where the body is in `self.buf`.
-    async fn read_answer(&mut self) -> std::io::Result<(u16, std::ops::Range<usize>)> {
-        self.buf.clear();
-        loop {
-            if self.stream.read_buf(&mut self.buf).await? == 0 {
-                return Err(std::io::ErrorKind::UnexpectedEof.into());
-            }
-            if let Some(answer) = complete_answer(&self.buf)? {
-                return Ok(answer);
-            }
-        }
-    }
-}
-
-/// The status and the body's place of the one answer in `buf`, once all of it is there.
-fn complete_answer(buf: &[u8]) -> std::io::Result<Option<(u16, std::ops::Range<usize>)>> {
-    let Some(head_end) = buf.windows(4).position(|w| w == b"\r\n\r\n").map(|at| at + 4) else {
-        return Ok(None);
-    };
-    let head = &buf[..head_end];
-    let bad = |what: &str| std::io::Error::new(std::io::ErrorKind::InvalidData, what.to_owned());
-    let status = std::str::from_utf8(head.get(9..12).ok_or_else(|| bad("short status line"))?)
-        .ok()
-        .and_then(|s| s.parse::<u16>().ok())
-        .ok_or_else(|| bad("bad status line"))?;
-    let length = head
-        .split(|&b| b == b'\n')
-        .find_map(|line| {
-            let line = std::str::from_utf8(line).ok()?.trim_end();
-            let (name, value) = line.split_once(':')?;
-            name.eq_ignore_ascii_case("content-length")
-                .then(|| value.trim().parse::<usize>().ok())
-                .flatten()
-        })
-        .ok_or_else(|| bad("an answer without content-length"))?;
-    match buf.len().cmp(&(head_end + length)) {
-        std::cmp::Ordering::Less => Ok(None),
-        std::cmp::Ordering::Equal => Ok(Some((status, head_end..head_end + length))),
-        std::cmp::Ordering::Greater => Err(bad("more bytes than one answer")),
-    }
 }
 
 async fn connect_all(addr: SocketAddr, n: usize) -> Vec<HttpConn> {

@@ -1,8 +1,10 @@
-//! Helpers every bench of this directory shares: knobs from the environment, medians, and the
-//! machine's CPU time. Each bench uses part of them.
+//! Helpers every bench of this directory shares: knobs from the environment, medians, the
+//! machine's CPU time, and a minimal HTTP/1.1 client connection (`http`). Each bench uses part of them.
 #![allow(dead_code)]
 
 use std::str::FromStr;
+
+pub mod http;
 
 /// The knob `name` from the environment, else `default`; a value that does not parse stops the
 /// bench with the knob's name.
