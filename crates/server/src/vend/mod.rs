@@ -671,6 +671,7 @@ impl Vendor {
         budget: Option<Budget>,
     ) -> Result<Arc<CachedToken>, VendError> {
         let now = state.now_ms();
+        let from_claim = claimed.is_some();
         // The claim's copy of the row (or one read) serves the cache entry and the refresh.
         let (row, schedule) = match claimed {
             Some(claimed) => claimed,
@@ -733,6 +734,12 @@ impl Vendor {
             Err(VendError::NeedsReauth) => entry.meta.write().status = Status::NeedsReauth,
             Err(VendError::Disconnected) => entry.meta.write().status = Status::Disconnected,
             _ => {}
+        }
+        if from_claim && result.is_err() && !ran.load(std::sync::atomic::Ordering::Relaxed) {
+            // The refresh that failed was a vend's under this claim, which left the lease to the
+            // claim: nothing here acts on the claim any more, so the next try need not wait for
+            // the lease to run out.
+            let _ = state.store.release_refresh_lease(id).await;
         }
         result
     }

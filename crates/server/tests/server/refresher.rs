@@ -444,31 +444,39 @@ async fn a_vend_that_meets_its_own_refreshers_claim_refreshes_at_once_and_once()
     assert_eq!(app.refresh_grants().await.len(), 1, "one refresh for both");
 }
 
-/// A vend that fails under its own process's refresher claim leaves the lease alone: the
-/// refresher's task for the connection may still be waiting for its turn. Were the lease
-/// released, another replica's vend would take it and refresh, and the refresher, acting on its
-/// claim, would refresh the connection a second time.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_vend_that_fails_under_its_refreshers_claim_leaves_the_lease_to_the_refresher() {
+/// Two processes on one database, one connection whose token has expired, this process's
+/// refresher holding its claim (stopped before its refresh), and a vend here that refreshed
+/// under the claim and failed (LWA answering 500 to every try).
+struct FailedUnderClaim {
+    app: TestApp,
+    other: lwa_server::state::AppState,
+    id: String,
+    claimed: lwa_store::DueRefresh,
+    /// Dropped when the refresher's task is done.
+    claim: Option<OwnClaim>,
+    /// Refresh calls the fake had seen after the failed vend.
+    grants: usize,
+}
+
+async fn failed_under_claim(prefix: &str) -> FailedUnderClaim {
     let mut captured = None;
     let app = spawn_with(|s| captured = Some(s.clone())).await;
     let other = lwa_server::open_state(&captured.unwrap(), url::Url::parse(&app.url).unwrap())
         .await
         .unwrap();
-    let (id, _) = app.import_sellers("FAILCLAIM", 1).await[0].clone();
+    let (id, _) = app.import_sellers(prefix, 1).await[0].clone();
     app.run_refresher().await;
     app.advance((LIFETIME_S + 1) as f64).await;
-    // The refresher's claim, stopped before its refresh.
     let now = app.state.now_ms();
-    let claimed = app
+    let mut claimed = app
         .state
         .store
         .claim_due_refreshes(now, 120_000, 10)
         .await
         .unwrap();
     assert_eq!(claimed.len(), 1);
-    let claim = OwnClaim::new(&app.state, &id, claimed[0].schedule.refresh_lease_until_ms);
-    // A vend here refreshes under the claim, and LWA fails it (every retry).
+    let claimed = claimed.remove(0);
+    let claim = OwnClaim::new(&app.state, &id, claimed.schedule.refresh_lease_until_ms);
     let control = app.fake.control();
     let fault = control
         .add_fault(FaultSpec {
@@ -480,40 +488,109 @@ async fn a_vend_that_fails_under_its_refreshers_claim_leaves_the_lease_to_the_re
     let (status, body) = app.vend_json(&id).await;
     assert_eq!(status, 503, "{body}");
     control.remove_fault(fault).await;
-    // Past the failure's backoff, well inside the claim's lease.
-    app.advance((lwa_server::vend::BACKOFF_BASE_MS / 1000 + 1) as f64)
-        .await;
-    while other.now_ms() < app.state.now_ms() - 50 {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
     let grants = app.refresh_grants().await.len();
-    // Another replica's vend: the refresher still holds the lease, so it waits for its token.
-    let vend = {
-        let (other, tenant, id) = (other.clone(), app.tenant_id.clone(), id.clone());
+    FailedUnderClaim {
+        app,
+        other,
+        id,
+        claimed,
+        claim: Some(claim),
+        grants,
+    }
+}
+
+impl FailedUnderClaim {
+    /// The refresher's task goes on with its claim.
+    async fn refresher_task(
+        &self,
+    ) -> Result<std::sync::Arc<lwa_server::vend::CachedToken>, lwa_server::vend::VendError> {
+        self.app
+            .state
+            .vendor
+            .refresh_due(
+                &self.app.state,
+                &self.id,
+                Some((self.claimed.connection.clone(), self.claimed.schedule.clone())),
+                None,
+            )
+            .await
+    }
+
+    /// The clock past the failure's backoff (well inside the claim's lease), followed by the
+    /// other process.
+    async fn past_the_backoff(&self) {
+        self.app
+            .advance((lwa_server::vend::BACKOFF_BASE_MS / 1000 + 1) as f64)
+            .await;
+        while self.other.now_ms() < self.app.state.now_ms() - 50 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// A vend of the connection on the other process, in a task of its own.
+    fn other_vend(
+        &self,
+    ) -> tokio::task::JoinHandle<
+        Result<std::sync::Arc<lwa_server::vend::CachedToken>, lwa_server::vend::VendError>,
+    > {
+        let (other, tenant, id) = (self.other.clone(), self.app.tenant_id.clone(), self.id.clone());
         tokio::spawn(async move { other.vendor.access_token(&other, &tenant, &id, None, false).await })
-    };
+    }
+}
+
+/// A vend that fails under its own process's refresher claim leaves the lease alone: the
+/// refresher's task for the connection may still be waiting for its turn. Were the lease
+/// released, another replica's vend would take it and refresh, and the refresher, acting on its
+/// claim, would refresh the connection a second time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_vend_that_fails_under_its_refreshers_claim_leaves_the_lease_to_the_refresher() {
+    let failed = failed_under_claim("FAILCLAIM").await;
+    failed.past_the_backoff().await;
+    // Another replica's vend: the refresher still holds the lease, so it waits for its token.
+    let vend = failed.other_vend();
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert!(
         !vend.is_finished(),
         "the other replica refreshed under the refresher's lease: {:?}",
         vend.await.unwrap().map(|t| t.expires_at_ms)
     );
-    let refreshed = app
-        .state
-        .vendor
-        .refresh_due(
-            &app.state,
-            &id,
-            Some((claimed[0].connection.clone(), claimed[0].schedule.clone())),
-            None,
-        )
-        .await
-        .unwrap();
+    let refreshed = failed.refresher_task().await.unwrap();
     let theirs = vend.await.unwrap().unwrap();
     assert_eq!(theirs.token.expose(), refreshed.token.expose());
-    drop(claim);
     assert_eq!(
-        app.refresh_grants().await.len() - grants,
+        failed.app.refresh_grants().await.len() - failed.grants,
+        1,
+        "one refresh after the failed one"
+    );
+}
+
+/// The refresher's task that comes to the connection while the vend's failure still stands
+/// (its backoff) shares that failure rather than calling LWA, and then gives the lease up: the
+/// next try, in any process, need not wait for the claim's two minutes to run out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refresher_task_sharing_a_vends_failure_gives_its_lease_up() {
+    let mut failed = failed_under_claim("SHAREFAIL").await;
+    assert!(
+        failed.refresher_task().await.is_err(),
+        "the vend's failure, shared"
+    );
+    assert_eq!(
+        failed.app.refresh_grants().await.len(),
+        failed.grants,
+        "no LWA call of its own"
+    );
+    drop(failed.claim.take());
+    failed.past_the_backoff().await;
+    let started = std::time::Instant::now();
+    let token = failed.other_vend().await.unwrap().unwrap();
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "the other replica waited {:?} for a lease nobody acts on",
+        started.elapsed()
+    );
+    assert!(token.expires_at_ms > failed.app.state.now_ms());
+    assert_eq!(
+        failed.app.refresh_grants().await.len() - failed.grants,
         1,
         "one refresh after the failed one"
     );
