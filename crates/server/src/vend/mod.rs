@@ -103,15 +103,25 @@ pub struct CachedToken {
     pub expires_at: Box<str>,
     /// Tag of the tenant-held secret that opened it (`None`: no tenant layer).
     secret_tag: Option<[u8; 32]>,
+    /// The token goes into JSON as it is (see [`json_plain`]).
+    json_plain: bool,
+}
+
+/// Whether `text` goes into a JSON string as it is: no quote, backslash or control character,
+/// the only characters JSON (and `serde_json`) escapes.
+fn json_plain(text: &str) -> bool {
+    !text.bytes().any(|b| b < 0x20 || b == b'"' || b == b'\\')
 }
 
 impl CachedToken {
     fn new(token: AccessToken, expires_at_ms: i64, secret_tag: Option<[u8; 32]>) -> Arc<CachedToken> {
+        let json_plain = json_plain(token.expose());
         Arc::new(CachedToken {
             token,
             expires_at_ms,
             expires_at: crate::time::rfc3339(expires_at_ms).into(),
             secret_tag,
+            json_plain,
         })
     }
 

@@ -104,26 +104,41 @@ pub fn full_key(auth: &TenantAuth) -> Result<(), ApiError> {
     Ok(())
 }
 
-#[derive(Serialize)]
-struct TokenBody<'a> {
-    access_token: &'a str,
-    token_type: &'static str,
-    expires_at: &'a str,
-    expires_in: i64,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    scope: Option<&'a str>,
+/// A token as JSON, never cached by anyone on the way: `access_token`, `token_type`,
+/// `expires_at`, `expires_in` and, for a grantless token, `scope`. Written straight into a
+/// buffer of the right size, the token copied as it is when it needs no escaping (Amazon's
+/// never do): this is the hot path of every vend.
+fn token_response(token: &CachedToken, now: i64, scope: Option<&str>) -> Response {
+    let secret = token.token.expose();
+    let mut body =
+        Vec::with_capacity(secret.len() + token.expires_at.len() + scope.map_or(0, str::len) + 112);
+    body.extend_from_slice(b"{\"access_token\":");
+    push_json_str(&mut body, secret, token.json_plain);
+    body.extend_from_slice(b",\"token_type\":\"bearer\",\"expires_at\":");
+    push_json_str(&mut body, &token.expires_at, false);
+    body.extend_from_slice(b",\"expires_in\":");
+    body.extend_from_slice(token.expires_in(now).to_string().as_bytes());
+    if let Some(scope) = scope {
+        body.extend_from_slice(b",\"scope\":");
+        push_json_str(&mut body, scope, false);
+    }
+    body.push(b'}');
+    let mut response = Response::new(axum::body::Body::from(body));
+    response
+        .headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    no_store(response)
 }
 
-/// A token as JSON, never cached by anyone on the way.
-fn token_response(token: &CachedToken, now: i64, scope: Option<&str>) -> Response {
-    let body = TokenBody {
-        access_token: token.token.expose(),
-        token_type: "bearer",
-        expires_at: &token.expires_at,
-        expires_in: token.expires_in(now),
-        scope,
-    };
-    no_store(axum::Json(body).into_response())
+/// `text` as a JSON string; `plain`: it needs no escaping (see [`super::json_plain`]).
+fn push_json_str(out: &mut Vec<u8>, text: &str, plain: bool) {
+    if plain {
+        out.push(b'"');
+        out.extend_from_slice(text.as_bytes());
+        out.push(b'"');
+    } else {
+        serde_json::to_writer(&mut *out, text).expect("writing JSON to memory cannot fail");
+    }
 }
 
 pub(crate) fn no_store(mut response: Response) -> Response {
@@ -339,4 +354,43 @@ pub async fn restricted_data_token(
         target_application: request.target_application.as_deref(),
     };
     Ok(no_store(axum::Json(body).into_response()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::{Value, json};
+
+    async fn body_of(token: &str, scope: Option<&str>) -> (Value, Response) {
+        let cached = CachedToken::new(lwa::AccessToken::new(token), 1_790_000_000_000, None);
+        // Amazon's tokens take the path without escaping.
+        assert_eq!(cached.json_plain, token.starts_with("Atza|"), "{token:?}");
+        let mut response = token_response(&cached, 1_789_999_000_500, scope);
+        let body = std::mem::take(response.body_mut());
+        let bytes = axum::body::to_bytes(body, usize::MAX).await.unwrap();
+        (serde_json::from_slice(&bytes).unwrap(), response)
+    }
+
+    #[tokio::test]
+    async fn a_token_answer_is_the_json_of_its_fields_whether_or_not_the_token_needs_escaping() {
+        for token in ["Atza|IwEBIA-plain_token+/=.~", "odd \"quoted\" \\ token\n\u{1}é"] {
+            for scope in [None, Some("sellingpartnerapi::notifications")] {
+                let (body, response) = body_of(token, scope).await;
+                let mut expected = json!({
+                    "access_token": token,
+                    "token_type": "bearer",
+                    "expires_at": crate::time::rfc3339(1_790_000_000_000),
+                    "expires_in": 999,
+                });
+                if let Some(scope) = scope {
+                    expected["scope"] = json!(scope);
+                }
+                assert_eq!(body, expected);
+                let headers = response.headers();
+                assert_eq!(headers[header::CONTENT_TYPE], "application/json");
+                assert_eq!(headers[header::CACHE_CONTROL], "no-store");
+                assert_eq!(headers[header::PRAGMA], "no-cache");
+            }
+        }
+    }
 }
