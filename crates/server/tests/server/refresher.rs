@@ -86,6 +86,38 @@ impl TestApp {
         self.state.refresher.run_once(&self.state).await
     }
 
+    /// The background refresher's claim of the one due connection `id`, stopped before its
+    /// refresh: the claimed row and the in-process note of the claim.
+    async fn claim_as_refresher(&self, id: &str) -> (lwa_store::DueRefresh, OwnClaim) {
+        let now = self.state.now_ms();
+        let mut claimed = self
+            .state
+            .store
+            .claim_due_refreshes(now, 120_000, 10)
+            .await
+            .unwrap();
+        assert_eq!(claimed.len(), 1);
+        let claimed = claimed.remove(0);
+        let claim = OwnClaim::new(&self.state, id, claimed.schedule.refresh_lease_until_ms);
+        (claimed, claim)
+    }
+
+    /// The refresher's task for `claimed` going on with its claim.
+    async fn refresher_task(
+        &self,
+        claimed: &lwa_store::DueRefresh,
+    ) -> Result<std::sync::Arc<lwa_server::vend::CachedToken>, lwa_server::vend::VendError> {
+        self.state
+            .vendor
+            .refresh_due(
+                &self.state,
+                &claimed.id,
+                Some((claimed.connection.clone(), claimed.schedule.clone())),
+                None,
+            )
+            .await
+    }
+
     async fn vend_json(&self, id: &str) -> (u16, Value) {
         let r = self
             .http
@@ -409,16 +441,7 @@ async fn a_vend_that_meets_its_own_refreshers_claim_refreshes_at_once_and_once()
     app.run_refresher().await;
     app.advance((LIFETIME_S + 1) as f64).await;
     app.fake.control().clear_requests().await;
-    // The refresher's claim, stopped before its refresh.
-    let now = app.state.now_ms();
-    let claimed = app
-        .state
-        .store
-        .claim_due_refreshes(now, 120_000, 10)
-        .await
-        .unwrap();
-    assert_eq!(claimed.len(), 1);
-    let claim = OwnClaim::new(&app.state, &id, claimed[0].schedule.refresh_lease_until_ms);
+    let (claimed, claim) = app.claim_as_refresher(&id).await;
     let started = std::time::Instant::now();
     let (status, body) = app.vend_json(&id).await;
     assert_eq!(status, 200, "{body}");
@@ -428,17 +451,7 @@ async fn a_vend_that_meets_its_own_refreshers_claim_refreshes_at_once_and_once()
         started.elapsed()
     );
     // The refresher goes on with its claim and finds the vend's token.
-    let refreshed = app
-        .state
-        .vendor
-        .refresh_due(
-            &app.state,
-            &id,
-            Some((claimed[0].connection.clone(), claimed[0].schedule.clone())),
-            None,
-        )
-        .await
-        .unwrap();
+    let refreshed = app.refresher_task(&claimed).await.unwrap();
     assert_eq!(refreshed.token.expose(), body["access_token"].as_str().unwrap());
     drop(claim);
     assert_eq!(app.refresh_grants().await.len(), 1, "one refresh for both");
@@ -467,16 +480,7 @@ async fn failed_under_claim(prefix: &str) -> FailedUnderClaim {
     let (id, _) = app.import_sellers(prefix, 1).await[0].clone();
     app.run_refresher().await;
     app.advance((LIFETIME_S + 1) as f64).await;
-    let now = app.state.now_ms();
-    let mut claimed = app
-        .state
-        .store
-        .claim_due_refreshes(now, 120_000, 10)
-        .await
-        .unwrap();
-    assert_eq!(claimed.len(), 1);
-    let claimed = claimed.remove(0);
-    let claim = OwnClaim::new(&app.state, &id, claimed.schedule.refresh_lease_until_ms);
+    let (claimed, claim) = app.claim_as_refresher(&id).await;
     let control = app.fake.control();
     let fault = control
         .add_fault(FaultSpec {
@@ -504,16 +508,7 @@ impl FailedUnderClaim {
     async fn refresher_task(
         &self,
     ) -> Result<std::sync::Arc<lwa_server::vend::CachedToken>, lwa_server::vend::VendError> {
-        self.app
-            .state
-            .vendor
-            .refresh_due(
-                &self.app.state,
-                &self.id,
-                Some((self.claimed.connection.clone(), self.claimed.schedule.clone())),
-                None,
-            )
-            .await
+        self.app.refresher_task(&self.claimed).await
     }
 
     /// The clock past the failure's backoff (well inside the claim's lease), followed by the
